@@ -1,0 +1,3 @@
+from agentbox_cli.main import main
+
+raise SystemExit(main())

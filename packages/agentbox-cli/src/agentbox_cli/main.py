@@ -1,0 +1,15 @@
+"""The ``agentbox`` console script."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from agentbox_cli.schema import SPEC
+from agentbox_state.cli.verbs import CONFIG, PATHS
+from loftd.console import console_main
+
+VERBS = (PATHS, CONFIG)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    return console_main(SPEC, VERBS, argv, environ)

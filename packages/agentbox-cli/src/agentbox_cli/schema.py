@@ -1,0 +1,20 @@
+"""The ``agentbox`` application: its name, environment and what ``agentbox.toml`` may contain."""
+
+from __future__ import annotations
+
+from agentbox_cli import __version__
+from agentbox_podman.images import LOCAL_IMAGE, PUBLISHED_IMAGE
+from agentbox_state.cli.app import AppSpec
+from agentbox_state.config import STATE_TABLE
+
+SPEC = AppSpec(
+    name="agentbox",
+    version=__version__,
+    description="""\
+An isolated, persistent sandbox shell for the project in the current directory.
+The project is mounted at /workspace; the Nix store, container images, caches and
+agent config survive across runs. State lives outside the project: see 'agentbox paths'.""",
+    image_env="AGENTBOX_IMAGE",
+    default_image=f"{LOCAL_IMAGE} when present, else {PUBLISHED_IMAGE}",
+    schema={"state": STATE_TABLE},
+)

@@ -1,0 +1,3 @@
+from agentbox_guest_init.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,18 @@
+"""Errors of the libkrun layer."""
+
+from __future__ import annotations
+
+import errno as errno_names
+import os
+
+from agentbox_state.errors import AgentboxError
+
+
+class KrunError(AgentboxError):
+    """A libkrun function returned ``-errno``; names the function and the errno with its text."""
+
+    def __init__(self, func: str, err: int, *, hint: str | None = None):
+        name = errno_names.errorcode.get(err, f"errno {err}")
+        super().__init__(f"{func} failed: {name} ({os.strerror(err)})", hint=hint)
+        self.func = func
+        self.errno = err

@@ -1,0 +1,161 @@
+"""An application (``agentbox`` or ``loftd``): its spec, its verbs, and how one invocation runs.
+
+One invocation: parse argv → resolve the global flags with the environment → load the config
+file → resolve state paths → run one verb inside a profiled phase → exit status. Errors become
+``<prog>: message`` / ``hint: ...`` text through the ``err`` sink and the error's exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from agentbox_state.cli.flags import (
+    ArgumentParser,
+    GlobalFlags,
+    Setting,
+    add_global_flags,
+    resolve_global_flags,
+)
+from agentbox_state.cli.outcome import failure, wants_debug
+from agentbox_state.config import ConfigFile, Schema, load_config
+from agentbox_state.paths import StatePaths, config_file_path
+from agentbox_state.profile import Profiler, should_report
+
+Sink = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppSpec:
+    """What distinguishes one command line from the other."""
+
+    name: str
+    version: str
+    description: str
+    image_env: str
+    default_image: str
+    schema: Schema
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Context:
+    """Everything a verb starts from."""
+
+    spec: AppSpec
+    args: argparse.Namespace
+    environ: Mapping[str, str]
+    flags: GlobalFlags
+    config: ConfigFile
+    paths: StatePaths
+    profiler: Profiler
+    out: Sink
+    err: Sink
+
+
+@dataclass(frozen=True, slots=True)
+class Verb:
+    name: str
+    help: str
+    run: Callable[[Context], int]
+    configure: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+
+
+def build_parser(spec: AppSpec, verbs: Sequence[Verb]) -> ArgumentParser:
+    parser = ArgumentParser(
+        prog=spec.name,
+        description=spec.description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{spec.name} {spec.version}")
+    add_global_flags(parser, image_env=spec.image_env, top=True)
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=ArgumentParser)
+    for verb in verbs:
+        verb_parser = sub.add_parser(verb.name, help=verb.help, description=verb.help)
+        verb.configure(verb_parser)
+        add_global_flags(verb_parser, image_env=spec.image_env, top=False)
+    return parser
+
+
+def build_context(
+    spec: AppSpec, args: argparse.Namespace, environ: Mapping[str, str], *, out: Sink, err: Sink
+) -> Context:
+    flags = resolve_global_flags(
+        args, environ, image_env=spec.image_env, default_image=spec.default_image
+    )
+    profiler = Profiler(f"{spec.name} host profile", enabled=flags.profile)
+    with profiler.phase("config_load"):
+        config = load_config(config_file_path(spec.name, environ), spec.schema)
+        paths = StatePaths.resolve(spec.name, environ, config)
+    return Context(
+        spec=spec,
+        args=args,
+        environ=environ,
+        flags=flags,
+        config=config,
+        paths=paths,
+        profiler=profiler,
+        out=out,
+        err=err,
+    )
+
+
+def effective_settings(ctx: Context) -> dict[str, Setting]:
+    """Every config key (from the file or its default), the state base, then the global flags."""
+    settings: dict[str, Setting] = {}
+    for table, keys in ctx.spec.schema.items():
+        for key, spec in keys.items():
+            key_path = f"{table}.{key}"
+            if key_path in ctx.config.values:
+                where = f"{os.fspath(ctx.config.path)} [{table}].{key}"
+                settings[key_path] = Setting(ctx.config.values[key_path], where)
+            else:
+                settings[key_path] = Setting(spec.default, "default")
+    settings["state.base"] = Setting(ctx.paths.base, ctx.paths.base_source)
+    settings.update(ctx.flags.settings())
+    return settings
+
+
+def run(
+    spec: AppSpec,
+    verbs: Sequence[Verb],
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    *,
+    out: Sink,
+    err: Sink,
+) -> int:
+    parser = build_parser(spec, verbs)
+    args = parser.parse_args(list(argv))
+    if args.verb is None:
+        out(parser.format_help().rstrip("\n"))
+        return 0
+    ctx = build_context(spec, args, environ, out=out, err=err)
+    verb = next(v for v in verbs if v.name == args.verb)
+    try:
+        with ctx.profiler.phase(verb.name):
+            return verb.run(ctx)
+    finally:
+        if should_report(profile=ctx.flags.profile, debug=ctx.flags.debug):
+            err(ctx.profiler.report())
+
+
+def main(
+    spec: AppSpec,
+    verbs: Sequence[Verb],
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    *,
+    out: Sink,
+    err: Sink,
+) -> int:
+    """``run`` with every exception turned into a message on ``err`` and an exit status."""
+    try:
+        return run(spec, verbs, argv, environ, out=out, err=err)
+    except SystemExit as done:  # argparse's --help and --version
+        return done.code if isinstance(done.code, int) else 0
+    except BaseException as exc:  # noqa: BLE001 - the one place errors become messages
+        code, text = failure(spec.name, exc, debug=wants_debug(list(argv)))
+        err(text)
+        return code

@@ -1,0 +1,196 @@
+"""TOML configuration files, validated against a schema of tables and keys.
+
+A missing file means defaults. Every problem names the file, the key path and the bad value, and
+says what is accepted. Nothing here writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentbox_state.errors import ConfigError
+
+
+class Invalid(Exception):  # noqa: N818 - internal signal, never escapes this module
+    """Raised by a converter: ``reason`` says what is wrong with the value."""
+
+    def __init__(self, reason: str, hint: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.hint = hint
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One accepted key: ``accepted`` describes valid values in words; ``convert`` checks one;
+    ``default`` is the effective value when the file does not set it."""
+
+    accepted: str
+    convert: Callable[[object], object]
+    default: object = None
+
+
+Schema = Mapping[str, Mapping[str, Key]]
+
+
+def toml_repr(value: object) -> str:
+    """Show a parsed TOML value the way it would be written in the file."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_repr(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_repr(v) for v in value) + "]"
+    return str(value)
+
+
+def _type_name(value: object) -> str:
+    return {
+        bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+        dict: "a table", list: "an array",
+    }.get(type(value), f"a {type(value).__name__}")  # fmt: skip
+
+
+def absolute_path(value: object) -> Path:
+    """Converter: a non-empty, absolute path string (no ``~``, nothing relative)."""
+    if not isinstance(value, str):
+        raise Invalid(f"is {_type_name(value)}, not a string")
+    if not value:
+        raise Invalid("is empty")
+    if not os.path.isabs(value):
+        hint = "write the full path; ~ and relative paths are not expanded"
+        raise Invalid("is a relative path", hint)
+    return Path(value)
+
+
+def one_of(*choices: str, hints: Mapping[str, str] | None = None) -> Callable[[object], str]:
+    """Converter factory: one of ``choices``; ``hints`` maps known wrong spellings to advice."""
+
+    def convert(value: object) -> str:
+        if not isinstance(value, str):
+            raise Invalid(f"is {_type_name(value)}, not a string")
+        if value not in choices:
+            raise Invalid("is not one of the accepted values", (hints or {}).get(value))
+        return value
+
+    return convert
+
+
+def non_negative_int(value: object) -> int:
+    """Converter: a whole number >= 0 (booleans are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Invalid(f"is {_type_name(value)}, not a whole number")
+    if value < 0:
+        raise Invalid("is negative")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """What a config file said: ``values`` maps ``table.key`` to converted values."""
+
+    path: Path
+    exists: bool
+    values: Mapping[str, object] = field(default_factory=dict)
+
+    def get(self, key_path: str) -> object | None:
+        return self.values.get(key_path)
+
+
+def _accepted_tables(schema: Schema) -> str:
+    return ", ".join(f"[{t}]" for t in schema)
+
+
+def validate(path: Path, data: Mapping[str, object], schema: Schema) -> dict[str, object]:
+    """Check parsed TOML against ``schema``; return ``{"table.key": converted}``."""
+    values: dict[str, object] = {}
+    for table_name, table in data.items():
+        if table_name not in schema:
+            if isinstance(table, dict):
+                msg = f"unknown table [{table_name}]"
+            else:
+                msg = f"unknown top-level key {table_name} = {toml_repr(table)}"
+            raise ConfigError(
+                msg,
+                path=path,
+                key_path=table_name,
+                hint=f"accepted tables: {_accepted_tables(schema)}; remove or rename it",
+            )
+        keys = schema[table_name]
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"{table_name} = {toml_repr(table)} is {_type_name(table)}, not a table",
+                path=path,
+                key_path=table_name,
+                hint=f"write it as a table: [{table_name}] with keys {', '.join(keys)}",
+            )
+        for key_name, raw in table.items():
+            key_path = f"{table_name}.{key_name}"
+            if key_name not in keys:
+                raise ConfigError(
+                    f"unknown key {key_path} = {toml_repr(raw)}",
+                    path=path,
+                    key_path=key_path,
+                    hint=f"accepted keys in [{table_name}]: {', '.join(keys)}",
+                )
+            spec = keys[key_name]
+            try:
+                values[key_path] = spec.convert(raw)
+            except Invalid as bad:
+                hint = f"{key_path} must be {spec.accepted}"
+                if bad.hint:
+                    hint = f"{hint}; {bad.hint}"
+                raise ConfigError(
+                    f"{key_path} = {toml_repr(raw)} {bad.reason}",
+                    path=path,
+                    key_path=key_path,
+                    hint=hint,
+                ) from None
+    return values
+
+
+def load_config(path: Path, schema: Schema) -> ConfigFile:
+    """Read and validate ``path``; a file that does not exist gives an empty config."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return ConfigFile(path=path, exists=False)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot read the config file: {err.strerror or err}",
+            path=path,
+            hint="make it a readable regular file, or remove it to use the defaults",
+        ) from err
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"is not UTF-8 text (bad byte at offset {err.start})",
+            path=path,
+            hint="save the file as UTF-8",
+        ) from None
+    import tomllib  # only when there is a file: keeps it off the common start-up path
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(
+            f"is not valid TOML: {err}",
+            path=path,
+            hint="fix the syntax there, or move the file away to use the defaults",
+        ) from None
+    return ConfigFile(path=path, exists=True, values=validate(path, data, schema))
+
+
+STATE_TABLE: Mapping[str, Key] = {
+    "location": Key(
+        accepted='an absolute path such as "/srv/state" (state then lives in /srv/state/<app>)',
+        convert=absolute_path,
+    ),
+}

@@ -1,0 +1,125 @@
+"""Advisory file locks that say who holds them.
+
+``FileLock`` wraps ``flock(2)``: the kernel releases it when the holder exits, however it exits,
+so a crashed run never leaves a stale lock. The holder writes its pid and start time into the
+file so that a second run can say "held by pid N since T" instead of hanging or guessing.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from agentbox_state.errors import AgentboxError, LockHeldError
+
+POLL_SECONDS = 0.05
+
+
+def _describe_holder(path: Path) -> tuple[int | None, str]:
+    """(pid, "pid N since T") from a lock file's record, as far as it can be read."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    try:
+        pid = int(fields["pid"])
+        since = float(fields["since"])
+    except (KeyError, ValueError):
+        return None, "another process (it has not recorded its pid yet)"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+    return pid, f"pid {pid} since {stamp}"
+
+
+class FileLock:
+    """An exclusive lock on ``path`` (created 0600 with its parent dirs when missing).
+
+    ``what`` names the thing protected, for messages ("workspace /x", "disk /y.raw").
+    """
+
+    def __init__(self, path: Path, *, what: str) -> None:
+        self.path = path
+        self.what = what
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(
+        self,
+        *,
+        wait: float = 0.0,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
+        """Take the lock; if it is held, retry for up to ``wait`` seconds, then raise.
+
+        ``on_wait`` is told once, with the holder's description, when we start waiting.
+        """
+        if self._fd is not None:
+            raise AgentboxError(f"the lock on {self.what} is already held by this process")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            raise AgentboxError(
+                f"cannot open the lock file {self.path} for {self.what}: {err.strerror}",
+                hint="check that the state directory is writable by you",
+            ) from err
+        deadline = time.monotonic() + wait
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    os.close(fd)
+                    raise AgentboxError(
+                        f"cannot lock {self.path} for {self.what}: {err.strerror}"
+                    ) from err
+            pid, holder = _describe_holder(self.path)
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                waited = f" (waited {wait:g} s)" if wait > 0 else ""
+                raise LockHeldError(
+                    f"{self.what} is in use: its lock {self.path} is held by {holder}{waited}",
+                    hint="wait for that run to finish and retry"
+                    + (f", or stop it (kill {pid}) if it is stuck" if pid else ""),
+                    pid=pid,
+                )
+            if on_wait is not None and not told:
+                on_wait(f"waiting for {self.what}: held by {holder}")
+                told = True
+            time.sleep(POLL_SECONDS)
+        record = f"pid={os.getpid()}\nsince={time.time():.3f}\n".encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, record, 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drop the lock; the file stays (removing it would race with a waiting process)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing the last descriptor releases the flock
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()

@@ -1,0 +1,205 @@
+"""The one way agentbox runs external commands.
+
+Commands are argv lists, never shell strings, run with a minimal explicit environment. With an
+``echo`` sink (``--debug``), each command is logged as ``+ <line you can paste>`` first. A failure
+raises :class:`~agentbox_state.errors.CommandError` carrying the exit status and the tail of
+stderr. ``interactive`` hands the terminal to the command and returns its exit status (128+N when
+a signal ended it), as a shell would.
+"""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from agentbox_state.errors import CommandError
+
+# Variables a child may inherit from the user's environment; everything else is dropped.
+PASSTHROUGH = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR",
+    "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF", "CONTAINER_HOST",
+    "BUILDAH_ISOLATION", "STORAGE_DRIVER",
+})  # fmt: skip
+# The terminal's own settings, passed on only to interactive commands.
+TERMINAL = frozenset({"TERM", "COLORTERM", "LANG", "LC_ALL", "LC_CTYPE", "NO_COLOR"})
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+STDERR_TAIL_LINES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """The result of a finished command."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+class Runner(Protocol):
+    """The seam every layer runs commands through (swap in ``RecordingRunner`` in tests)."""
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        check: bool = True,
+    ) -> Completed: ...
+
+    def interactive(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> int: ...
+
+
+def command_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """A shell line that reproduces the command, with the variables we set in front."""
+    prefix = [f"{k}={shlex.quote(v)}" for k, v in (env or {}).items()]
+    return " ".join([*prefix, shlex.join(argv)])
+
+
+def stderr_tail(stderr: str, lines: int = STDERR_TAIL_LINES) -> str:
+    kept = [line for line in stderr.strip().splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def exit_status(returncode: int) -> int:
+    """A shell-style exit status: a signal death (negative returncode) becomes 128+N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def describe_status(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name}"
+    if returncode == 127:
+        return "failed with exit status 127 (a command it ran was not found)"
+    return f"failed with exit status {returncode}"
+
+
+def command_failed(argv: Sequence[str], returncode: int, stderr: str) -> CommandError:
+    """The error for a command that ran and failed (shared with the recording runner)."""
+    tail = stderr_tail(stderr)
+    message = f"`{shlex.join(argv)}` {describe_status(returncode)}"
+    if tail:
+        message += "\n" + "\n".join(f"  {line}" for line in tail.splitlines())
+    return CommandError(message, argv=tuple(argv), returncode=returncode, stderr_tail=tail)
+
+
+def _start_failed(argv: Sequence[str], err: OSError) -> CommandError:
+    name = argv[0]
+    if isinstance(err, FileNotFoundError):
+        message = f"cannot run {name}: it is not installed or not on PATH"
+        hint = f"install {name} (see the README's requirements) or add its directory to PATH"
+    elif isinstance(err, PermissionError):
+        message = f"cannot run {name}: permission denied"
+        hint = f"check that {name} is executable by you"
+    else:
+        message = f"cannot run {name}: {err.strerror or err}"
+        hint = None
+    return CommandError(message, argv=tuple(argv), returncode=None, hint=hint)
+
+
+class SubprocessRunner:
+    """Runs commands for real, with an environment built from ``environ``'s allowed variables."""
+
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        *,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        self._environ = environ
+        self._echo = echo
+
+    def child_env(self, env: Mapping[str, str] | None, *, terminal: bool) -> dict[str, str]:
+        allowed = PASSTHROUGH | TERMINAL if terminal else PASSTHROUGH
+        out = {k: v for k, v in self._environ.items() if k in allowed}
+        out.setdefault("PATH", DEFAULT_PATH)
+        if not terminal:
+            out["LANG"] = "C.UTF-8"  # parseable, untranslated output
+        out.update(env or {})
+        return out
+
+    def _log(self, argv: Sequence[str], env: Mapping[str, str] | None) -> None:
+        if self._echo is not None:
+            self._echo(f"+ {command_line(argv, env)}")
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,  # noqa: A002
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        check: bool = True,
+    ) -> Completed:
+        self._log(argv, env)
+        try:
+            proc = subprocess.run(
+                list(argv),
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                env=self.child_env(env, terminal=False),
+                cwd=cwd,
+                check=False,
+            )
+        except OSError as err:
+            raise _start_failed(argv, err) from err
+        if check and proc.returncode != 0:
+            raise command_failed(argv, proc.returncode, proc.stderr)
+        return Completed(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+
+    def interactive(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> int:
+        """Run with the terminal attached; return its exit status (128+N for signal N).
+
+        While it runs, Ctrl-C and Ctrl-\\ belong to the command (we ignore them), and SIGTERM or
+        SIGHUP sent to us is passed on to it, so it can clean up and we report how it ended.
+        """
+        self._log(argv, env)
+        try:
+            proc = subprocess.Popen(list(argv), env=self.child_env(env, terminal=True), cwd=cwd)
+        except OSError as err:
+            raise _start_failed(argv, err) from err
+
+        def forward(signum: int, _frame: object) -> None:
+            proc.send_signal(signum)
+
+        saved = {
+            signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+            signal.SIGQUIT: signal.signal(signal.SIGQUIT, signal.SIG_IGN),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+            signal.SIGHUP: signal.signal(signal.SIGHUP, forward),
+        }
+        try:
+            returncode = proc.wait()
+        finally:
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
+        return exit_status(returncode)

@@ -1,0 +1,3 @@
+from loftd.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""Console-script plumbing shared by ``loftd`` and ``agentbox``: owns stdout, stderr and exit."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from agentbox_state.cli import app
+
+
+def _out(text: str) -> None:
+    print(text, flush=True)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def console_main(
+    spec: app.AppSpec,
+    verbs: Sequence[app.Verb],
+    argv: Sequence[str] | None,
+    environ: Mapping[str, str] | None,
+) -> int:
+    """Run one invocation against the real process's argv, environment and streams."""
+    return app.main(
+        spec,
+        verbs,
+        sys.argv[1:] if argv is None else argv,
+        os.environ if environ is None else environ,
+        out=_out,
+        err=_err,
+    )

@@ -1,0 +1,42 @@
+"""The ``loftd`` application: its name, environment and what ``loftd.toml`` may contain."""
+
+from __future__ import annotations
+
+from agentbox_state.cli.app import AppSpec
+from agentbox_state.config import STATE_TABLE, Invalid, Key
+from agentbox_storage.backends import Backend, parse_backend
+from agentbox_storage.errors import StorageError
+from loftd import __version__
+
+LOCAL_IMAGE = "localhost/loftd:latest"
+PUBLISHED_IMAGE = "ghcr.io/zeroqn/loftd:latest"
+BACKENDS = (Backend.BTRFS_SNAPSHOT, Backend.FUSE_OVERLAY)
+
+
+def _backend(value: object) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"is a {type(value).__name__}, not a string")
+    try:
+        return parse_backend(value, allowed=BACKENDS).value
+    except StorageError as err:
+        raise Invalid("is not a loftd task root backend", err.hint) from None
+
+
+SPEC = AppSpec(
+    name="loftd",
+    version=__version__,
+    description="loftd: run a task in a direct-libkrun microVM with the current directory at "
+    "/workspace.",
+    image_env="LOFTD_IMAGE",
+    default_image=f"{LOCAL_IMAGE} when present, else {PUBLISHED_IMAGE}",
+    schema={
+        "state": STATE_TABLE,
+        "task-rootfs": {
+            "backend": Key(
+                accepted=" or ".join(f'"{b.value}"' for b in BACKENDS),
+                convert=_backend,
+                default=Backend.BTRFS_SNAPSHOT.value,
+            ),
+        },
+    },
+)
