@@ -1,0 +1,140 @@
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from agentbox_state.errors import AgentboxError, LockHeldError
+from agentbox_state.lock import FileLock
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from agentbox_state.lock import FileLock
+lock = FileLock(Path(sys.argv[1]), what="test")
+lock.acquire()
+print("held", flush=True)
+sys.stdin.readline()
+lock.release()
+"""
+
+
+def test_acquire_release_and_record(tmp_path: Path) -> None:
+    path = tmp_path / "locks" / "ws.lock"
+    with FileLock(path, what="workspace /p") as lock:
+        assert lock.held
+        record = path.read_text()
+        assert record.startswith(f"pid={os.getpid()}\nsince=")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not lock.held
+    assert path.read_text() == ""  # the record goes with the lock; the file stays
+    FileLock(path, what="again").acquire()
+
+
+def test_second_holder_in_this_process_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ws.lock"
+    with FileLock(path, what="workspace /p"):
+        with pytest.raises(LockHeldError) as caught:
+            FileLock(path, what="workspace /p").acquire()
+    err = caught.value
+    assert err.pid == os.getpid()
+    assert err.message.startswith(
+        f"workspace /p is in use: its lock {path} is held by pid {os.getpid()} since "
+    )
+    assert err.hint == (
+        f"wait for that run to finish and retry, or stop it (kill {os.getpid()}) if it is stuck"
+    )
+
+
+def test_reacquire_same_object_is_a_bug(tmp_path: Path) -> None:
+    lock = FileLock(tmp_path / "x.lock", what="x")
+    lock.acquire()
+    with pytest.raises(AgentboxError, match="already held by this process"):
+        lock.acquire()
+    lock.release()
+    lock.release()  # releasing twice is harmless
+
+
+@contextmanager
+def held_elsewhere(path: Path) -> Iterator[subprocess.Popen[str]]:
+    """A real second process holding the lock on ``path`` until we write a line to it."""
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, os.fspath(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as holder:
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline() == "held\n"
+            yield holder
+        finally:
+            holder.kill()
+
+
+def let_go(holder: subprocess.Popen[str]) -> None:
+    assert holder.stdin is not None
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+
+
+def test_holder_in_another_process_is_named_and_waited_for(tmp_path: Path) -> None:
+    path = tmp_path / "ws.lock"
+    with held_elsewhere(path) as holder:
+        with pytest.raises(LockHeldError) as caught:
+            FileLock(path, what="disk d.raw").acquire(wait=0.2)
+        assert caught.value.pid == holder.pid
+        assert f"held by pid {holder.pid} since " in caught.value.message
+        assert caught.value.message.endswith("(waited 0.2 s)")
+
+        told: list[str] = []
+        releaser = threading.Timer(0.3, let_go, args=(holder,))
+        releaser.start()
+        waiter = FileLock(path, what="disk d.raw")
+        start = time.monotonic()
+        waiter.acquire(wait=30, on_wait=told.append)
+        releaser.join()
+        assert waiter.held
+        assert time.monotonic() - start >= 0.25
+        assert len(told) == 1
+        assert told[0].startswith(f"waiting for disk d.raw: held by pid {holder.pid} since ")
+        waiter.release()
+
+
+def test_killed_holder_releases(tmp_path: Path) -> None:
+    path = tmp_path / "ws.lock"
+    with held_elsewhere(path) as holder:
+        holder.kill()
+        holder.wait()
+        with FileLock(path, what="x") as lock:
+            assert lock.held
+
+
+def test_unrecorded_holder(tmp_path: Path) -> None:
+    import fcntl
+
+    path = tmp_path / "raw.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(LockHeldError) as caught:
+            FileLock(path, what="x").acquire()
+        assert "held by another process (it has not recorded its pid yet)" in caught.value.message
+        assert caught.value.pid is None
+        assert caught.value.hint == "wait for that run to finish and retry"
+    finally:
+        os.close(fd)
+
+
+def test_unwritable_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(AgentboxError) as caught:
+        FileLock(blocker / "sub" / "x.lock", what="x").acquire()
+    assert caught.value.message.startswith(f"cannot open the lock file {blocker}/sub/x.lock")

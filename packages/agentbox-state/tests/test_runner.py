@@ -1,0 +1,171 @@
+"""The runner against real processes; the recording runner against the same expectations."""
+
+import shlex
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agentbox_state.errors import CommandError
+from agentbox_state.runner import (
+    Completed,
+    SubprocessRunner,
+    command_line,
+    exit_status,
+    stderr_tail,
+)
+from agentbox_state.testing import Call, RecordingRunner
+
+ENV = {"PATH": "/usr/bin:/bin", "HOME": "/home/u", "SECRET_TOKEN": "x", "TERM": "xterm"}
+
+
+def test_captures_output() -> None:
+    result = SubprocessRunner(ENV).run(["sh", "-c", "echo out; echo err >&2"])
+    assert result == Completed(("sh", "-c", "echo out; echo err >&2"), 0, "out\n", "err\n")
+
+
+def test_input_is_passed() -> None:
+    assert SubprocessRunner(ENV).run(["cat"], input="hello").stdout == "hello"
+
+
+def test_stdin_is_closed_without_input() -> None:
+    assert SubprocessRunner(ENV).run(["cat"]).stdout == ""
+
+
+def test_environment_is_minimal_and_explicit() -> None:
+    out = SubprocessRunner(ENV).run(["env"], env={"EXTRA": "1"}).stdout
+    seen = dict(line.split("=", 1) for line in out.splitlines())
+    assert seen == {"PATH": "/usr/bin:/bin", "HOME": "/home/u", "LANG": "C.UTF-8", "EXTRA": "1"}
+
+
+def test_interactive_environment_keeps_the_terminal() -> None:
+    env = SubprocessRunner({**ENV, "LANG": "de_DE.UTF-8"}).child_env(None, terminal=True)
+    assert env == {"PATH": "/usr/bin:/bin", "HOME": "/home/u", "TERM": "xterm",
+                   "LANG": "de_DE.UTF-8"}  # fmt: skip
+
+
+def test_default_path_when_unset() -> None:
+    env = SubprocessRunner({}).child_env(None, terminal=False)
+    assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def test_failure_carries_status_and_stderr_tail() -> None:
+    script = "for i in $(seq 1 30); do echo line$i >&2; done; exit 3"
+    with pytest.raises(CommandError) as caught:
+        SubprocessRunner(ENV).run(["sh", "-c", script])
+    err = caught.value
+    assert err.returncode == 3
+    assert err.argv == ("sh", "-c", script)
+    tail = "\n".join(f"line{i}" for i in range(11, 31))
+    assert err.stderr_tail == tail
+    indented = "\n".join(f"  line{i}" for i in range(11, 31))
+    assert err.message == f"`sh -c {shlex.quote(script)}` failed with exit status 3\n{indented}"
+
+
+def test_unchecked_failure_returns() -> None:
+    assert SubprocessRunner(ENV).run(["false"], check=False).returncode == 1
+
+
+def test_signal_death_is_named() -> None:
+    with pytest.raises(CommandError) as caught:
+        SubprocessRunner(ENV).run(["sh", "-c", "kill -KILL $$"])
+    assert caught.value.returncode == -9
+    assert caught.value.message == "`sh -c 'kill -KILL $$'` was killed by SIGKILL"
+
+
+def test_not_found() -> None:
+    with pytest.raises(CommandError) as caught:
+        SubprocessRunner(ENV).run(["agentbox-no-such-tool", "--x"])
+    assert caught.value.returncode is None
+    assert caught.value.message == (
+        "cannot run agentbox-no-such-tool: it is not installed or not on PATH"
+    )
+    assert caught.value.hint == (
+        "install agentbox-no-such-tool (see the README's requirements) or add its directory to PATH"
+    )
+
+
+def test_not_executable(tmp_path: Path) -> None:
+    tool = tmp_path / "tool"
+    tool.write_text("#!/bin/sh\n")
+    with pytest.raises(CommandError) as caught:
+        SubprocessRunner(ENV).run([str(tool)])
+    assert caught.value.message == f"cannot run {tool}: permission denied"
+
+
+def test_debug_echo_is_a_line_you_can_paste(tmp_path: Path) -> None:
+    lines: list[str] = []
+    runner = SubprocessRunner(ENV, echo=lines.append)
+    target = tmp_path / "it's here"
+    runner.run(["sh", "-c", 'printf %s "$GREETING" > "$1"', "sh", str(target)],
+               env={"GREETING": "hi there"})  # fmt: skip
+    assert len(lines) == 1
+    assert lines[0].startswith("+ GREETING='hi there' sh -c ")
+    target.unlink()
+    subprocess.run(["sh", "-c", lines[0].removeprefix("+ ")], check=True)  # paste it
+    assert target.read_text() == "hi there"
+
+
+@pytest.mark.parametrize(
+    ("script", "status"),
+    [("exit 0", 0), ("exit 7", 7), ("kill -TERM $$", 128 + signal.SIGTERM),
+     ("kill -KILL $$", 137)],
+)  # fmt: skip
+def test_interactive_propagates_exit_status(script: str, status: int) -> None:
+    assert SubprocessRunner(ENV).interactive(["sh", "-c", script]) == status
+
+
+def test_interactive_restores_signal_handlers() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    SubprocessRunner(ENV).interactive(["true"])
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_interactive_not_found() -> None:
+    with pytest.raises(CommandError, match="cannot run agentbox-no-such-tool"):
+        SubprocessRunner(ENV).interactive(["agentbox-no-such-tool"])
+
+
+@pytest.mark.parametrize(("returncode", "status"), [(0, 0), (1, 1), (255, 255), (-15, 143)])
+def test_exit_status(returncode: int, status: int) -> None:
+    assert exit_status(returncode) == status
+
+
+def test_command_line_quotes() -> None:
+    assert command_line(["echo", "a b", "$x"], {"K": "v w"}) == "K='v w' echo 'a b' '$x'"
+
+
+def test_stderr_tail_skips_blank_lines() -> None:
+    assert stderr_tail("\n\na\n\nb\n  \n", lines=1) == "b"
+
+
+def test_recording_runner_records_and_scripts() -> None:
+    rec = RecordingRunner()
+    rec.script("podman", "image", "exists", returncode=1)
+    rec.script("podman", "image", returncode=0, stdout="longest prefix wins?")
+    assert rec.run(["podman", "image", "exists", "x"], check=False).returncode == 1
+    assert rec.run(["podman", "image", "ls"]).stdout == "longest prefix wins?"
+    assert rec.run(["buildah", "from", "x"], env={"A": "1"}) == Completed(
+        ("buildah", "from", "x"), 0
+    )
+    assert rec.interactive(["podman", "run", "-it"]) == 0
+    assert rec.argvs == [
+        ["podman", "image", "exists", "x"],
+        ["podman", "image", "ls"],
+        ["buildah", "from", "x"],
+        ["podman", "run", "-it"],
+    ]
+    assert rec.calls[2] == Call(("buildah", "from", "x"), {"A": "1"})
+    assert rec.calls[3].interactive
+
+
+def test_recording_runner_fails_like_the_real_one() -> None:
+    rec = RecordingRunner()
+    rec.script("sh", returncode=3, stderr="boom\n")
+    with pytest.raises(CommandError) as recorded:
+        rec.run(["sh", "-c", "echo boom >&2; exit 3"])
+    with pytest.raises(CommandError) as real:
+        SubprocessRunner(ENV).run(["sh", "-c", "echo boom >&2; exit 3"])
+    assert recorded.value.message == real.value.message
+    assert recorded.value.returncode == real.value.returncode == 3
