@@ -1,9 +1,11 @@
+from collections.abc import Callable
+
 import pytest
 
 from agentbox_state.profile import Profiler, should_report
 
 
-def fake_clock(step_ns: int = 1_000_000):
+def fake_clock(step_ns: int = 1_000_000) -> Callable[[], int]:
     now = [0]
 
     def clock() -> int:
@@ -16,9 +18,8 @@ def fake_clock(step_ns: int = 1_000_000):
 def test_nested_phases_and_failures_are_reported() -> None:
     prof = Profiler("agentbox host profile", enabled=True, clock=fake_clock())
     prof.meta("mode", "container")
-    with prof.phase("image"):
-        with prof.phase("inspect"):
-            pass
+    with prof.phase("image"), prof.phase("inspect"):
+        pass
     with pytest.raises(RuntimeError), prof.phase("launch"):
         raise RuntimeError("boom")
     assert prof.report() == "\n".join(

@@ -57,10 +57,16 @@ def _type_name(value: object) -> str:
     }.get(type(value), f"a {type(value).__name__}")  # fmt: skip
 
 
-def absolute_path(value: object) -> Path:
-    """Converter: a non-empty, absolute path string (no ``~``, nothing relative)."""
+def string(value: object) -> str:
+    """Converter: any string."""
     if not isinstance(value, str):
         raise Invalid(f"is {_type_name(value)}, not a string")
+    return value
+
+
+def absolute_path(value: object) -> Path:
+    """Converter: a non-empty, absolute path string (no ``~``, nothing relative)."""
+    value = string(value)
     if not value:
         raise Invalid("is empty")
     if not os.path.isabs(value):
@@ -73,8 +79,7 @@ def one_of(*choices: str, hints: Mapping[str, str] | None = None) -> Callable[[o
     """Converter factory: one of ``choices``; ``hints`` maps known wrong spellings to advice."""
 
     def convert(value: object) -> str:
-        if not isinstance(value, str):
-            raise Invalid(f"is {_type_name(value)}, not a string")
+        value = string(value)
         if value not in choices:
             raise Invalid("is not one of the accepted values", (hints or {}).get(value))
         return value

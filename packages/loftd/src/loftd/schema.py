@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agentbox_state.cli.app import AppSpec
-from agentbox_state.config import STATE_TABLE, Invalid, Key
+from agentbox_state.config import STATE_TABLE, Invalid, Key, string
 from agentbox_storage.backends import Backend, parse_backend
 from agentbox_storage.errors import StorageError
 from loftd import __version__
@@ -14,10 +14,8 @@ BACKENDS = (Backend.BTRFS_SNAPSHOT, Backend.FUSE_OVERLAY)
 
 
 def _backend(value: object) -> str:
-    if not isinstance(value, str):
-        raise Invalid(f"is a {type(value).__name__}, not a string")
     try:
-        return parse_backend(value, allowed=BACKENDS).value
+        return parse_backend(string(value), allowed=BACKENDS).value
     except StorageError as err:
         raise Invalid("is not a loftd task root backend", err.hint) from None
 

@@ -1,0 +1,64 @@
+import json
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from agentbox_cli import __version__
+from agentbox_cli.main import main
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "proj").mkdir()
+    monkeypatch.chdir(tmp_path / "proj")
+    return tmp_path
+
+
+def test_version_matches_the_package(capsys: pytest.CaptureFixture[str]) -> None:
+    assert __version__ == version("agentbox-cli")
+    assert main(["--version"], {}) == 0
+    assert capsys.readouterr().out == f"agentbox {__version__}\n"
+
+
+def test_help_lists_the_verbs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"], {}) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: agentbox ")
+    for word in ("paths", "config", "--image", "--pull-latest", "--debug", "--profile",
+                 "--root", "--dry-run", "AGENTBOX_IMAGE"):  # fmt: skip
+        assert word in out
+
+
+def test_paths(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env = {"HOME": str(home), "XDG_STATE_HOME": str(home / "st")}
+    assert main(["paths", "--json"], env) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["state_base"] == f"{home}/st/agentbox"
+    assert report["workspace_slug"] == "proj"
+    assert report["workspace_state_dir"].startswith(f"{home}/st/agentbox/workspaces/proj-")
+    assert report["sccache_dir"] == f"{home}/st/agentbox/sccache"
+
+
+def test_config_image_sources(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "--json"], {"HOME": str(home)}) == 0
+    image = json.loads(capsys.readouterr().out)["settings"]["image"]
+    assert image == {
+        "value": None,
+        "source": "default: localhost/agentbox:latest when present, else "
+        "ghcr.io/zeroqn/agentbox:latest",
+    }
+    assert main(["--image", "a/b", "config", "--json"], {"HOME": str(home),
+                                                         "AGENTBOX_IMAGE": "c/d"}) == 0  # fmt: skip
+    image = json.loads(capsys.readouterr().out)["settings"]["image"]
+    assert image == {"value": "a/b", "source": "flag --image"}
+
+
+def test_bad_config_exit_1(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = home / ".config/agentbox/agentbox.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("[state]\nlocation = 42\n")
+    assert main(["config"], {"HOME": str(home)}) == 1
+    assert capsys.readouterr().err.splitlines()[0] == (
+        f"agentbox: {cfg}: state.location = 42 is an integer, not a string"
+    )

@@ -1,0 +1,91 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from loftd.main import main
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "proj").mkdir()
+    monkeypatch.chdir(tmp_path / "proj")
+    return tmp_path
+
+
+def config(home: Path, text: str) -> Path:
+    path = home / ".config/loftd/loftd.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_paths_live_under_loftd(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["paths", "--json"], {"HOME": str(home)}) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["state_base"] == f"{home}/.local/state/loftd"
+    assert report["config_file"] == f"{home}/.config/loftd/loftd.toml"
+
+
+def test_backend_from_file_and_default(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "--json"], {"HOME": str(home)}) == 0
+    settings = json.loads(capsys.readouterr().out)["settings"]
+    assert settings["task-rootfs.backend"] == {"value": "btrfs-snapshot", "source": "default"}
+    path = config(home, '[task-rootfs]\nbackend = "fuse-overlay"\n[state]\nlocation = "/srv"\n')
+    assert main(["config", "--json"], {"HOME": str(home)}) == 0
+    settings = json.loads(capsys.readouterr().out)["settings"]
+    assert settings["task-rootfs.backend"] == {
+        "value": "fuse-overlay",
+        "source": f"{path} [task-rootfs].backend",
+    }
+    assert settings["state.base"]["value"] == "/srv/loftd"
+    assert settings["image"]["source"] == (
+        "default: localhost/loftd:latest when present, else ghcr.io/zeroqn/loftd:latest"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        (
+            '[task-rootfs]\nbackend = "btrfs"\n',
+            [
+                'task-rootfs.backend = "btrfs" is not a loftd task root backend',
+                'hint: task-rootfs.backend must be "btrfs-snapshot" or "fuse-overlay"; say '
+                "btrfs-snapshot ('btrfs' alone is ambiguous: reflink copies use btrfs too)",
+            ],
+        ),
+        (
+            '[task-rootfs]\nbackend = "reflink"\n',
+            [
+                'task-rootfs.backend = "reflink" is not a loftd task root backend',
+                'hint: task-rootfs.backend must be "btrfs-snapshot" or "fuse-overlay"; choose '
+                "one of: btrfs-snapshot, fuse-overlay",
+            ],
+        ),
+        (
+            "[task-rootfs]\nbackend = 1\n",
+            [
+                "task-rootfs.backend = 1 is an integer, not a string",
+                'hint: task-rootfs.backend must be "btrfs-snapshot" or "fuse-overlay"',
+            ],
+        ),
+        (
+            "[task-rootfs]\nmode = 'x'\n",
+            ['unknown key task-rootfs.mode = "x"', "hint: accepted keys in [task-rootfs]: backend"],
+        ),
+    ],
+)
+def test_bad_backend_config(
+    home: Path, capsys: pytest.CaptureFixture[str], text: str, lines: list[str]
+) -> None:
+    path = config(home, text)
+    assert main(["paths"], {"HOME": str(home)}) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"loftd: {path}: {lines[0]}", lines[1]]
+
+
+def test_image_env(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "--json"], {"HOME": str(home), "LOFTD_IMAGE": "x/y:1"}) == 0
+    settings = json.loads(capsys.readouterr().out)["settings"]
+    assert settings["image"] == {"value": "x/y:1", "source": "env LOFTD_IMAGE"}
