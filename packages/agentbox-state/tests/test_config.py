@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 from pathlib import Path
 
 import pytest
@@ -6,13 +8,16 @@ from agentbox_state.config import (
     STATE_TABLE,
     ConfigFile,
     Key,
-    Schema,
     load_config,
     non_negative_int,
     one_of,
     toml_repr,
 )
 from agentbox_state.errors import ConfigError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from agentbox_state.config import Schema
 
 SCHEMA: Schema = {
     "state": STATE_TABLE,
@@ -30,18 +35,19 @@ LOCATION_HINT = (
 )
 
 
-def write(tmp_path: Path, text: str | bytes) -> Path:
+def write(tmp_path: Path, text: str | bytes) -> str:
     path = tmp_path / "app.toml"
     if isinstance(text, str):
         path.write_text(text, encoding="utf-8")
     else:
         path.write_bytes(text)
-    return path
+    return str(path)
 
 
 def test_missing_file_means_defaults(tmp_path: Path) -> None:
-    cfg = load_config(tmp_path / "absent.toml", SCHEMA)
-    assert cfg == ConfigFile(path=tmp_path / "absent.toml", exists=False, values={})
+    absent = str(tmp_path / "absent.toml")
+    cfg = load_config(absent, SCHEMA)
+    assert cfg == ConfigFile(path=absent, exists=False, values={})
 
 
 def test_valid_file(tmp_path: Path) -> None:
@@ -53,7 +59,7 @@ def test_valid_file(tmp_path: Path) -> None:
     cfg = load_config(path, SCHEMA)
     assert cfg.exists
     assert cfg.values == {
-        "state.location": Path("/srv/x"),
+        "state.location": "/srv/x",
         "task-rootfs.backend": "fuse-overlay",
         "container.grace": 0,
     }
@@ -183,7 +189,7 @@ def test_unreadable(tmp_path: Path) -> None:
     path = tmp_path / "dir.toml"
     path.mkdir()
     with pytest.raises(ConfigError) as caught:
-        load_config(path, SCHEMA)
+        load_config(str(path), SCHEMA)
     assert caught.value.message == f"{path}: cannot read the config file: Is a directory"
 
 

@@ -1,5 +1,4 @@
 import pickle
-from pathlib import Path
 
 from agentbox_state.errors import (
     AgentboxError,
@@ -33,7 +32,7 @@ def test_exit_codes() -> None:
 def test_errors_survive_pickling() -> None:
     errors: list[AgentboxError] = [
         AgentboxError("a", hint="h", exit_code=3),
-        ConfigError("bad", path=Path("/c.toml"), key_path="state.location", hint="fix"),
+        ConfigError("bad", path="/c.toml", key_path="state.location", hint="fix"),
         CommandError("failed", argv=("x", "y"), returncode=2, stderr_tail="t"),
     ]
     for err in errors:

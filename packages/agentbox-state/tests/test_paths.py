@@ -7,7 +7,7 @@ from agentbox_state.errors import StatePathError
 from agentbox_state.paths import StatePaths, config_file_path
 from agentbox_state.workspace import Workspace
 
-NO_FILE = ConfigFile(path=Path("/cfg/agentbox/agentbox.toml"), exists=False)
+NO_FILE = ConfigFile(path="/cfg/agentbox/agentbox.toml", exists=False)
 
 
 @pytest.mark.parametrize(
@@ -22,25 +22,25 @@ NO_FILE = ConfigFile(path=Path("/cfg/agentbox/agentbox.toml"), exists=False)
 )  # fmt: skip
 def test_state_base_from_environment(environ: dict[str, str], base: str, source: str) -> None:
     paths = StatePaths.resolve("agentbox", environ, NO_FILE)
-    assert paths.base == Path(base)
+    assert paths.base == base
     assert paths.base_source == source
 
 
 def test_config_location_moves_the_base() -> None:
-    cfg = ConfigFile(path=NO_FILE.path, exists=True, values={"state.location": Path("/srv/s")})
+    cfg = ConfigFile(path=NO_FILE.path, exists=True, values={"state.location": "/srv/s"})
     paths = StatePaths.resolve("loftd", {"HOME": "/home/u", "XDG_STATE_HOME": "/xs"}, cfg)
-    assert paths.base == Path("/srv/s/loftd")
+    assert paths.base == "/srv/s/loftd"
     assert paths.base_source == "/cfg/agentbox/agentbox.toml [state].location"
 
 
 def test_layout(tmp_path: Path) -> None:
     paths = StatePaths.resolve("agentbox", {"HOME": "/home/u"}, NO_FILE)
     ws = Workspace.from_path(tmp_path)
-    base = Path("/home/u/.local/state/agentbox")
-    assert paths.sccache == base / "sccache"
-    assert paths.images == base / "images"
-    assert paths.workspace_dir(ws) == base / "workspaces" / ws.key
-    assert paths.locks_dir(ws) == base / "workspaces" / ws.key / "locks"
+    base = "/home/u/.local/state/agentbox"
+    assert paths.sccache == f"{base}/sccache"
+    assert paths.images == f"{base}/images"
+    assert paths.workspace_dir(ws) == f"{base}/workspaces/{ws.key}"
+    assert paths.locks_dir(ws) == f"{base}/workspaces/{ws.key}/locks"
 
 
 @pytest.mark.parametrize(
@@ -51,7 +51,7 @@ def test_layout(tmp_path: Path) -> None:
     ],
 )
 def test_config_file_path(environ: dict[str, str], expected: str) -> None:
-    assert config_file_path("loftd", environ) == Path(expected)
+    assert config_file_path("loftd", environ) == expected
 
 
 def test_relative_xdg_is_refused() -> None:

@@ -43,9 +43,9 @@ def test_identity_is_the_canonical_path(tmp_path: Path) -> None:
     link = tmp_path / "link"
     link.symlink_to(real)
     via_link = Workspace.from_path(link)
-    assert via_link.path == real
+    assert via_link.path == str(real)
     assert via_link == Workspace.from_path(real)
-    assert via_link.key == f"proj-{path_hash(real)}"
+    assert via_link.key == f"proj-{path_hash(str(real))}"
 
 
 def test_names_derived_from_the_workspace(tmp_path: Path) -> None:
@@ -59,4 +59,13 @@ def test_names_derived_from_the_workspace(tmp_path: Path) -> None:
 
 def test_hash_is_stable() -> None:
     # The hash names state dirs on disk: changing it would orphan every user's state.
-    assert path_hash(Path("/home/dev/src/app")) == "671822104ddc"
+    assert path_hash("/home/dev/src/app") == "671822104ddc"
+
+
+def test_workspace_is_an_immutable_value(tmp_path: Path) -> None:
+    ws = Workspace.from_path(tmp_path)
+    with pytest.raises(AttributeError, match="Workspace is immutable; cannot set slug"):
+        ws.slug = "other"  # type: ignore[misc]
+    assert ws == Workspace.from_path(str(tmp_path))
+    assert hash(ws) == hash(Workspace.from_path(tmp_path))
+    assert repr(ws).startswith(f"Workspace(key='{ws.key}', path='{tmp_path}'")

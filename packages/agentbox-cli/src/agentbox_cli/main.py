@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 from agentbox_cli.schema import SPEC
 from agentbox_state.cli.verbs import CONFIG, PATHS
 from loftd.console import console_main
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 VERBS = (PATHS, CONFIG)
 

@@ -10,9 +10,12 @@ command this init finally runs.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 from agentbox_guest_init import __version__
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 PROG = "agentbox-guest-init"
 USAGE = f"usage: {PROG} --version | --help"

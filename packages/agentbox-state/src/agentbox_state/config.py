@@ -7,11 +7,15 @@ says what is accepted. Nothing here writes files.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from agentbox_state.errors import ConfigError
+from agentbox_state.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    Schema = Mapping[str, Mapping[str, "Key"]]
 
 
 class Invalid(Exception):  # noqa: N818 - internal signal, never escapes this module
@@ -23,17 +27,19 @@ class Invalid(Exception):  # noqa: N818 - internal signal, never escapes this mo
         self.hint = hint
 
 
-@dataclass(frozen=True, slots=True)
-class Key:
+class Key(Record):
     """One accepted key: ``accepted`` describes valid values in words; ``convert`` checks one;
     ``default`` is the effective value when the file does not set it."""
 
+    __slots__ = ("accepted", "convert", "default")
     accepted: str
     convert: Callable[[object], object]
-    default: object = None
+    default: object
 
-
-Schema = Mapping[str, Mapping[str, Key]]
+    def __init__(
+        self, *, accepted: str, convert: Callable[[object], object], default: object = None
+    ) -> None:
+        self._set(accepted=accepted, convert=convert, default=default)
 
 
 def toml_repr(value: object) -> str:
@@ -64,15 +70,16 @@ def string(value: object) -> str:
     return value
 
 
-def absolute_path(value: object) -> Path:
-    """Converter: a non-empty, absolute path string (no ``~``, nothing relative)."""
+def absolute_path(value: object) -> str:
+    """Converter: a non-empty, absolute path string (no ``~``, nothing relative); trailing
+    slashes are dropped, nothing else is rewritten."""
     value = string(value)
     if not value:
         raise Invalid("is empty")
     if not os.path.isabs(value):
         hint = "write the full path; ~ and relative paths are not expanded"
         raise Invalid("is a relative path", hint)
-    return Path(value)
+    return value.rstrip("/") or "/"
 
 
 def one_of(*choices: str, hints: Mapping[str, str] | None = None) -> Callable[[object], str]:
@@ -96,13 +103,18 @@ def non_negative_int(value: object) -> int:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class ConfigFile:
+class ConfigFile(Record):
     """What a config file said: ``values`` maps ``table.key`` to converted values."""
 
-    path: Path
+    __slots__ = ("exists", "path", "values")
+    path: str
     exists: bool
-    values: Mapping[str, object] = field(default_factory=dict)
+    values: Mapping[str, object]
+
+    def __init__(
+        self, *, path: str, exists: bool, values: Mapping[str, object] | None = None
+    ) -> None:
+        self._set(path=path, exists=exists, values=dict(values or {}))
 
     def get(self, key_path: str) -> object | None:
         return self.values.get(key_path)
@@ -112,7 +124,7 @@ def _accepted_tables(schema: Schema) -> str:
     return ", ".join(f"[{t}]" for t in schema)
 
 
-def validate(path: Path, data: Mapping[str, object], schema: Schema) -> dict[str, object]:
+def validate(path: str, data: Mapping[str, object], schema: Schema) -> dict[str, object]:
     """Check parsed TOML against ``schema``; return ``{"table.key": converted}``."""
     values: dict[str, object] = {}
     for table_name, table in data.items():
@@ -160,10 +172,11 @@ def validate(path: Path, data: Mapping[str, object], schema: Schema) -> dict[str
     return values
 
 
-def load_config(path: Path, schema: Schema) -> ConfigFile:
+def load_config(path: str, schema: Schema) -> ConfigFile:
     """Read and validate ``path``; a file that does not exist gives an empty config."""
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         return ConfigFile(path=path, exists=False)
     except OSError as err:
@@ -193,7 +206,7 @@ def load_config(path: Path, schema: Schema) -> ConfigFile:
     return ConfigFile(path=path, exists=True, values=validate(path, data, schema))
 
 
-STATE_TABLE: Mapping[str, Key] = {
+STATE_TABLE: dict[str, Key] = {
     "location": Key(
         accepted='an absolute path such as "/srv/state" (state then lives in /srv/state/<app>)',
         convert=absolute_path,

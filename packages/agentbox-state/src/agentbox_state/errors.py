@@ -6,9 +6,6 @@ print ``<prog>: <message>`` and ``hint: <hint>`` and exit with :attr:`AgentboxEr
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 
 class AgentboxError(Exception):
     """An error a user can act on: what failed (``message``) and what to do (``hint``)."""
@@ -50,11 +47,11 @@ class ConfigError(AgentboxError):
         self,
         message: str,
         *,
-        path: Path,
+        path: str,
         key_path: str | None = None,
         hint: str | None = None,
     ):
-        super().__init__(f"{os.fspath(path)}: {message}", hint=hint)
+        super().__init__(f"{path}: {message}", hint=hint)
         self.path = path
         self.key_path = key_path
 

@@ -8,21 +8,27 @@ rule a CLI prints it only when both ``--profile`` and ``--debug`` are set (``sho
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from types import TracebackType
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
 
 
 def should_report(*, profile: bool, debug: bool) -> bool:
     return profile and debug
 
 
-@dataclass(slots=True)
 class PhaseRecord:
-    name: str
-    depth: int
-    elapsed_ns: int = 0
-    failed: bool = False
+    """One timed phase (mutable while it runs)."""
+
+    __slots__ = ("depth", "elapsed_ns", "failed", "name")
+
+    def __init__(self, name: str, depth: int) -> None:
+        self.name = name
+        self.depth = depth
+        self.elapsed_ns = 0
+        self.failed = False
 
 
 class _Phase:

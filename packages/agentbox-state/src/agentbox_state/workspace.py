@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-from dataclasses import dataclass
-from pathlib import Path
+import sys
+
+from agentbox_state.errors import AgentboxError
+from agentbox_state.record import Record
 
 SLUG_MAX = 32
 HASH_LEN = 12
+
+# hashlib loads OpenSSL (about 5 ms here); the interpreter's built-in SHA-256 gives the same
+# digest for free. Fall back to hashlib where a build lacks the built-in module.
+try:
+    if sys.version_info >= (3, 12):
+        from _sha2 import sha256
+    else:
+        from _sha256 import sha256  # type: ignore[import-not-found]  # no stub in typeshed
+except ImportError:  # pragma: no cover - an interpreter built without its own hashes
+    from hashlib import sha256
 
 
 def slugify(name: str) -> str:
@@ -27,27 +38,31 @@ def slugify(name: str) -> str:
     return slug or "workspace"
 
 
-def path_hash(path: Path) -> str:
+def path_hash(path: str) -> str:
     """A short, stable hash of a canonical path (hex, :data:`HASH_LEN` characters)."""
-    return hashlib.sha256(os.fsencode(path)).hexdigest()[:HASH_LEN]
+    digest: str = sha256(os.fsencode(path)).hexdigest()
+    return digest[:HASH_LEN]
 
 
-@dataclass(frozen=True, slots=True)
-class Workspace:
+class Workspace(Record):
     """A project directory, identified by its canonical path.
 
     ``key`` (``<slug>-<hash>``) names its state dir: two projects with the same folder name get
     different keys because the hash covers the whole canonical path.
     """
 
-    path: Path
+    __slots__ = ("key", "path", "slug")
+    path: str
     slug: str
     key: str
 
+    def __init__(self, *, path: str, slug: str, key: str) -> None:
+        self._set(path=path, slug=slug, key=key)
+
     @classmethod
-    def from_path(cls, path: Path) -> Workspace:
-        canonical = Path(os.path.realpath(path))
-        slug = slugify(canonical.name)
+    def from_path(cls, path: str | os.PathLike[str]) -> Workspace:
+        canonical = os.path.realpath(path)
+        slug = slugify(os.path.basename(canonical))
         return cls(path=canonical, slug=slug, key=f"{slug}-{path_hash(canonical)}")
 
     @property
@@ -64,8 +79,6 @@ class Workspace:
 
 def current_workspace() -> Workspace:
     """The workspace of the current directory, with a clear error if it is gone."""
-    from agentbox_state.errors import AgentboxError
-
     try:
         cwd = os.getcwd()
     except FileNotFoundError:
@@ -73,4 +86,4 @@ def current_workspace() -> Workspace:
             "the current directory no longer exists",
             hint="cd into your project directory and run the command again",
         ) from None
-    return Workspace.from_path(Path(cwd))
+    return Workspace.from_path(cwd)

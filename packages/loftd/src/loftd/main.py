@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 from agentbox_state.cli.verbs import CONFIG, PATHS
 from loftd.console import console_main
 from loftd.schema import SPEC
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 VERBS = (PATHS, CONFIG)
 

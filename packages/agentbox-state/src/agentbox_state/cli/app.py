@@ -8,9 +8,6 @@ file → resolve state paths → run one verb inside a profiled phase → exit s
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 from agentbox_state.cli.flags import (
     ArgumentParser,
@@ -20,17 +17,24 @@ from agentbox_state.cli.flags import (
     resolve_global_flags,
 )
 from agentbox_state.cli.outcome import failure, wants_debug
-from agentbox_state.config import ConfigFile, Schema, load_config
+from agentbox_state.config import load_config
 from agentbox_state.paths import StatePaths, config_file_path
 from agentbox_state.profile import Profiler, should_report
+from agentbox_state.record import Record
 
-Sink = Callable[[str], None]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from agentbox_state.config import ConfigFile, Schema
+
+    Sink = Callable[[str], None]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AppSpec:
+class AppSpec(Record):
     """What distinguishes one command line from the other."""
 
+    __slots__ = ("default_image", "description", "image_env", "name", "schema", "version")
     name: str
     version: str
     description: str
@@ -38,11 +42,30 @@ class AppSpec:
     default_image: str
     schema: Schema
 
+    def __init__(
+        self,
+        *,
+        name: str,
+        version: str,
+        description: str,
+        image_env: str,
+        default_image: str,
+        schema: Schema,
+    ) -> None:
+        self._set(
+            name=name,
+            version=version,
+            description=description,
+            image_env=image_env,
+            default_image=default_image,
+            schema=schema,
+        )
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Context:
+
+class Context(Record):
     """Everything a verb starts from."""
 
+    __slots__ = ("args", "config", "environ", "err", "flags", "out", "paths", "profiler", "spec")
     spec: AppSpec
     args: argparse.Namespace
     environ: Mapping[str, str]
@@ -53,13 +76,53 @@ class Context:
     out: Sink
     err: Sink
 
+    def __init__(
+        self,
+        *,
+        spec: AppSpec,
+        args: argparse.Namespace,
+        environ: Mapping[str, str],
+        flags: GlobalFlags,
+        config: ConfigFile,
+        paths: StatePaths,
+        profiler: Profiler,
+        out: Sink,
+        err: Sink,
+    ) -> None:
+        self._set(
+            spec=spec,
+            args=args,
+            environ=environ,
+            flags=flags,
+            config=config,
+            paths=paths,
+            profiler=profiler,
+            out=out,
+            err=err,
+        )
 
-@dataclass(frozen=True, slots=True)
-class Verb:
+
+def _no_options(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+class Verb(Record):
+    """A verb: its name, one line of help, how it adds its options, and what it runs."""
+
+    __slots__ = ("configure", "help", "name", "run")
     name: str
     help: str
     run: Callable[[Context], int]
-    configure: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    configure: Callable[[argparse.ArgumentParser], None]
+
+    def __init__(
+        self,
+        name: str,
+        help: str,  # noqa: A002 - argparse's word for it
+        run: Callable[[Context], int],
+        configure: Callable[[argparse.ArgumentParser], None] = _no_options,
+    ) -> None:
+        self._set(name=name, help=help, run=run, configure=configure)
 
 
 def build_parser(spec: AppSpec, verbs: Sequence[Verb]) -> ArgumentParser:
@@ -108,7 +171,7 @@ def effective_settings(ctx: Context) -> dict[str, Setting]:
         for key, spec in keys.items():
             key_path = f"{table}.{key}"
             if key_path in ctx.config.values:
-                where = f"{os.fspath(ctx.config.path)} [{table}].{key}"
+                where = f"{ctx.config.path} [{table}].{key}"
                 settings[key_path] = Setting(ctx.config.values[key_path], where)
             else:
                 settings[key_path] = Setting(spec.default, "default")

@@ -9,11 +9,14 @@ given before it survives.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import NoReturn
 
 from agentbox_state.errors import UsageError
+from agentbox_state.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import NoReturn
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -56,22 +59,46 @@ def add_global_flags(parser: argparse.ArgumentParser, *, image_env: str, top: bo
     )  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class Setting:
+class Setting(Record):
     """An effective value and where it came from (``default``, ``flag --x``, ``env X``, a file)."""
 
+    __slots__ = ("source", "value")
     value: object
     source: str
 
+    def __init__(self, value: object, source: str) -> None:
+        self._set(value=value, source=source)
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class GlobalFlags:
+
+class GlobalFlags(Record):
+    """The global options after combining flags and environment."""
+
+    __slots__ = ("debug", "dry_run", "image", "profile", "pull_latest", "root")
     image: Setting
     pull_latest: bool
     debug: bool
     profile: bool
     root: bool
     dry_run: bool
+
+    def __init__(
+        self,
+        *,
+        image: Setting,
+        pull_latest: bool,
+        debug: bool,
+        profile: bool,
+        root: bool,
+        dry_run: bool,
+    ) -> None:
+        self._set(
+            image=image,
+            pull_latest=pull_latest,
+            debug=debug,
+            profile=profile,
+            root=root,
+            dry_run=dry_run,
+        )
 
     def settings(self) -> dict[str, Setting]:
         def flag(name: str, value: bool) -> Setting:
