@@ -25,12 +25,20 @@ def main() -> int:
         home = Path(tmp)
         (home / "project").mkdir()
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home)}
+        config = home / "config"
+        (config / "agentbox").mkdir(parents=True)
+        (config / "agentbox" / "agentbox.toml").write_text(f'[state]\nlocation = "{home}"\n')
+        with_config = [sys.executable, "-c", "import sys; from agentbox_cli.main import main; "
+                       f"sys.exit(main(['paths'], {{'HOME': {str(home)!r}, "
+                       f"'XDG_CONFIG_HOME': {str(config)!r}}}))"]  # fmt: skip
         commands = {
             "python -c pass": [sys.executable, "-c", "pass"],
             "agentbox --help": [str(bindir / "agentbox"), "--help"],
             "agentbox paths": [str(bindir / "agentbox"), "paths"],
             "agentbox config": [str(bindir / "agentbox"), "config"],
             "loftd paths": [str(bindir / "loftd"), "paths"],
+            # With a config file, tomllib is imported too (about 25 ms on the reference host).
+            "agentbox paths, config file": with_config,
         }
         times: dict[str, list[float]] = {name: [] for name in commands}
         for argv in commands.values():  # warm the page cache once
@@ -47,7 +55,7 @@ def main() -> int:
     for name, samples in times.items():
         median = statistics.median(samples)
         ratio = median / base
-        print(f"  {name:<18} {median * 1000:7.1f} ms  {ratio:4.2f}x")
+        print(f"  {name:<28} {median * 1000:7.1f} ms  {ratio:4.2f}x")
     return 0
 
 

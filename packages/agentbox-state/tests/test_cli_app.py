@@ -137,9 +137,9 @@ def test_bad_config_exits_1_with_file_key_value(run: Run) -> None:
          "tool: --pull-latest cannot be combined with an explicit image (env TOOL_IMAGE)"),
         (["paths"], {"TOOL_IMAGE": ""}, "tool: TOOL_IMAGE is set but empty"),
         (["--image", "", "paths"], {}, "tool: --image is empty"),
-        (["nope"], {}, "tool: argument VERB: invalid choice: 'nope' (choose from 'paths', "
-         "'config')"),
-        (["paths", "--bogus"], {}, "tool: unrecognized arguments: --bogus"),
+        (["nope"], {}, "tool: unknown verb 'nope' (choose from: paths, config)"),
+        (["paths", "--bogus"], {}, "tool: unknown option --bogus for 'paths'"),
+        (["paths", "--", "ls"], {}, "tool: 'paths' runs no command; remove the words after --"),
     ],
 )  # fmt: skip
 def test_usage_errors_exit_2(run: Run, argv: list[str], env: dict[str, str], message: str) -> None:
@@ -148,13 +148,18 @@ def test_usage_errors_exit_2(run: Run, argv: list[str], env: dict[str, str], mes
     assert run.err[0].splitlines()[1].startswith("hint: ")
 
 
-def test_version_and_help(run: Run, capsys: pytest.CaptureFixture[str]) -> None:
+def test_version_and_help(run: Run) -> None:
     assert run("--version") == 0
-    assert capsys.readouterr().out == "tool 9.9.9\n"
+    assert run.out == ["tool 9.9.9"]
     assert run() == 0
-    assert run.stdout.startswith("usage: tool ")
-    assert "paths" in run.stdout
-    assert "global options (before or after the verb)" in run.stdout
+    top = run.stdout
+    assert top.startswith("usage: tool [OPTIONS] [VERB] [VERB OPTIONS]\n\ntest tool\n")
+    assert run("--help") == 0
+    assert run.stdout == top
+    assert run("paths", "--help") == 0
+    assert run.stdout.startswith("usage: tool paths [--json] [OPTIONS]\n")
+    assert run("--help", "config") == 0
+    assert run.stdout.startswith("usage: tool config [--json] [OPTIONS]\n")
 
 
 def test_traceback_only_with_debug(run: Run) -> None:

@@ -89,3 +89,10 @@ def test_image_env(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "--json"], {"HOME": str(home), "LOFTD_IMAGE": "x/y:1"}) == 0
     settings = json.loads(capsys.readouterr().out)["settings"]
     assert settings["image"] == {"value": "x/y:1", "source": "env LOFTD_IMAGE"}
+
+
+def test_backend_names_are_storage_backends() -> None:
+    from agentbox_storage.backends import Backend
+    from loftd.schema import BACKENDS
+
+    assert [Backend(b) for b in BACKENDS] == [Backend.BTRFS_SNAPSHOT, Backend.FUSE_OVERLAY]

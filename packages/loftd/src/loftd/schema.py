@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from agentbox_state.cli.app import AppSpec
 from agentbox_state.config import STATE_TABLE, Invalid, Key, string
-from agentbox_storage.backends import Backend, parse_backend
-from agentbox_storage.errors import StorageError
 from loftd import __version__
 
 LOCAL_IMAGE = "localhost/loftd:latest"
 PUBLISHED_IMAGE = "ghcr.io/zeroqn/loftd:latest"
-BACKENDS = (Backend.BTRFS_SNAPSHOT, Backend.FUSE_OVERLAY)
+# The task root backends loftd offers (agentbox_storage.backends.Backend values; the storage
+# module, and its enum, is imported only when a config file names one).
+BACKENDS = ("btrfs-snapshot", "fuse-overlay")
 
 
 def _backend(value: object) -> str:
+    from agentbox_storage.backends import Backend, parse_backend
+    from agentbox_storage.errors import StorageError
+
     try:
-        return parse_backend(string(value), allowed=BACKENDS).value
+        return parse_backend(string(value), allowed=tuple(map(Backend, BACKENDS))).value
     except StorageError as err:
         raise Invalid("is not a loftd task root backend", err.hint) from None
 
@@ -31,9 +34,9 @@ SPEC = AppSpec(
         "state": STATE_TABLE,
         "task-rootfs": {
             "backend": Key(
-                accepted=" or ".join(f'"{b.value}"' for b in BACKENDS),
+                accepted=" or ".join(f'"{b}"' for b in BACKENDS),
                 convert=_backend,
-                default=Backend.BTRFS_SNAPSHOT.value,
+                default=BACKENDS[0],
             ),
         },
     },

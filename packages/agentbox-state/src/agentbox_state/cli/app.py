@@ -7,17 +7,11 @@ file → resolve state paths → run one verb inside a profiled phase → exit s
 
 from __future__ import annotations
 
-import argparse
-
-from agentbox_state.cli.flags import (
-    ArgumentParser,
-    GlobalFlags,
-    Setting,
-    add_global_flags,
-    resolve_global_flags,
-)
+from agentbox_state.cli.args import Args, Option, parse, render_help
+from agentbox_state.cli.flags import GlobalFlags, Setting, global_options, resolve_global_flags
 from agentbox_state.cli.outcome import failure, wants_debug
 from agentbox_state.config import load_config
+from agentbox_state.errors import UsageError
 from agentbox_state.paths import StatePaths, config_file_path
 from agentbox_state.profile import Profiler, should_report
 from agentbox_state.record import Record
@@ -67,7 +61,7 @@ class Context(Record):
 
     __slots__ = ("args", "config", "environ", "err", "flags", "out", "paths", "profiler", "spec")
     spec: AppSpec
-    args: argparse.Namespace
+    args: Args
     environ: Mapping[str, str]
     flags: GlobalFlags
     config: ConfigFile
@@ -80,7 +74,7 @@ class Context(Record):
         self,
         *,
         spec: AppSpec,
-        args: argparse.Namespace,
+        args: Args,
         environ: Mapping[str, str],
         flags: GlobalFlags,
         config: ConfigFile,
@@ -102,47 +96,32 @@ class Context(Record):
         )
 
 
-def _no_options(parser: argparse.ArgumentParser) -> None:
-    pass
-
-
 class Verb(Record):
-    """A verb: its name, one line of help, how it adds its options, and what it runs."""
+    """A verb: its name, one line of help, its own options, and what it runs."""
 
-    __slots__ = ("configure", "help", "name", "run")
+    __slots__ = ("help", "name", "options", "run")
     name: str
     help: str
     run: Callable[[Context], int]
-    configure: Callable[[argparse.ArgumentParser], None]
+    options: tuple[Option, ...]
 
     def __init__(
         self,
         name: str,
-        help: str,  # noqa: A002 - argparse's word for it
+        help: str,  # noqa: A002
         run: Callable[[Context], int],
-        configure: Callable[[argparse.ArgumentParser], None] = _no_options,
+        options: tuple[Option, ...] = (),
     ) -> None:
-        self._set(name=name, help=help, run=run, configure=configure)
+        self._set(name=name, help=help, run=run, options=options)
 
 
-def build_parser(spec: AppSpec, verbs: Sequence[Verb]) -> ArgumentParser:
-    parser = ArgumentParser(
-        prog=spec.name,
-        description=spec.description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"{spec.name} {spec.version}")
-    add_global_flags(parser, image_env=spec.image_env, top=True)
-    sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=ArgumentParser)
-    for verb in verbs:
-        verb_parser = sub.add_parser(verb.name, help=verb.help, description=verb.help)
-        verb.configure(verb_parser)
-        add_global_flags(verb_parser, image_env=spec.image_env, top=False)
-    return parser
+def help_text(spec: AppSpec, verbs: Sequence[Verb], verb: str | None = None) -> str:
+    table = {v.name: (v.help, v.options) for v in verbs}
+    return render_help(spec.name, spec.description, global_options(spec.image_env), table, verb)
 
 
 def build_context(
-    spec: AppSpec, args: argparse.Namespace, environ: Mapping[str, str], *, out: Sink, err: Sink
+    spec: AppSpec, args: Args, environ: Mapping[str, str], *, out: Sink, err: Sink
 ) -> Context:
     flags = resolve_global_flags(
         args, environ, image_env=spec.image_env, default_image=spec.default_image
@@ -189,11 +168,19 @@ def run(
     out: Sink,
     err: Sink,
 ) -> int:
-    parser = build_parser(spec, verbs)
-    args = parser.parse_args(list(argv))
-    if args.verb is None:
-        out(parser.format_help().rstrip("\n"))
+    table = {v.name: v.options for v in verbs}
+    args = parse(spec.name, argv, global_options(spec.image_env), table)
+    if args.help or (args.verb is None and not args.version):
+        out(help_text(spec, verbs, args.verb))
         return 0
+    if args.version:
+        out(f"{spec.name} {spec.version}")
+        return 0
+    if args.command:
+        raise UsageError(
+            f"'{args.verb}' runs no command; remove the words after --",
+            hint=f"see '{spec.name} {args.verb} --help'",
+        )
     ctx = build_context(spec, args, environ, out=out, err=err)
     verb = next(v for v in verbs if v.name == args.verb)
     try:
@@ -216,8 +203,6 @@ def main(
     """``run`` with every exception turned into a message on ``err`` and an exit status."""
     try:
         return run(spec, verbs, argv, environ, out=out, err=err)
-    except SystemExit as done:  # argparse's --help and --version
-        return done.code if isinstance(done.code, int) else 0
     except BaseException as exc:  # noqa: BLE001 - the one place errors become messages
         code, text = failure(spec.name, exc, debug=wants_debug(list(argv)))
         err(text)

@@ -1,62 +1,26 @@
-"""Command-line parsing shared by the ``agentbox`` and ``loftd`` command lines.
-
-Global flags may be given before or after the verb (``agentbox --debug paths`` is
-``agentbox paths --debug``): the top-level parser holds them with real defaults and every verb's
-parser holds them again with suppressed defaults, so a flag given after the verb wins and one
-given before it survives.
-"""
+"""The global options both command lines share, and how they combine with the environment."""
 
 from __future__ import annotations
 
-import argparse
-
+from agentbox_state.cli.args import Args, Option
 from agentbox_state.errors import UsageError
 from agentbox_state.record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
-    from typing import NoReturn
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error raises :class:`UsageError` instead of exiting."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message, hint=f"see '{self.prog} --help'")
-
-
-def add_global_flags(parser: argparse.ArgumentParser, *, image_env: str, top: bool) -> None:
-    """The flags every verb accepts. ``top`` is True only for the top-level parser."""
-
-    def default(value: object) -> object:
-        return value if top else argparse.SUPPRESS
-
-    group = parser.add_argument_group("global options (before or after the verb)")
-    group.add_argument(
-        "--image", metavar="REF", default=default(None),
-        help=f"container image to use, exactly as given (env: {image_env})",
-    )  # fmt: skip
-    group.add_argument(
-        "--pull-latest", action="store_true", default=default(False),
-        help="pull the newest published image first (not with --image)",
-    )  # fmt: skip
-    group.add_argument(
-        "--debug", action="store_true", default=default(False),
-        help="log every command as a line you can paste; tracebacks on errors",
-    )  # fmt: skip
-    group.add_argument(
-        "--profile", action="store_true", default=default(False),
-        help="time each phase; the report is printed when --debug is also given",
-    )  # fmt: skip
-    group.add_argument(
-        "--root", action="store_true", default=default(False),
-        help="keep the final shell as root inside the sandbox",
-    )  # fmt: skip
-    group.add_argument(
-        "--dry-run", action="store_true", default=default(False),
-        help="print the launch plan and run nothing",
-    )  # fmt: skip
+def global_options(image_env: str) -> tuple[Option, ...]:
+    """The options every verb accepts, before or after the verb."""
+    return (
+        Option("--image", f"image to use, exactly as given (env: {image_env})", metavar="REF"),
+        Option("--pull-latest", "pull the newest published image first (not with --image)"),
+        Option("--debug", "log every command as a line you can paste; tracebacks on errors"),
+        Option("--profile", "time each phase; the report is printed when --debug is also given"),
+        Option("--root", "keep the final shell as root inside the sandbox"),
+        Option("--dry-run", "print the launch plan and run nothing"),
+    )
 
 
 class Setting(Record):
@@ -115,16 +79,17 @@ class GlobalFlags(Record):
 
 
 def resolve_global_flags(
-    ns: argparse.Namespace, environ: Mapping[str, str], *, image_env: str, default_image: str
+    args: Args, environ: Mapping[str, str], *, image_env: str, default_image: str
 ) -> GlobalFlags:
     """Combine parsed flags with the environment; ``--image`` and ``--pull-latest`` exclude.
 
     With neither ``--image`` nor the environment variable, the image is ``None``: it is chosen
     at launch (``default_image`` says how, for the config report).
     """
-    if ns.image is not None:
-        image = Setting(ns.image, "flag --image")
-        if not ns.image:
+    flag_image = args.value("image")
+    if flag_image is not None:
+        image = Setting(flag_image, "flag --image")
+        if not flag_image:
             raise UsageError("--image is empty", hint="give an image reference or drop --image")
     elif image_env in environ:
         image = Setting(environ[image_env], f"env {image_env}")
@@ -135,16 +100,16 @@ def resolve_global_flags(
             )
     else:
         image = Setting(None, f"default: {default_image}")
-    if ns.pull_latest and image.value is not None:
+    if args.flag("pull_latest") and image.value is not None:
         raise UsageError(
             f"--pull-latest cannot be combined with an explicit image ({image.source})",
             hint="--pull-latest pulls the published image; drop it, or drop the explicit image",
         )
     return GlobalFlags(
         image=image,
-        pull_latest=ns.pull_latest,
-        debug=ns.debug,
-        profile=ns.profile,
-        root=ns.root,
-        dry_run=ns.dry_run,
+        pull_latest=args.flag("pull_latest"),
+        debug=args.flag("debug"),
+        profile=args.flag("profile"),
+        root=args.flag("root"),
+        dry_run=args.flag("dry_run"),
     )

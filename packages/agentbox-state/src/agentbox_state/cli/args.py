@@ -1,0 +1,183 @@
+"""A small command-line parser for ``agentbox`` and ``loftd``.
+
+argparse costs ~20 ms to import and set up on our reference host (``re``, ``enum``, ``gettext``,
+``locale``, ``shutil``), most of the start-up budget of ``agentbox --help`` and ``agentbox paths``
+(see ``nox -s bench``). The grammar we need is small, so it is parsed here by hand:
+
+    PROG [OPTION...] [VERB] [OPTION...] [-- COMMAND...]
+
+Global options may come before or after the verb; a verb's own options only after it.
+``--name value`` and ``--name=value`` both work; a value option given twice is refused unless it
+is repeatable; ``--`` ends the options and the rest is the command. ``-h``/``--help`` and
+``--version`` are answered before anything else is checked.
+"""
+
+from __future__ import annotations
+
+from agentbox_state.errors import UsageError
+from agentbox_state.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+
+class Option(Record):
+    """``--name`` (and optionally ``-x``): a flag, or one taking a ``metavar`` value."""
+
+    __slots__ = ("help", "metavar", "name", "repeat", "short")
+    name: str
+    help: str
+    metavar: str | None
+    short: str | None
+    repeat: bool
+
+    def __init__(
+        self,
+        name: str,
+        help: str,  # noqa: A002
+        *,
+        metavar: str | None = None,
+        short: str | None = None,
+        repeat: bool = False,
+    ) -> None:
+        self._set(name=name, help=help, metavar=metavar, short=short, repeat=repeat)
+
+    @property
+    def dest(self) -> str:
+        return self.name.removeprefix("--").replace("-", "_")
+
+    @property
+    def label(self) -> str:
+        names = f"{self.short}, {self.name}" if self.short else self.name
+        return f"{names} {self.metavar}" if self.metavar else names
+
+
+class Args(Record):
+    """The parse result: the verb (or None), option values by dest, and the command after --."""
+
+    __slots__ = ("command", "help", "values", "verb", "version")
+    verb: str | None
+    values: dict[str, object]
+    command: tuple[str, ...]
+    help: bool
+    version: bool
+
+    def __init__(
+        self,
+        *,
+        verb: str | None,
+        values: dict[str, object],
+        command: tuple[str, ...] = (),
+        help: bool = False,  # noqa: A002
+        version: bool = False,
+    ) -> None:
+        self._set(verb=verb, values=values, command=command, help=help, version=version)
+
+    def flag(self, dest: str) -> bool:
+        return bool(self.values.get(dest, False))
+
+    def value(self, dest: str) -> str | None:
+        found = self.values.get(dest)
+        return found if isinstance(found, str) else None
+
+
+def _lookup(options: Sequence[Option], word: str) -> Option | None:
+    for option in options:
+        if word in (option.name, option.short):
+            return option
+    return None
+
+
+def parse(
+    prog: str,
+    argv: Sequence[str],
+    global_options: Sequence[Option],
+    verbs: Mapping[str, Sequence[Option]],
+) -> Args:
+    """Parse ``argv``; raise ``UsageError`` (exit 2) naming the offending word."""
+    help_hint = f"see '{prog} --help'"
+    verb: str | None = None
+    values: dict[str, object] = {}
+    command: tuple[str, ...] = ()
+    wants_help = wants_version = False
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        i += 1
+        if word == "--":
+            command = tuple(argv[i:])
+            break
+        if word in ("-h", "--help"):
+            wants_help = True
+            continue
+        if word == "--version" and verb is None:
+            wants_version = True
+            continue
+        if not word.startswith("-") or word == "-":
+            if verb is not None:
+                raise UsageError(f"unexpected argument {word!r} after '{verb}'", hint=help_hint)
+            if word not in verbs:
+                choices = ", ".join(verbs)
+                raise UsageError(f"unknown verb {word!r} (choose from: {choices})", hint=help_hint)
+            verb = word
+            continue
+        name, eq, inline = word.partition("=") if word.startswith("--") else (word, "", "")
+        scope = [*global_options, *verbs.get(verb, ())] if verb else list(global_options)
+        option = _lookup(scope, name)
+        if option is None:
+            where = f"for '{verb}'" if verb else "before the verb"
+            owners = [v for v, opts in verbs.items() if _lookup(opts, name)]
+            hint = f"{name} belongs after the verb: {prog} {owners[0]} {name}" if owners else None
+            raise UsageError(f"unknown option {name} {where}", hint=hint or help_hint)
+        if option.metavar is None:
+            if eq:
+                raise UsageError(f"{name} takes no value (got {word!r})", hint=help_hint)
+            values[option.dest] = True
+            continue
+        if eq:
+            value = inline
+        elif i < len(argv):
+            value = argv[i]
+            i += 1
+        else:
+            raise UsageError(f"{name} needs a value ({option.metavar})", hint=help_hint)
+        if option.repeat:
+            previous = values.get(option.dest, ())
+            values[option.dest] = (*previous, value) if isinstance(previous, tuple) else (value,)
+        elif option.dest in values:
+            raise UsageError(f"{name} is given twice", hint="give it once")
+        else:
+            values[option.dest] = value
+    return Args(verb=verb, values=values, command=command, help=wants_help, version=wants_version)
+
+
+def _table(rows: Sequence[tuple[str, str]]) -> list[str]:
+    width = max((len(left) for left, _ in rows), default=0)
+    return [f"  {left:<{width}}  {right}".rstrip() for left, right in rows]
+
+
+def render_help(
+    prog: str,
+    description: str,
+    global_options: Sequence[Option],
+    verbs: Mapping[str, tuple[str, Sequence[Option]]],
+    verb: str | None = None,
+) -> str:
+    """Help for ``prog`` (``verb`` None) or for one verb: usage, description, options."""
+    if verb is None:
+        lines = [f"usage: {prog} [OPTIONS] [VERB] [VERB OPTIONS]", "", description, ""]
+        lines += ["verbs:", *_table([(name, text) for name, (text, _) in verbs.items()]), ""]
+    else:
+        text, own = verbs[verb]
+        shown = " ".join(f"[{o.label}]" for o in own)
+        lines = [f"usage: {prog} {verb} {shown} [OPTIONS]".replace("  ", " "), "", text, ""]
+        if own:
+            lines += [f"{verb} options:", *_table([(o.label, o.help) for o in own]), ""]
+    lines.append("options (before or after the verb):")
+    rows = [(o.label, o.help) for o in global_options]
+    rows.append(("-h, --help", "show this help and exit"))
+    if verb is None:
+        rows.append(("--version", "print the version and exit"))
+    lines += _table(rows)
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""The hand-written command-line parser: its grammar and its refusals."""
+
+import pytest
+
+from agentbox_state.cli.args import Args, Option, parse, render_help
+from agentbox_state.errors import UsageError
+
+GLOBAL = (
+    Option("--image", "image", metavar="REF"),
+    Option("--debug", "debug"),
+)
+VERBS = {
+    "paths": (Option("--json", "json"),),
+    "run": (Option("--publish", "publish a port", metavar="SPEC", short="-p", repeat=True),),
+}
+
+
+def p(*argv: str) -> Args:
+    return parse("tool", argv, GLOBAL, VERBS)
+
+
+@pytest.mark.parametrize(
+    ("argv", "verb", "values", "command"),
+    [
+        ((), None, {}, ()),
+        (("paths",), "paths", {}, ()),
+        (("--debug", "paths", "--json"), "paths", {"debug": True, "json": True}, ()),
+        (("paths", "--json", "--debug"), "paths", {"debug": True, "json": True}, ()),
+        (("--image", "a/b:1", "paths"), "paths", {"image": "a/b:1"}, ()),
+        (("paths", "--image=a/b:1"), "paths", {"image": "a/b:1"}, ()),
+        (("--image=",), None, {"image": ""}, ()),
+        (("--image", "--debug"), None, {"image": "--debug"}, ()),  # a value is taken as given
+        (("run", "-p", "80:80", "--publish=udp:53:53"), "run",
+         {"publish": ("80:80", "udp:53:53")}, ()),
+        (("run", "--", "ls", "-la", "--"), "run", {}, ("ls", "-la", "--")),
+        (("--", "ls"), None, {}, ("ls",)),
+        (("--debug", "--debug"), None, {"debug": True}, ()),
+    ],
+)  # fmt: skip
+def test_grammar(
+    argv: tuple[str, ...], verb: str | None, values: dict[str, object], command: tuple[str, ...]
+) -> None:
+    assert p(*argv) == Args(verb=verb, values=values, command=command)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message", "hint"),
+    [
+        (("nope",), "unknown verb 'nope' (choose from: paths, run)", "see 'tool --help'"),
+        (("paths", "run"), "unexpected argument 'run' after 'paths'", "see 'tool --help'"),
+        (("--json",), "unknown option --json before the verb",
+         "--json belongs after the verb: tool paths --json"),
+        (("run", "--json"), "unknown option --json for 'run'",
+         "--json belongs after the verb: tool paths --json"),
+        (("--bogus",), "unknown option --bogus before the verb", "see 'tool --help'"),
+        (("-x",), "unknown option -x before the verb", "see 'tool --help'"),
+        (("--debug=1",), "--debug takes no value (got '--debug=1')", "see 'tool --help'"),
+        (("--image",), "--image needs a value (REF)", "see 'tool --help'"),
+        (("--image", "a", "--image", "b"), "--image is given twice", "give it once"),
+    ],
+)  # fmt: skip
+def test_refusals(argv: tuple[str, ...], message: str, hint: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        p(*argv)
+    assert (caught.value.message, caught.value.hint) == (message, hint)
+    assert caught.value.exit_code == 2
+
+
+def test_help_and_version_are_noted_not_acted_on() -> None:
+    assert p("paths", "-h").help
+    assert p("--help", "paths").verb == "paths"
+    assert p("--version").version
+    with pytest.raises(UsageError):
+        p("paths", "--version")  # --version belongs to the program, not a verb
+
+
+def test_render_help() -> None:
+    table = {"paths": ("show paths", VERBS["paths"]), "run": ("run it", VERBS["run"])}
+    assert render_help("tool", "A tool.", GLOBAL, table) == "\n".join(
+        [
+            "usage: tool [OPTIONS] [VERB] [VERB OPTIONS]",
+            "",
+            "A tool.",
+            "",
+            "verbs:",
+            "  paths  show paths",
+            "  run    run it",
+            "",
+            "options (before or after the verb):",
+            "  --image REF  image",
+            "  --debug      debug",
+            "  -h, --help   show this help and exit",
+            "  --version    print the version and exit",
+        ]
+    )
+    assert render_help("tool", "A tool.", GLOBAL, table, "run") == "\n".join(
+        [
+            "usage: tool run [-p, --publish SPEC] [OPTIONS]",
+            "",
+            "run it",
+            "",
+            "run options:",
+            "  -p, --publish SPEC  publish a port",
+            "",
+            "options (before or after the verb):",
+            "  --image REF  image",
+            "  --debug      debug",
+            "  -h, --help   show this help and exit",
+        ]
+    )
