@@ -200,3 +200,17 @@ def test_as_an_ordinary_user(agentbox: Path, bin_dir: Path, test_user: str) -> N
     report = json.loads(out.stdout)
     assert report["state_base"] == f"{user.pw_dir}/.local/state/agentbox"
     assert report["workspace"] == str(project)
+
+
+def test_closed_pipe_is_quiet(home: Home, agentbox: Path) -> None:
+    """`agentbox paths | head -0`: no traceback, no 'internal error' when the reader is gone."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has left before agentbox writes a byte
+    try:
+        out = subprocess.run(
+            [agentbox, "paths"], stdout=write_end, stderr=subprocess.PIPE, text=True,
+            cwd=home.project, env=home.env, check=False, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert (out.returncode, out.stderr) == (141, "")

@@ -199,3 +199,28 @@ def test_deleted_working_directory(
         "tool: the current directory no longer exists\n"
         "hint: cd into your project directory and run the command again"
     )
+
+
+def _run_true(ctx: app.Context) -> int:
+    return ctx.runner().run(["sh", "-c", "exit 0"], env={"X": "a b"}).returncode
+
+
+def test_debug_echoes_each_command_through_the_runner(tmp_path: Path) -> None:
+    verbs = (app.Verb("go", "run a command", _run_true),)
+    out: list[str] = []
+    err: list[str] = []
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    assert app.main(SPEC, verbs, ["go"], env, out=out.append, err=err.append) == 0
+    assert err == []
+    assert app.main(SPEC, verbs, ["--debug", "go"], env, out=out.append, err=err.append) == 0
+    assert err == ["+ X='a b' sh -c 'exit 0'"]
+
+
+def test_broken_pipe_is_silent_141(tmp_path: Path) -> None:
+    def closed(text: str) -> None:
+        raise BrokenPipeError
+
+    err: list[str] = []
+    code = app.main(SPEC, (PATHS,), ["--help"], {"HOME": str(tmp_path)}, out=closed,
+                    err=err.append)  # fmt: skip
+    assert (code, err) == (141, [])

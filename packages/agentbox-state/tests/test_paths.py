@@ -71,3 +71,21 @@ def test_no_home(environ: dict[str, str]) -> None:
         f"cannot place files: XDG_CONFIG_HOME is unset and HOME is {environ.get('HOME', '')!r}"
     )
     assert caught.value.hint == "set HOME (or XDG_CONFIG_HOME) to an absolute path"
+
+
+def test_workspace_lock(tmp_path: Path) -> None:
+    from agentbox_state.errors import LockHeldError
+
+    paths = StatePaths.resolve("agentbox", {"HOME": str(tmp_path / "home")}, NO_FILE)
+    ws = Workspace.from_path(tmp_path)
+    with paths.workspace_lock(ws) as lock:
+        assert str(lock.path) == f"{paths.locks_dir(ws)}/workspace.lock"
+        with pytest.raises(LockHeldError) as caught:
+            paths.workspace_lock(ws).acquire()
+        assert caught.value.message.startswith(f"workspace {ws.path} is in use: its lock ")
+        disk = paths.workspace_lock(ws, "libkrun-nix.raw")
+        disk.acquire()  # a different name is a different lock
+        with pytest.raises(LockHeldError) as caught:
+            paths.workspace_lock(ws, "libkrun-nix.raw").acquire()
+        assert caught.value.message.startswith(f"libkrun-nix.raw of {ws.path} is in use")
+        disk.release()

@@ -11,11 +11,14 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 from agentbox_state.errors import AgentboxError, LockHeldError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
 
 POLL_SECONDS = 0.05
 
@@ -42,8 +45,8 @@ class FileLock:
     ``what`` names the thing protected, for messages ("workspace /x", "disk /y.raw").
     """
 
-    def __init__(self, path: Path, *, what: str) -> None:
-        self.path = path
+    def __init__(self, path: str | os.PathLike[str], *, what: str) -> None:
+        self.path = Path(path)
         self.what = what
         self._fd: int | None = None
 

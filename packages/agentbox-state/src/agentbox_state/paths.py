@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from agentbox_state.config import ConfigFile
+    from agentbox_state.lock import FileLock
     from agentbox_state.workspace import Workspace
 
 
@@ -89,3 +90,13 @@ class StatePaths(Record):
 
     def locks_dir(self, workspace: Workspace) -> str:
         return os.path.join(self.workspace_dir(workspace), "locks")
+
+    def workspace_lock(self, workspace: Workspace, name: str = "workspace") -> FileLock:
+        """The advisory lock ``name`` of one workspace (``workspace``, or a disk's name), kept
+        in its ``locks`` dir; taking it creates that dir."""
+        from agentbox_state.lock import FileLock
+
+        what = (
+            f"workspace {workspace.path}" if name == "workspace" else f"{name} of {workspace.path}"
+        )
+        return FileLock(os.path.join(self.locks_dir(workspace), f"{name}.lock"), what=what)

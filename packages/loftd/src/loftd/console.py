@@ -13,7 +13,14 @@ if TYPE_CHECKING:
 
 
 def _out(text: str) -> None:
-    print(text, flush=True)
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # The reader is gone: point stdout at /dev/null so the interpreter's own flush at exit
+        # does not fail again, then let the error end the command (exit 141, no message).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise
 
 
 def _err(text: str) -> None:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     from agentbox_state.config import ConfigFile, Schema
+    from agentbox_state.runner import SubprocessRunner
 
     Sink = Callable[[str], None]
 
@@ -94,6 +95,13 @@ class Context(Record):
             out=out,
             err=err,
         )
+
+    def runner(self) -> SubprocessRunner:
+        """The process runner for this invocation: with --debug, each command is echoed to
+        stderr as a line you can paste. (Imported here: subprocess is not needed to start.)"""
+        from agentbox_state.runner import SubprocessRunner
+
+        return SubprocessRunner(self.environ, echo=self.err if self.flags.debug else None)
 
 
 class Verb(Record):
@@ -205,5 +213,6 @@ def main(
         return run(spec, verbs, argv, environ, out=out, err=err)
     except BaseException as exc:  # noqa: BLE001 - the one place errors become messages
         code, text = failure(spec.name, exc, debug=wants_debug(list(argv)))
-        err(text)
+        if text:
+            err(text)
         return code
