@@ -29,7 +29,6 @@ UNSHARE = ("buildah", "unshare")
          ["buildah", "unshare", "btrfs", "subvolume", "snapshot", "/c/r", "/t/r"]),
         (argv.subvolume_delete(Path("/t/r"), UNSHARE),
          ["buildah", "unshare", "btrfs", "subvolume", "delete", "/t/r"]),
-        (argv.subvolume_show(Path("/t/r")), ["btrfs", "subvolume", "show", "/t/r"]),
         (argv.stat_fstype(Path("/t")), ["stat", "--file-system", "--format", "%T", "/t"]),
         (argv.findmnt_options(Path("/t")),
          ["findmnt", "--noheadings", "--target", "/t", "--output",
@@ -54,4 +53,6 @@ def test_fuse_unmount_order() -> None:
         ["fusermount3", "-u", "/m"],
         ["fusermount", "-u", "/m"],
         ["umount", "/m"],
+        ["fusermount3", "-u", "-z", "/m"],
+        ["umount", "-l", "/m"],
     ]

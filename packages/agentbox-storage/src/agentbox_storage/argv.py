@@ -60,10 +60,6 @@ def subvolume_delete(path: Path, prefix: Prefix = ()) -> list[str]:
     return [*prefix, "btrfs", "subvolume", "delete", os.fspath(path)]
 
 
-def subvolume_show(path: Path, prefix: Prefix = ()) -> list[str]:
-    return [*prefix, "btrfs", "subvolume", "show", os.fspath(path)]
-
-
 def stat_fstype(path: Path) -> list[str]:
     return ["stat", "--file-system", "--format", "%T", os.fspath(path)]
 
@@ -79,9 +75,13 @@ def fuse_overlayfs(lower: Path, upper: Path, work: Path, merged: Path) -> list[s
 
 
 def fuse_unmounts(merged: Path) -> list[list[str]]:
-    """The ways to unmount a FUSE mount, in the order to try them."""
+    """The ways to unmount a FUSE mount, in the order to try them; the lazy forms last, for a
+    mount still busy or whose daemon died."""
     target = os.fspath(merged)
-    return [["fusermount3", "-u", target], ["fusermount", "-u", target], ["umount", target]]
+    return [
+        ["fusermount3", "-u", target], ["fusermount", "-u", target], ["umount", target],
+        ["fusermount3", "-u", "-z", target], ["umount", "-l", target],
+    ]  # fmt: skip
 
 
 def copy_tree(source: Path, dest: Path, *, reflink: str, prefix: Prefix = ()) -> list[str]:

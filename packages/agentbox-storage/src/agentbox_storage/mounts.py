@@ -1,0 +1,39 @@
+"""What is mounted where, read from the kernel (``/proc/self/mountinfo``).
+
+``os.path.ismount`` says False for a FUSE mount whose daemon died ("Transport endpoint is not
+connected"), which is exactly the mount we must still clean up; the mount table does not lie.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \\ooo (octal)
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) + 1 and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def mount_points(mountinfo: str) -> list[str]:
+    """Mount points listed in a mountinfo text, in order."""
+    points = []
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        if len(fields) > 4:
+            points.append(_unescape(fields[4]))
+    return points
+
+
+def is_mounted(path: Path, mountinfo_file: str = "/proc/self/mountinfo") -> bool:
+    with open(mountinfo_file, encoding="utf-8", errors="surrogateescape") as f:
+        table = f.read()
+    return os.path.abspath(path) in mount_points(table)

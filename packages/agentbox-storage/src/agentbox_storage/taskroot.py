@@ -1,0 +1,273 @@
+"""Writable per-task root filesystems made from a cached image rootfs, and their cleanup.
+
+Backends (see ``backends.Backend``):
+- ``btrfs-snapshot``: a writable subvolume snapshot of the cached rootfs (instant, CoW);
+- ``fuse-overlay``: fuse-overlayfs with the cached rootfs as the lower layer;
+- ``reflink``: ``cp -a --reflink=always``; fails rather than copy bytes; explicit opt-in only;
+- ``auto``: btrfs-snapshot, then fuse-overlay, cleaning between attempts; never reflink, never
+  a plain copy.
+
+Commands that must see the image's file ownership (the cache is written inside a rootless user
+namespace) run behind ``userns``, the wrapper argv (``buildah unshare``) the caller passes in;
+it is empty when running as root.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import stat
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentbox_state.errors import AgentboxError, CommandError
+from agentbox_state.lock import FileLock
+from agentbox_state.runner import Runner
+from agentbox_storage import argv
+from agentbox_storage.backends import Backend
+from agentbox_storage.errors import StorageError
+from agentbox_storage.mounts import is_mounted
+
+LOCK_NAME = ".task.lock"
+PRESERVED_NAME = "preserved"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskRoot:
+    """A materialised task root: ``rootfs`` is what the guest boots from."""
+
+    backend: Backend
+    task_dir: Path
+    rootfs: Path
+    upper: Path | None = None
+    work: Path | None = None
+
+
+def layout(backend: Backend, task_dir: Path) -> TaskRoot:
+    """Where a backend puts its output inside ``task_dir`` (pure)."""
+    if backend is Backend.FUSE_OVERLAY:
+        return TaskRoot(backend=backend, task_dir=task_dir,
+                        rootfs=task_dir / "rootfs-fuse-overlay",
+                        upper=task_dir / "upper-fuse-overlay",
+                        work=task_dir / "work-fuse-overlay")  # fmt: skip
+    if backend in (Backend.BTRFS_SNAPSHOT, Backend.REFLINK):
+        return TaskRoot(
+            backend=backend, task_dir=task_dir, rootfs=task_dir / f"rootfs-{backend.value}"
+        )
+    raise ValueError(f"{backend.value} is a choice of backends, not a layout")
+
+
+def _tail(err: CommandError) -> str:
+    """The line of a failed command's stderr that says what went wrong (its last error line)."""
+    lines = err.stderr_tail.splitlines()
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or [err.message])[-1]
+
+
+def _subvolume_hint(path: Path, runner: Runner) -> str:
+    where = runner.run(argv.findmnt_options(path), check=False).stdout.strip()
+    fields = where.split()
+    mountpoint = fields[0] if fields else "<mount point>"
+    return (
+        "deleting a btrfs subvolume without root needs the mount option user_subvol_rm_allowed"
+        f" on {mountpoint} (now: {where or 'unknown'}); add it with: sudo mount -o "
+        f"remount,user_subvol_rm_allowed {mountpoint} (and in /etc/fstab to keep it)"
+    )
+
+
+def _snapshot(source: Path, root: TaskRoot, runner: Runner, userns: Sequence[str]) -> None:
+    try:
+        runner.run(argv.subvolume_snapshot(source, root.rootfs, userns))
+    except CommandError as err:
+        raise StorageError(
+            f"btrfs snapshot of {source} into {root.rootfs} failed: {_tail(err)}",
+            hint="the image cache and the task dir must be on one btrfs filesystem; "
+            "otherwise choose --storage fuse-overlay",
+        ) from err
+
+
+def _overlay(source: Path, root: TaskRoot, runner: Runner) -> None:
+    assert root.upper is not None
+    assert root.work is not None
+    for d in (root.upper, root.work, root.rootfs):
+        d.mkdir(parents=True)
+    try:
+        runner.run(argv.fuse_overlayfs(source, root.upper, root.work, root.rootfs))
+    except CommandError as err:
+        raise StorageError(
+            f"fuse-overlayfs could not mount {source} at {root.rootfs}: {_tail(err)}",
+            hint="install fuse-overlayfs and make /dev/fuse usable by you "
+            "(it is 0666 on ordinary hosts)",
+        ) from err
+
+
+def _reflink(source: Path, root: TaskRoot, runner: Runner, userns: Sequence[str]) -> None:
+    root.rootfs.mkdir(parents=True)
+    try:
+        runner.run(argv.copy_tree(source, root.rootfs, reflink="always", prefix=userns))
+    except CommandError as err:
+        raise StorageError(
+            f"reflink copy of {source} into {root.rootfs} failed: {_tail(err)}",
+            hint="reflink needs a copy-on-write filesystem (btrfs, XFS) holding both; it never "
+            "falls back to copying bytes: choose --storage btrfs-snapshot or fuse-overlay",
+        ) from err
+
+
+def materialize(
+    backend: Backend, source: Path, task_dir: Path, runner: Runner, *, userns: Sequence[str] = ()
+) -> TaskRoot:
+    """Make the task root for ``backend`` from the cached rootfs ``source`` inside ``task_dir``.
+
+    Any output a killed earlier attempt left in ``task_dir`` is removed first; a failed attempt
+    removes its own partial output before raising.
+    """
+    if backend is Backend.AUTO:
+        return _auto(source, task_dir, runner, userns)
+    root = layout(backend, task_dir)
+    remove_output(root, runner, userns=userns)
+    task_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if backend is Backend.BTRFS_SNAPSHOT:
+            _snapshot(source, root, runner, userns)
+        elif backend is Backend.FUSE_OVERLAY:
+            _overlay(source, root, runner)
+        else:
+            _reflink(source, root, runner, userns)
+    except BaseException:
+        remove_output(root, runner, userns=userns)
+        raise
+    return root
+
+
+def _auto(source: Path, task_dir: Path, runner: Runner, userns: Sequence[str]) -> TaskRoot:
+    failures = []
+    for backend in (Backend.BTRFS_SNAPSHOT, Backend.FUSE_OVERLAY):
+        try:
+            return materialize(backend, source, task_dir, runner, userns=userns)
+        except StorageError as err:
+            failures.append(f"{backend.value}: {err.message}")
+    raise StorageError(
+        "no task root backend worked for auto (it tries btrfs-snapshot, then fuse-overlay):\n  "
+        + "\n  ".join(failures),
+        hint="put the state dir on btrfs, or install fuse-overlayfs; reflink is never chosen "
+        "automatically (--storage reflink)",
+    )
+
+
+def unmount_fuse(merged: Path, runner: Runner) -> None:
+    """Unmount a FUSE mount, even one whose daemon died: fusermount3, fusermount, umount, then
+    the lazy forms. Does nothing when nothing is mounted there."""
+    errors = []
+    for cmd in argv.fuse_unmounts(merged):
+        if not is_mounted(merged):
+            return
+        try:
+            runner.run(cmd)
+        except CommandError as err:
+            errors.append(f"{cmd[0]}: {_tail(err)}")
+    if is_mounted(merged):
+        raise StorageError(
+            f"cannot unmount {merged}: " + "; ".join(errors),
+            hint=f"close what still uses it (fuser -m {merged}), then: fusermount3 -u {merged}",
+        )
+
+
+def remove_output(root: TaskRoot, runner: Runner, *, userns: Sequence[str] = ()) -> None:
+    """Remove a backend's output (mount, subvolume, copy), if present. Keeps ``task_dir``."""
+    if root.backend is Backend.FUSE_OVERLAY:
+        unmount_fuse(root.rootfs, runner)
+    elif root.backend is Backend.BTRFS_SNAPSHOT and is_subvolume(root.rootfs):
+        _delete_subvolume(root.rootfs, runner, userns)
+    for path in (root.rootfs, root.upper, root.work):
+        if path is not None and os.path.lexists(path):
+            runner.run(argv.remove_tree(path, userns))
+
+
+def is_subvolume(path: Path) -> bool:
+    """A btrfs subvolume's root dir has inode 256 and a device number of its own."""
+    try:
+        st = path.lstat()
+        parent = path.parent.lstat()
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_ino == 256 and st.st_dev != parent.st_dev
+
+
+def _delete_subvolume(path: Path, runner: Runner, userns: Sequence[str]) -> None:
+    """``btrfs subvolume delete``; without root that needs user_subvol_rm_allowed, so on failure
+    remove the files and let the kernel drop the emptied subvolume (newer kernels allow its
+    owner that), and only if that fails too say how to add the mount option."""
+    try:
+        runner.run(argv.subvolume_delete(path, userns))
+        return
+    except CommandError as err:
+        first = _tail(err)
+    try:
+        runner.run(argv.remove_tree(path, userns))
+    except CommandError as err:
+        raise StorageError(
+            f"cannot delete the btrfs subvolume {path}: {first}; removing its files failed too: "
+            f"{_tail(err)}",
+            hint=_subvolume_hint(path, runner),
+        ) from err
+
+
+def cleanup_commands(root: TaskRoot, userns: Sequence[str] = ()) -> list[str]:
+    """The shell lines that remove a preserved task root and its task dir later, in order."""
+    lines = []
+    if root.backend is Backend.FUSE_OVERLAY:
+        lines.append(shlex.join(argv.fuse_unmounts(root.rootfs)[0]))
+    elif root.backend is Backend.BTRFS_SNAPSHOT:
+        lines.append(shlex.join(argv.subvolume_delete(root.rootfs, userns)))
+    lines.append(shlex.join(argv.remove_tree(root.task_dir, userns)))
+    return lines
+
+
+def cleanup(
+    root: TaskRoot, runner: Runner, *, userns: Sequence[str] = (), preserve: bool = False
+) -> list[str]:
+    """Remove the task root and its task dir; with ``preserve``, keep both, mark the task dir
+    preserved (so ``collect_garbage`` leaves it) and return the commands to remove them later."""
+    if preserve:
+        (root.task_dir / PRESERVED_NAME).write_text(
+            "\n".join(cleanup_commands(root, userns)) + "\n"
+        )
+        return cleanup_commands(root, userns)
+    remove_output(root, runner, userns=userns)
+    if os.path.lexists(root.task_dir):
+        runner.run(argv.remove_tree(root.task_dir, userns))
+    return []
+
+
+def task_lock(task_dir: Path) -> FileLock:
+    """Held by the process that owns a task for as long as it runs; free means abandoned."""
+    return FileLock(task_dir / LOCK_NAME, what=f"task {task_dir.name}")
+
+
+def collect_garbage(
+    tasks_dir: Path, runner: Runner, *, userns: Sequence[str] = (), include_preserved: bool = False
+) -> list[Path]:
+    """Remove task dirs whose owner is gone (their task lock is free); returns what was removed.
+
+    Live tasks (lock held) are never touched; preserved ones only with ``include_preserved``.
+    """
+    removed: list[Path] = []
+    if not tasks_dir.is_dir():
+        return removed
+    for task_dir in sorted(p for p in tasks_dir.iterdir() if p.is_dir() and not p.is_symlink()):
+        if (task_dir / PRESERVED_NAME).exists() and not include_preserved:
+            continue
+        lock = task_lock(task_dir)
+        try:
+            lock.acquire()
+        except AgentboxError:
+            continue  # a live task, or one we cannot judge: leave it
+        try:
+            for backend in (Backend.FUSE_OVERLAY, Backend.BTRFS_SNAPSHOT, Backend.REFLINK):
+                remove_output(layout(backend, task_dir), runner, userns=userns)
+            runner.run(argv.remove_tree(task_dir, userns))
+            removed.append(task_dir)
+        finally:
+            lock.release()
+    return removed
