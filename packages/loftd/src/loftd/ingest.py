@@ -1,0 +1,57 @@
+"""The image-cache ingest child: ``python -m loftd.ingest REF CACHE_ROOT EXPECTED GUEST_INIT``.
+
+Run inside ``buildah unshare`` (rootless) so that one user namespace holds the whole
+transaction: buildah from, digest, mount, copy into the cache, validate, publish, unmount,
+remove. Prints the digest on stdout. Wires agentbox-podman's Buildah image source into
+agentbox-storage's cache, which do not know each other.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from agentbox_podman.buildah import BuildahImageSource
+from agentbox_state.cli.outcome import failure
+from agentbox_state.runner import SubprocessRunner
+from agentbox_storage.imagecache import ImageCache
+
+
+def ingest_argv(
+    prefix: list[str], python: str, cache_root: Path, guest_init: str
+) -> Callable[[str, str | None], list[str]]:
+    """The ``ingest_argv`` callback for ``ImageCache.ensure``: this module as a child process,
+    behind ``prefix`` (``buildah unshare`` when rootless, nothing as root)."""
+
+    def build(ref: str, expected: str | None) -> list[str]:
+        return [*prefix, python, "-m", "loftd.ingest", ref, os.fspath(cache_root),
+                expected or "", guest_init]  # fmt: skip
+
+    return build
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 4:
+        print("usage: python -m loftd.ingest REF CACHE_ROOT EXPECTED_DIGEST GUEST_INIT",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    ref, cache_root, expected, guest_init = args
+    runner = SubprocessRunner(os.environ)
+    try:
+        entry = ImageCache(Path(cache_root)).ingest(
+            ref, BuildahImageSource(runner), runner, guest_init=guest_init,
+            expected=expected or None,
+        )  # fmt: skip
+    except BaseException as err:  # noqa: BLE001 - a child process: report and exit
+        code, text = failure("loftd ingest", err, debug=False)
+        print(text, file=sys.stderr)
+        return code
+    print(entry.digest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
