@@ -25,7 +25,10 @@ PASSTHROUGH = frozenset({
     "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME",
     "DBUS_SESSION_BUS_ADDRESS",
     "CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF", "CONTAINERS_REGISTRIES_CONF", "CONTAINER_HOST",
-    "BUILDAH_ISOLATION", "STORAGE_DRIVER",
+    "BUILDAH_ISOLATION", "STORAGE_DRIVER", "REGISTRY_AUTH_FILE",
+    # Set by `buildah unshare` / `podman unshare`: without them, a buildah or podman run inside
+    # that namespace believes it is real root and reaches for /run/containers/storage.
+    "_CONTAINERS_USERNS_CONFIGURED", "_CONTAINERS_ROOTLESS_UID", "_CONTAINERS_ROOTLESS_GID",
 })  # fmt: skip
 # The terminal's own settings, passed on only to interactive commands.
 TERMINAL = frozenset({"TERM", "COLORTERM", "LANG", "LC_ALL", "LC_CTYPE", "NO_COLOR"})

@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from agentbox_podman import buildah
+from agentbox_podman.buildah import BuildahImageSource, OpenedImage
+from agentbox_podman.errors import PodmanError
+from agentbox_state.testing import RecordingRunner
+
+
+@pytest.mark.parametrize(
+    ("built", "expected"),
+    [
+        (buildah.from_image("localhost/x:1"),
+         ["buildah", "from", "--pull=never", "--quiet", "localhost/x:1"]),
+        (buildah.from_image("x", pull="missing"),
+         ["buildah", "from", "--pull=missing", "--quiet", "x"]),
+        (buildah.inspect_digest("c1"),
+         ["buildah", "inspect", "--type", "container", "--format", "{{.FromImageDigest}}", "c1"]),
+        (buildah.mount("c1"), ["buildah", "mount", "c1"]),
+        (buildah.umount("c1"), ["buildah", "umount", "c1"]),
+        (buildah.rm("c1"), ["buildah", "rm", "c1"]),
+        (buildah.unshare("python3", "-m", "x"), ["buildah", "unshare", "python3", "-m", "x"]),
+    ],
+)  # fmt: skip
+def test_argv(built: list[str], expected: list[str]) -> None:
+    assert built == expected
+
+
+def test_bad_pull_policy() -> None:
+    with pytest.raises(ValueError, match="pull policy 'sometimes'"):
+        buildah.from_image("x", pull="sometimes")
+
+
+def test_open_sequence_and_cleanup() -> None:
+    rec = RecordingRunner()
+    rec.script("buildah", "from", stdout="c1\n")
+    rec.script("buildah", "inspect", stdout="sha256:abc\n")
+    rec.script("buildah", "mount", stdout="/var/lib/c1/merged\n")
+    with BuildahImageSource(rec).open("x:1") as image:
+        assert image == OpenedImage("x:1", "sha256:abc", Path("/var/lib/c1/merged"), "c1")
+    assert rec.argvs == [
+        buildah.from_image("x:1"), buildah.inspect_digest("c1"), buildah.mount("c1"),
+        buildah.umount("c1"), buildah.rm("c1"),
+    ]  # fmt: skip
+
+
+def test_cleanup_runs_when_the_body_fails() -> None:
+    rec = RecordingRunner()
+    rec.script("buildah", "from", stdout="c1\n")
+    with pytest.raises(RuntimeError), BuildahImageSource(rec).open("x:1"):
+        raise RuntimeError("copy failed")
+    assert rec.argvs[-2:] == [buildah.umount("c1"), buildah.rm("c1")]
+
+
+def test_unknown_image() -> None:
+    rec = RecordingRunner()
+    rec.script("buildah", "from", returncode=125, stderr="Error: image not known\n")
+    with pytest.raises(PodmanError) as caught, BuildahImageSource(rec).open("nope:1"):
+        pass
+    assert caught.value.message.startswith("cannot open image nope:1: `buildah from")
+    assert caught.value.hint == (
+        "build it first (agentbox image build) or check the name: buildah images"
+    )
+    assert rec.argvs == [buildah.from_image("nope:1")]
