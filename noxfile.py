@@ -96,8 +96,10 @@ def integration(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
-    """Start-up of the command lines as ratios against `python -c pass` (prints, never fails)."""
+    """Ratios against the raw tools (prints, never fails): command-line start-up against
+    `python -c pass`; btrfs-snapshot task roots against bare snapshots and `cp -a`."""
     # Compile bytecode at install time, as pip does for users (uv does not by default).
     session.env["UV_COMPILE_BYTECODE"] = "1"
     install_all(session)
     session.run("python", "bench/startup.py", *session.posargs)
+    session.run("python", "bench/storage.py", *session.posargs)
