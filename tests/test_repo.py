@@ -54,7 +54,7 @@ def test_package_shape(pkg: str) -> None:
     assert f'__version__ = "{project["version"]}"' in (src / "__init__.py").read_text()
     assert any((ROOT / "packages" / pkg / "tests").glob("test_*.py"))
     scripts = project.get("scripts", {})
-    assert list(scripts) == ([SCRIPTS[pkg]] if pkg in SCRIPTS else [])
+    assert list(scripts) == SCRIPTS.get(pkg, [])
 
 
 @pytest.mark.parametrize("pkg", PACKAGES)

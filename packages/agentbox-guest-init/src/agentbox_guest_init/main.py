@@ -1,35 +1,129 @@
-"""Entry point of ``agentbox-guest-init``.
+"""Entry points of ``agentbox-guest-init`` and ``loftd-guest-init``.
 
 Standard library only, and nothing of agentbox's host packages: this runs inside the guest,
 frozen. Parsing is a hand-written loop (argparse costs start-up time here).
 
-Exit codes: 0 success; 2 usage error (unknown verb, bad arguments); other codes come from the
-command this init finally runs.
+Usage::
+
+    agentbox-guest-init default|container|libkrun|microvm enter [-- CMD...]
+    agentbox-guest-init libkrun resize --target nix|containers
+    agentbox-guest-init libkrun podman prep|wait|service-wait
+    loftd-guest-init enter [-- CMD...]
+
+Exit codes: 0 success; 2 usage error; 3 malformed host contract; 4 a preparation step failed;
+126/127 the command is not executable / not found; otherwise the command's own status (it
+replaces this process).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 from agentbox_guest_init import __version__
+from agentbox_guest_init.contract import EXIT_USAGE, GuestError, parse
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 PROG = "agentbox-guest-init"
-USAGE = f"usage: {PROG} --version | --help"
-EXIT_USAGE = 2
+USAGE = (
+    f"usage: {PROG} (default|container|libkrun|microvm) enter [-- CMD...] | "
+    f"{PROG} libkrun resize --target nix|containers | "
+    f"{PROG} libkrun podman prep|wait|service-wait | {PROG} --version"
+)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args == ["--version"]:
-        print(f"{PROG} {__version__}")
+class UsageError(GuestError):
+    code = EXIT_USAGE
+
+
+def _command(rest: list[str]) -> list[str]:
+    if not rest:
+        return []
+    if rest[0] != "--":
+        raise UsageError(f"unexpected argument {rest[0]!r}; put the command after --")
+    return rest[1:]
+
+
+def dispatch(args: list[str], prog: str = PROG) -> int:
+    from agentbox_guest_init import runtime
+
+    if args in (["--version"], ["-V"]):
+        print(f"{prog} {__version__}")
         return 0
     if args in (["--help"], ["-h"]):
         print(USAGE)
         return 0
-    what = " ".join(args) if args else "(nothing)"
-    print(f"{PROG}: unknown command: {what}; {USAGE}", file=sys.stderr)
-    return EXIT_USAGE
+    if len(args) < 2:
+        raise UsageError(f"unknown command: {' '.join(args) or '(nothing)'}")
+    runtime_name, verb, rest = args[0], args[1], args[2:]
+    if verb == "enter" and runtime_name in ("default", "container", "libkrun", "microvm"):
+        contract = parse(os.environ)
+        cmd = _command(rest)
+        if runtime_name == "default":
+            runtime_name = "libkrun" if contract.libkrun else "container"
+        if runtime_name == "microvm":
+            runtime.mount_workspace(contract)
+        runtime.enter(f"{runtime_name} enter", contract, cmd, libkrun=runtime_name != "container")
+        return 0  # not reached: enter replaces this process
+    if runtime_name == "libkrun" and verb == "resize":
+        if len(rest) != 2 or rest[0] != "--target":
+            raise UsageError("usage: libkrun resize --target nix|containers")
+        runtime.resize(parse(os.environ), rest[1])
+        return 0
+    if runtime_name == "libkrun" and verb == "podman" and len(rest) == 1:
+        from agentbox_guest_init import podman_prep
+
+        contract = parse(os.environ)
+        if rest[0] == "prep":
+            uid = contract.host_uid
+            gid = contract.host_gid
+            if uid is None or gid is None:
+                raise UsageError(
+                    f"{contract.var('HOST_UID')}/{contract.var('HOST_GID')} are needed"
+                )
+            return podman_prep.worker(uid, gid, contract.containers_disk_label,
+                                      contract.containers_disk_id)  # fmt: skip
+        if rest[0] == "wait":
+            podman_prep.wait()
+            return 0
+        if rest[0] == "service-wait":
+            print(podman_prep.service_wait(os.getuid()))
+            return 0
+    raise UsageError(f"unknown command: {' '.join(args)}")
+
+
+def _run(args: list[str], prog: str, dispatcher: Callable[[list[str], str], int]) -> int:
+    try:
+        return dispatcher(args, prog)
+    except GuestError as err:
+        print(f"{prog}: {err.reason}", file=sys.stderr)
+        return err.code
+    except OSError as err:
+        print(f"{prog}: {err}", file=sys.stderr)
+        return 4
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return _run(list(sys.argv[1:] if argv is None else argv), PROG, dispatch)
+
+
+def loftd_dispatch(args: list[str], prog: str) -> int:
+    """loftd-guest-init: ``enter [-- CMD...]`` with the LOFTD_* contract."""
+    from agentbox_guest_init import runtime
+
+    if args in (["--version"], ["-V"]):
+        print(f"{prog} {__version__}")
+        return 0
+    if not args or args[0] != "enter":
+        raise UsageError(f"unknown command: {' '.join(args) or '(nothing)'}; usage: {prog} enter "
+                    "[-- CMD...]")  # fmt: skip
+    contract = parse(os.environ, prefix="LOFTD_")
+    runtime.enter("enter", contract, _command(args[1:]), libkrun=contract.libkrun, prog=prog)
+    return 0
+
+
+def loftd_main(argv: Sequence[str] | None = None) -> int:
+    return _run(list(sys.argv[1:] if argv is None else argv), "loftd-guest-init", loftd_dispatch)

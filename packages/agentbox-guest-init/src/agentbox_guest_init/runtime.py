@@ -1,0 +1,189 @@
+"""The enter flows: container, libkrun, microvm (and loftd's), each ending in exec."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from agentbox_guest_init import home, identity
+from agentbox_guest_init.contract import Contract, ContractError, GuestError
+from agentbox_guest_init.profile import Profile
+from agentbox_guest_init.shellenv import shell_env
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+DEFAULT_COMMAND = ["fish", "-l"]
+PASST_DNS = "169.254.1.1"
+
+
+def resolve_ids(contract: Contract, euid: int) -> tuple[int, int]:
+    """Who the user's command runs as: the host's ids for dev (required when we start as root),
+    root with enter-as-root, else whoever we already are."""
+    if euid != 0:
+        return euid, os.getegid()
+    if contract.enter_as_root:
+        return 0, 0
+    uid, gid = contract.host_uid, contract.host_gid
+    if uid is None or gid is None:
+        raise ContractError(
+            f"{contract.var('HOST_UID')} and {contract.var('HOST_GID')} are required when the "
+            "guest init starts as root"
+        )
+    if uid == 0 or gid == 0:
+        raise ContractError(
+            f"{contract.var('HOST_UID')}/{contract.var('HOST_GID')} must not be 0 (dev is not root)"
+        )
+    return uid, gid
+
+
+def resolv_conf_with(text: str, nameserver: str) -> str:
+    """``nameserver`` first, once; the other lines kept in order (pure)."""
+    first = f"nameserver {nameserver}"
+    return "\n".join([first, *(ln for ln in text.splitlines() if ln.strip() != first)]) + "\n"
+
+
+def _rewrite(path: str, change: Callable[[str], str]) -> None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    new = change(text)
+    if new != text:
+        tmp = f"{path}.agentbox-tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(new)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+
+def prepare_identity(contract: Contract, uid: int, gid: int, shell: str, prof: Profile) -> None:
+    """As root: the dev user, its home and runtime dir, /dev/kvm, dmesg_restrict."""
+    from agentbox_guest_init.system import write_sysctl
+
+    dev_uid = contract.host_uid if uid == 0 else uid
+    dev_gid = contract.host_gid if gid == 0 else gid
+    if dev_uid is not None and dev_gid is not None and dev_uid != 0:
+        prof.step("materialize-user")
+        _rewrite("/etc/passwd", lambda t: identity.passwd_with_dev(t, dev_uid, dev_gid, shell))
+        _rewrite("/etc/group", lambda t: identity.group_with_dev(t, dev_gid))
+        prof.step("materialize-home")
+        home.materialize("/", dev_uid, dev_gid, home.home_dirs())
+        home.runtime_dir("/", dev_uid, dev_gid)
+    if uid == 0:
+        home.materialize("/", 0, 0, home.home_dirs("/root")[1:])
+        home.runtime_dir("/", 0, 0)
+    prof.step("restrict-dmesg")
+    write_sysctl("/", "kernel.dmesg_restrict", "1")
+    if os.path.exists("/dev/kvm"):
+        os.chmod("/dev/kvm", 0o666)
+
+
+def exec_command(
+    cmd: list[str], contract: Contract, uid: int, gid: int, env: dict[str, str], prof: Profile
+) -> None:
+    """Report the profile, drop to ``uid``/``gid`` if needed, and replace this process."""
+    prof.step("exec")
+    prof.emit()
+    if os.geteuid() == 0 and uid != 0:
+        with open("/etc/group", encoding="utf-8") as f:
+            groups = identity.supplementary_groups(f.read(), identity.DEV, gid)
+        identity.drop_privileges(uid, gid, groups)
+    try:
+        os.execvpe(cmd[0], cmd, env)
+    except FileNotFoundError:
+        raise GuestError(f"{cmd[0]}: command not found", code=127) from None
+    except PermissionError:
+        raise GuestError(f"{cmd[0]}: permission denied", code=126) from None
+
+
+def enter(section: str, contract: Contract, cmd: list[str], *, libkrun: bool,
+          prog: str = "agentbox-guest-init") -> None:  # fmt: skip
+    """Prepare and exec ``cmd`` (default ``fish -l``). Never returns on success."""
+    prof = Profile(section, enabled=contract.profile and contract.debug, prog=prog)
+    prof.step("resolve-identity")
+    cmd = cmd or DEFAULT_COMMAND
+    uid, gid = resolve_ids(contract, os.geteuid())
+    shell = shutil.which(cmd[0]) or "/bin/sh"
+    if os.geteuid() == 0:
+        prepare_identity(contract, uid, gid, shell, prof)
+    nix_daemon = False
+    if libkrun and os.geteuid() == 0:
+        nix_daemon = _libkrun_prep(contract, prof)
+    prof.step("derive-shell-env")
+    env = shell_env(os.environ, uid=uid, as_root=uid == 0, shell=shell,
+                    containers_storage=libkrun and contract.containers_storage,
+                    nix_daemon=nix_daemon or "NIX_REMOTE" in os.environ)  # fmt: skip
+    if "NIX_REMOTE" in os.environ:
+        env["NIX_REMOTE"] = os.environ["NIX_REMOTE"]
+    exec_command(cmd, contract, uid, gid, env, prof)
+
+
+def _libkrun_prep(contract: Contract, prof: Profile) -> bool:
+    """Disks: /nix overlay + daemon (foreground), Podman storage (background). Returns whether
+    a nix-daemon now serves /nix."""
+    from agentbox_guest_init import nix, podman_prep
+    from agentbox_guest_init.disks import find_disk
+    from agentbox_guest_init.status import StatusFile
+    from agentbox_guest_init.system import self_argv, spawn_background
+
+    os.makedirs("/run/agentbox", exist_ok=True)
+    if contract.use_passt:
+        prof.step("fix-passt-dns")
+        _rewrite("/etc/resolv.conf", lambda t: resolv_conf_with(t, PASST_DNS))
+    if contract.nix_overlay:
+        prof.step("bootstrap-nix:find-disk")
+        device = find_disk(contract.nix_disk_label, contract.nix_disk_id, ("/dev/vda",))
+        nix.mount_overlay(device, profile=prof)
+        prof.step("bootstrap-nix:start-daemon")
+        nix.start_daemon()
+    if contract.containers_storage and contract.host_uid is not None:
+        prof.step("start-podman-prep")
+        status = StatusFile(podman_prep.RUN_DIR, "podman-prep")
+        argv = [*self_argv(), "libkrun", "podman", "prep"]
+        pid = spawn_background(argv, status.log_path, env=dict(os.environ))
+        status.transition("running", pid=pid)
+    return contract.nix_overlay
+
+
+def mount_workspace(contract: Contract) -> None:
+    """microvm: the host's project over virtiofs at the workspace target."""
+    from agentbox_guest_init.system import run
+
+    tag, target = contract.workspace_tag, contract.workspace_target
+    if not tag:
+        raise ContractError(f"{contract.var('MICROVM_WORKSPACE_TAG')} is required for microvm")
+    with open("/proc/self/mounts", encoding="utf-8") as f:
+        for line in f:
+            source, mnt, fstype = line.split(" ")[:3]
+            if mnt == target:
+                if fstype == "virtiofs" and source == tag:
+                    return
+                raise GuestError(f"{target} is already a {fstype} mount of {source}, not {tag}")
+    os.makedirs(target, exist_ok=True)
+    run(["mount", "-t", "virtiofs", tag, target])
+
+
+def resize(contract: Contract, target: str) -> None:
+    """``libkrun resize --target nix|containers``: grow the btrfs to fill its (grown) disk."""
+    from agentbox_guest_init.disks import find_disk
+    from agentbox_guest_init.system import run
+
+    if target == "nix":
+        label, disk_id = contract.nix_disk_label, contract.nix_disk_id
+    elif target == "containers":
+        label, disk_id = contract.containers_disk_label, contract.containers_disk_id
+    else:
+        raise GuestError(f"unknown resize target {target!r} (nix or containers)", code=2)
+    device = find_disk(label, disk_id)
+    mnt = f"/run/agentbox/resize-{target}"
+    os.makedirs(mnt, exist_ok=True)
+    run(["mount", "-t", "btrfs", device, mnt])
+    try:
+        run(["btrfs", "filesystem", "resize", "max", mnt])
+    finally:
+        run(["umount", mnt], check=False)
+    print(f"resized {target} disk {device}", file=sys.stderr)
