@@ -127,3 +127,10 @@ def loftd_dispatch(args: list[str], prog: str) -> int:
 
 def loftd_main(argv: Sequence[str] | None = None) -> int:
     return _run(list(sys.argv[1:] if argv is None else argv), "loftd-guest-init", loftd_dispatch)
+
+
+def entry() -> int:
+    """The frozen binary's entry: one bundle serves both names, chosen by argv[0]."""
+    if os.path.basename(sys.argv[0]).startswith("loftd"):
+        return loftd_main()
+    return main()

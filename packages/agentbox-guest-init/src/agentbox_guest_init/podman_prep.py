@@ -18,7 +18,8 @@ from agentbox_guest_init.contract import GuestError
 from agentbox_guest_init.disks import find_disk
 from agentbox_guest_init.identity import DEV, DEV_HOME
 from agentbox_guest_init.status import StatusFile
-from agentbox_guest_init.system import is_mounted, run, write_sysctl
+from agentbox_guest_init.sysctl import write_sysctl
+from agentbox_guest_init.system import is_mounted, run
 
 RUN_DIR = "/run/agentbox"
 IDMAP_BIN = f"{RUN_DIR}/idmap-bin"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
-import shutil
 import sys
 
 from agentbox_guest_init import home, identity
 from agentbox_guest_init.contract import Contract, ContractError, GuestError
 from agentbox_guest_init.profile import Profile
-from agentbox_guest_init.shellenv import shell_env
+from agentbox_guest_init.shellenv import BASE_PATH, shell_env
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -52,17 +52,25 @@ def _rewrite(path: str, change: Callable[[str], str]) -> None:
     except FileNotFoundError:
         text = ""
     new = change(text)
-    if new != text:
-        tmp = f"{path}.agentbox-tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+    if new == text:
+        return
+    tmp = f"{path}.agentbox-tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(new)
+    os.chmod(tmp, 0o644)
+    try:
+        os.replace(tmp, path)  # atomic where the file is an ordinary one
+    except OSError as err:
+        os.unlink(tmp)
+        if err.errno not in (errno.EBUSY, errno.EXDEV):
+            raise
+        with open(path, "w", encoding="utf-8") as f:  # a bind mount (podman's /etc/resolv.conf)
             f.write(new)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
 
 
 def prepare_identity(contract: Contract, uid: int, gid: int, shell: str, prof: Profile) -> None:
     """As root: the dev user, its home and runtime dir, /dev/kvm, dmesg_restrict."""
-    from agentbox_guest_init.system import write_sysctl
+    from agentbox_guest_init.sysctl import write_sysctl
 
     dev_uid = contract.host_uid if uid == 0 else uid
     dev_gid = contract.host_gid if gid == 0 else gid
@@ -107,7 +115,9 @@ def enter(section: str, contract: Contract, cmd: list[str], *, libkrun: bool,
     prof.step("resolve-identity")
     cmd = cmd or DEFAULT_COMMAND
     uid, gid = resolve_ids(contract, os.geteuid())
-    shell = shutil.which(cmd[0]) or "/bin/sh"
+    from agentbox_guest_init.sysctl import which
+
+    shell = which(cmd[0], os.environ.get("PATH") or BASE_PATH) or "/bin/sh"
     if os.geteuid() == 0:
         prepare_identity(contract, uid, gid, shell, prof)
     nix_daemon = False

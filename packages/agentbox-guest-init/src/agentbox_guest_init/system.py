@@ -40,17 +40,6 @@ def spawn_background(argv: list[str], log_path: str, env: dict[str, str] | None 
     return proc.pid
 
 
-def write_sysctl(root: str, name: str, value: str) -> bool:
-    """Best effort: False where /proc/sys is read-only (containers)."""
-    path = os.path.join(root, "proc/sys", *name.split("."))
-    try:
-        with open(path, "w", encoding="ascii") as f:
-            f.write(value)
-        return True
-    except OSError:
-        return False
-
-
 def is_mounted(target: str) -> bool:
     with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
         for line in f:
