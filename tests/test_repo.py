@@ -12,9 +12,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = sorted(p.name for p in (ROOT / "packages").iterdir() if p.is_dir())
 SCRIPTS = {
-    "agentbox-cli": "agentbox",
-    "loftd": "loftd",
-    "agentbox-guest-init": "agentbox-guest-init",
+    "agentbox-cli": ["agentbox"],
+    "loftd": ["loftd"],
+    "agentbox-guest-init": ["agentbox-guest-init", "loftd-guest-init"],
 }
 
 
