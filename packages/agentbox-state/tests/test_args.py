@@ -108,3 +108,20 @@ def test_render_help() -> None:
             "  -h, --help   show this help and exit",
         ]
     )
+
+
+ACTIONS = {"run": ("build", "list")}
+
+
+def test_actions() -> None:
+    args = parse("tool", ["run", "build", "-p", "1"], GLOBAL, VERBS, ACTIONS)
+    assert (args.verb, args.action, args.values) == ("run", "build", {"publish": ("1",)})
+    assert parse("tool", ["run", "--help"], GLOBAL, VERBS, ACTIONS).help
+    with pytest.raises(UsageError) as caught:
+        parse("tool", ["run"], GLOBAL, VERBS, ACTIONS)
+    assert caught.value.message == "'run' needs an action (build, list)"
+    with pytest.raises(UsageError) as caught:
+        parse("tool", ["run", "explode"], GLOBAL, VERBS, ACTIONS)
+    assert caught.value.message == "unknown action 'explode' for 'run' (choose from: build, list)"
+    with pytest.raises(UsageError, match="unexpected argument 'list' after 'run'"):
+        parse("tool", ["run", "build", "list"], GLOBAL, VERBS, ACTIONS)

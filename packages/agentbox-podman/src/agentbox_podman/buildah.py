@@ -81,3 +81,63 @@ class BuildahImageSource:
                 self._runner.run(umount(container), check=False)
         finally:
             self._runner.run(rm(container), check=False)
+
+
+# -- building images ----------------------------------------------------------------------------
+def from_scratch() -> list[str]:
+    return ["buildah", "from", "--quiet", "scratch"]
+
+
+def add(container: str, source: str, dest: str = "/") -> list[str]:
+    """Copy ``source`` into the container; a local tar archive is unpacked."""
+    return ["buildah", "add", "--quiet", container, source, dest]
+
+
+def copy(container: str, source: str, dest: str) -> list[str]:
+    return ["buildah", "copy", "--quiet", container, source, dest]
+
+
+def run(container: str, argv: list[str], *, isolation: str = "chroot") -> list[str]:
+    """``buildah run`` with chroot isolation (no OCI runtime needed) and the host's network."""
+    return ["buildah", "run", "--isolation", isolation, "--network", "host", container, "--",
+            *argv]  # fmt: skip
+
+
+def config(
+    container: str,
+    *,
+    entrypoint: list[str] | None = None,
+    cmd: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    workingdir: str | None = None,
+) -> list[str]:
+    import json
+
+    argv = ["buildah", "config"]
+    if entrypoint is not None:
+        argv += ["--entrypoint", json.dumps(entrypoint)]
+    if cmd is not None:
+        argv += ["--cmd", json.dumps(cmd)]
+    for key, value in (env or {}).items():
+        argv += ["--env", f"{key}={value}"]
+    for key, value in (labels or {}).items():
+        argv += ["--label", f"{key}={value}"]
+    if workingdir is not None:
+        argv += ["--workingdir", workingdir]
+    return [*argv, container]
+
+
+def commit(container: str, image: str) -> list[str]:
+    """Commit and remove the working container."""
+    return ["buildah", "commit", "--quiet", "--rm", container, image]
+
+
+def image_label(image: str, label: str) -> list[str]:
+    """Prints the label's value (empty when unset); fails when the image does not exist."""
+    return ["buildah", "inspect", "--type", "image", "--format",
+            f'{{{{index .OCIv1.Config.Labels "{label}"}}}}', image]  # fmt: skip
+
+
+def tag(image: str, name: str) -> list[str]:
+    return ["buildah", "tag", image, name]

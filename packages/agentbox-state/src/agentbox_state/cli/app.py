@@ -107,11 +107,13 @@ class Context(Record):
 class Verb(Record):
     """A verb: its name, one line of help, its own options, and what it runs."""
 
-    __slots__ = ("help", "name", "options", "run")
+    __slots__ = ("actions", "help", "name", "options", "run", "runs_command")
     name: str
     help: str
     run: Callable[[Context], int]
     options: tuple[Option, ...]
+    actions: tuple[str, ...]
+    runs_command: bool
 
     def __init__(
         self,
@@ -119,8 +121,18 @@ class Verb(Record):
         help: str,  # noqa: A002
         run: Callable[[Context], int],
         options: tuple[Option, ...] = (),
+        *,
+        actions: tuple[str, ...] = (),
+        runs_command: bool = False,
     ) -> None:
-        self._set(name=name, help=help, run=run, options=options)
+        self._set(
+            name=name,
+            help=help,
+            run=run,
+            options=options,
+            actions=actions,
+            runs_command=runs_command,
+        )
 
 
 def help_text(spec: AppSpec, verbs: Sequence[Verb], verb: str | None = None) -> str:
@@ -177,20 +189,22 @@ def run(
     err: Sink,
 ) -> int:
     table = {v.name: v.options for v in verbs}
-    args = parse(spec.name, argv, global_options(spec.image_env), table)
+    actions = {v.name: v.actions for v in verbs if v.actions}
+    args = parse(spec.name, argv, global_options(spec.image_env), table, actions)
     if args.help or (args.verb is None and not args.version):
         out(help_text(spec, verbs, args.verb))
         return 0
     if args.version:
         out(f"{spec.name} {spec.version}")
         return 0
-    if args.command:
+    verb = next((v for v in verbs if v.name == args.verb), None)
+    assert verb is not None  # parse accepts only known verbs
+    if args.command and not verb.runs_command:
         raise UsageError(
             f"'{args.verb}' runs no command; remove the words after --",
             hint=f"see '{spec.name} {args.verb} --help'",
         )
     ctx = build_context(spec, args, environ, out=out, err=err)
-    verb = next(v for v in verbs if v.name == args.verb)
     try:
         with ctx.profiler.phase(verb.name):
             return verb.run(ctx)

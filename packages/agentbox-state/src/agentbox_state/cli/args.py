@@ -56,8 +56,9 @@ class Option(Record):
 class Args(Record):
     """The parse result: the verb (or None), option values by dest, and the command after --."""
 
-    __slots__ = ("command", "help", "values", "verb", "version")
+    __slots__ = ("action", "command", "help", "values", "verb", "version")
     verb: str | None
+    action: str | None
     values: dict[str, object]
     command: tuple[str, ...]
     help: bool
@@ -71,8 +72,11 @@ class Args(Record):
         command: tuple[str, ...] = (),
         help: bool = False,  # noqa: A002
         version: bool = False,
+        action: str | None = None,
     ) -> None:
-        self._set(verb=verb, values=values, command=command, help=help, version=version)
+        self._set(
+            verb=verb, values=values, command=command, help=help, version=version, action=action
+        )
 
     def flag(self, dest: str) -> bool:
         return bool(self.values.get(dest, False))
@@ -89,15 +93,44 @@ def _lookup(options: Sequence[Option], word: str) -> Option | None:
     return None
 
 
+def _positional(
+    word: str,
+    verb: str | None,
+    action: str | None,
+    verbs: Mapping[str, Sequence[Option]],
+    acts: Mapping[str, Sequence[str]],
+    help_hint: str,
+) -> tuple[str | None, str | None]:
+    """A word that is not an option: the verb, else the verb's action; (verb, action)."""
+    allowed = acts.get(verb or "", ())
+    if verb is not None and allowed and action is None:
+        if word not in allowed:
+            choices = ", ".join(allowed)
+            raise UsageError(
+                f"unknown action {word!r} for '{verb}' (choose from: {choices})", hint=help_hint
+            )
+        return verb, word
+    if verb is not None:
+        raise UsageError(f"unexpected argument {word!r} after '{verb}'", hint=help_hint)
+    if word not in verbs:
+        choices = ", ".join(verbs)
+        raise UsageError(f"unknown verb {word!r} (choose from: {choices})", hint=help_hint)
+    return word, None
+
+
 def parse(
     prog: str,
     argv: Sequence[str],
     global_options: Sequence[Option],
     verbs: Mapping[str, Sequence[Option]],
+    actions: Mapping[str, Sequence[str]] | None = None,
 ) -> Args:
-    """Parse ``argv``; raise ``UsageError`` (exit 2) naming the offending word."""
+    """Parse ``argv``; raise ``UsageError`` (exit 2) naming the offending word. A verb listed
+    in ``actions`` takes one action word (``image build``)."""
     help_hint = f"see '{prog} --help'"
     verb: str | None = None
+    action: str | None = None
+    acts = actions or {}
     values: dict[str, object] = {}
     command: tuple[str, ...] = ()
     wants_help = wants_version = False
@@ -115,12 +148,7 @@ def parse(
             wants_version = True
             continue
         if not word.startswith("-") or word == "-":
-            if verb is not None:
-                raise UsageError(f"unexpected argument {word!r} after '{verb}'", hint=help_hint)
-            if word not in verbs:
-                choices = ", ".join(verbs)
-                raise UsageError(f"unknown verb {word!r} (choose from: {choices})", hint=help_hint)
-            verb = word
+            verb, action = _positional(word, verb, action, verbs, acts, help_hint)
             continue
         name, eq, inline = word.partition("=") if word.startswith("--") else (word, "", "")
         scope = [*global_options, *verbs.get(verb, ())] if verb else list(global_options)
@@ -149,7 +177,19 @@ def parse(
             raise UsageError(f"{name} is given twice", hint="give it once")
         else:
             values[option.dest] = value
-    return Args(verb=verb, values=values, command=command, help=wants_help, version=wants_version)
+    if verb is not None and acts.get(verb) and action is None and not wants_help:
+        choices = ", ".join(acts[verb])
+        raise UsageError(
+            f"'{verb}' needs an action ({choices})", hint=f"see '{prog} {verb} --help'"
+        )
+    return Args(
+        verb=verb,
+        values=values,
+        command=command,
+        help=wants_help,
+        version=wants_version,
+        action=action,
+    )
 
 
 def _table(rows: Sequence[tuple[str, str]]) -> list[str]:
