@@ -34,6 +34,7 @@ LOCAL_DEPS: dict[str, list[str]] = {
     "loftd": ["agentbox-state", "agentbox-storage", "agentbox-podman", "agentbox-krun"],
     "agentbox-cli": [
         "agentbox-state", "agentbox-storage", "agentbox-podman", "agentbox-krun", "loftd",
+        "agentbox-guest-init",
     ],
 }  # fmt: skip
 PACKAGES = list(LOCAL_DEPS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from agentbox_cli import __version__
 from agentbox_podman.images import LOCAL_IMAGE, PUBLISHED_IMAGE
 from agentbox_state.cli.app import AppSpec
-from agentbox_state.config import STATE_TABLE
+from agentbox_state.config import STATE_TABLE, Key, string_list
 
 SPEC = AppSpec(
     name="agentbox",
@@ -16,5 +16,19 @@ The project is mounted at /workspace; the Nix store, container images, caches an
 agent config survive across runs. State lives outside the project: see 'agentbox paths'.""",
     image_env="AGENTBOX_IMAGE",
     default_image=f"{LOCAL_IMAGE} when present, else {PUBLISHED_IMAGE}",
-    schema={"state": STATE_TABLE},
+    schema={
+        "state": STATE_TABLE,
+        "image": {
+            "packages": Key(
+                accepted='an array of Debian package names, like ["ripgrep", "htop"]',
+                convert=string_list,
+                default=(),
+            ),
+            "npm": Key(
+                accepted='an array of npm package names, like ["typescript"]',
+                convert=string_list,
+                default=(),
+            ),
+        },
+    },
 )

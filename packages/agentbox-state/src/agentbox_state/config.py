@@ -94,6 +94,16 @@ def one_of(*choices: str, hints: Mapping[str, str] | None = None) -> Callable[[o
     return convert
 
 
+def string_list(value: object) -> tuple[str, ...]:
+    """Converter: an array of non-empty strings without whitespace (package names)."""
+    if not isinstance(value, list):
+        raise Invalid(f"is {_type_name(value)}, not an array of strings")
+    for item in value:
+        if not isinstance(item, str) or not item or any(c.isspace() for c in item):
+            raise Invalid(f"has the element {toml_repr(item)}, not a name without spaces")
+    return tuple(value)
+
+
 def non_negative_int(value: object) -> int:
     """Converter: a whole number >= 0 (booleans are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, int):

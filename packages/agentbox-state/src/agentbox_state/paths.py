@@ -47,6 +47,12 @@ def config_file_path(app: str, environ: Mapping[str, str]) -> str:
     return os.path.join(root, app, f"{app}.toml")
 
 
+def cache_dir(app: str, environ: Mapping[str, str]) -> str:
+    """``$XDG_CACHE_HOME/<app>``, else ``~/.cache/<app>``: what can be made again."""
+    root, _ = _xdg_dir(environ, "XDG_CACHE_HOME", ".cache")
+    return os.path.join(root, app)
+
+
 class StatePaths(Record):
     """The state layout of one application (``agentbox`` or ``loftd``) for one user."""
 

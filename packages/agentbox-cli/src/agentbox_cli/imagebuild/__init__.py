@@ -1,0 +1,1 @@
+"""``agentbox image build``: the agentbox image from a debootstrap base, with Buildah only."""

@@ -1,0 +1,197 @@
+"""The image build as a plan (pure): stages keyed by their inputs, so a rebuild with unchanged
+inputs reuses every stage image and finishes in seconds."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentbox_cli.imagebuild import assets
+
+DEFAULT_TAG = "localhost/agentbox:latest"
+DEFAULT_SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+STAGE_REPO = "localhost/agentbox-build"
+KEY_LABEL = "agentbox.build.stage-key"
+
+DEFAULT_PACKAGES = (
+    "ca-certificates", "sudo", "less", "procps", "iproute2", "util-linux", "socat",
+    "fish", "git", "curl", "jq", "tmux", "python3", "nodejs", "npm", "build-essential",
+    "nix-bin", "podman", "fuse-overlayfs", "uidmap", "passt", "slirp4netns", "docker-compose",
+    "btrfs-progs",
+    # to freeze the guest init with the image's own Python
+    "python3-venv", "libpython3.11", "binutils",
+)  # fmt: skip
+DEFAULT_NPM = ("@openai/codex", "@mariozechner/pi-coding-agent")
+ENTRYPOINT = ("/bin/agentbox-guest-init", "default", "enter", "--")
+CMD = ("fish", "-l")
+NPM_INSTALL = ("npm", "install", "--global", "--no-fund", "--no-audit", "--loglevel=error")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildRequest:
+    tag: str = DEFAULT_TAG
+    suite: str = DEFAULT_SUITE
+    mirror: str = DEFAULT_MIRROR
+    base_dir: Path | None = None
+    packages: tuple[str, ...] = ()  # extra Debian packages
+    npm: tuple[str, ...] = ()  # extra npm packages
+    cache_dir: Path
+    guest_init_src: Path  # the agentbox_guest_init package directory
+    guest_init_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class File:
+    path: str  # in the image
+    text: str
+    mode: int = 0o755
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageConfig:
+    entrypoint: tuple[str, ...]
+    cmd: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    workingdir: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stage:
+    name: str
+    inputs: str  # hash of what this stage adds; the stage key chains it with the previous key
+    copies: tuple[tuple[Path, str], ...] = ()  # host dir -> path in the image
+    files: tuple[File, ...] = ()
+    runs: tuple[tuple[str, ...], ...] = ()
+    optional: str | None = None  # why a failure may be skipped (with a warning)
+    config: ImageConfig | None = None
+
+    def describe(self) -> list[str]:
+        lines = [f"stage {self.name} (inputs {self.inputs[:12]})"]
+        lines += [f"  copy {src} -> {dst}" for src, dst in self.copies]
+        lines += [f"  write {f.path} ({len(f.text)} bytes, mode {f.mode:o})" for f in self.files]
+        lines += [f"  run {shlex.join(cmd)}" for cmd in self.runs]
+        if self.config:
+            lines.append(f"  config {self.config}")
+        return lines
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BuildPlan:
+    tag: str
+    base_tar: Path
+    base_from: str  # "cache", "base-dir", or "debootstrap"
+    debootstrap: tuple[str, ...]
+    stages: tuple[Stage, ...]
+
+    def describe(self) -> list[str]:
+        lines = [f"image {self.tag}", f"base {self.base_tar} (from {self.base_from})"]
+        if self.base_from == "debootstrap":
+            lines.append(f"  run {shlex.join(self.debootstrap)}")
+        for stage in self.stages:
+            lines += stage.describe()
+        return lines
+
+
+def digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def tree_digest(root: Path) -> str:
+    """Content hash of a source tree (paths and bytes; caches and bytecode ignored)."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            h.update(os.fspath(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def stage_key(previous: str, stage: Stage) -> str:
+    return digest(previous, stage.name, stage.inputs)
+
+
+def stage_image(stage: Stage, key: str) -> str:
+    return f"{STAGE_REPO}:{stage.name}-{key[:16]}"
+
+
+def apt_install(packages: tuple[str, ...]) -> tuple[str, ...]:
+    script = (
+        "set -eu; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; "
+        "apt-get install -y -qq --no-install-recommends " + shlex.join(packages) + " >/dev/null; "
+        "apt-get clean; rm -rf /var/lib/apt/lists/*"
+    )
+    return ("sh", "-c", script)
+
+
+def plan_build(req: BuildRequest, source_digest: str) -> BuildPlan:
+    """The plan for ``req``; ``source_digest`` is ``tree_digest`` of the guest init source."""
+    if req.base_dir is not None:
+        base_tar, base_from = req.base_dir, "base-dir"
+    else:
+        base_tar = req.cache_dir / f"debootstrap-{req.suite}-minbase.tar"
+        base_from = "cache" if base_tar.exists() else "debootstrap"
+    packages = tuple(dict.fromkeys((*DEFAULT_PACKAGES, *req.packages)))
+    npm = tuple(dict.fromkeys((*DEFAULT_NPM, *req.npm)))
+    base_identity = (
+        f"{req.base_dir}" if req.base_dir else f"debootstrap minbase {req.suite} {req.mirror}"
+    )
+    stages = (
+        Stage(name="base", inputs=digest(base_identity)),
+        Stage(name="packages", inputs=digest(*packages), runs=(apt_install(packages),)),
+        Stage(
+            name="npm",
+            inputs=digest(*npm),
+            runs=(NPM_INSTALL + npm,),
+            optional="the npm registry may be unreachable; the agent CLIs are then missing",
+        ),
+        Stage(
+            name="guest-init",
+            inputs=digest(source_digest, assets.FREEZE_SCRIPT, assets.FREEZE_ENTRY),
+            copies=((req.guest_init_src, "/tmp/agentbox-freeze/src/agentbox_guest_init"),),
+            files=(File("/tmp/agentbox-freeze/src/entry.py", assets.FREEZE_ENTRY, 0o644),),
+            runs=(("sh", "-c", assets.FREEZE_SCRIPT),),
+        ),
+        Stage(
+            name="finish",
+            inputs=digest(
+                assets.NIX_SETUP,
+                assets.NIX_SIDECAR,
+                assets.PODMAN_WRAPPER,
+                assets.DOCKER_WRAPPER,
+                assets.DOCKER_COMPOSE_WRAPPER,
+                req.guest_init_version,
+                *ENTRYPOINT,
+                *CMD,
+            ),
+            files=(
+                File("/usr/libexec/agentbox/nix-sidecar", assets.NIX_SIDECAR),
+                File("/usr/local/bin/podman", assets.PODMAN_WRAPPER),
+                File("/usr/local/bin/docker", assets.DOCKER_WRAPPER),
+                File("/usr/local/bin/docker-compose", assets.DOCKER_COMPOSE_WRAPPER),
+            ),
+            runs=(("sh", "-c", assets.NIX_SETUP),),
+            config=ImageConfig(
+                entrypoint=ENTRYPOINT,
+                cmd=CMD,
+                env=(("LANG", "C.UTF-8"),),
+                workingdir="/workspace",
+                labels=(
+                    ("agentbox.guest-init.version", req.guest_init_version),
+                    ("agentbox.build.suite", req.suite),
+                    ("agentbox.build.packages", " ".join(packages)),
+                    ("agentbox.build.npm", " ".join(npm)),
+                ),
+            ),
+        ),
+    )
+    debootstrap = ("debootstrap", "--variant=minbase", req.suite, "<dir>", req.mirror)
+    return BuildPlan(tag=req.tag, base_tar=base_tar, base_from=base_from,
+                     debootstrap=debootstrap, stages=stages)  # fmt: skip

@@ -1,0 +1,74 @@
+"""``agentbox image build``: options, config, and the plan's execution."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from agentbox_state.cli.app import Context, Verb
+from agentbox_state.cli.args import Option
+from agentbox_state.paths import cache_dir
+
+OPTIONS = (
+    Option(
+        "--tag", "name of the image to build (default localhost/agentbox:latest)", metavar="REF"
+    ),
+    Option(
+        "--base-dir",
+        "a prepared Debian rootfs (a tar archive) instead of debootstrap",
+        metavar="TAR",
+    ),
+    Option(
+        "--package",
+        "an extra Debian package (repeatable; also [image].packages)",
+        metavar="NAME",
+        repeat=True,
+    ),
+    Option(
+        "--npm", "an extra npm package (repeatable; also [image].npm)", metavar="NAME", repeat=True
+    ),
+)
+
+
+def _words(ctx: Context, dest: str, key: str) -> tuple[str, ...]:
+    from_config = ctx.config.get(key)
+    from_flags = ctx.args.values.get(dest, ())
+    configured = from_config if isinstance(from_config, tuple) else ()
+    flags = from_flags if isinstance(from_flags, tuple) else ()
+    return (*configured, *flags)
+
+
+def run(ctx: Context) -> int:
+    import agentbox_guest_init
+    from agentbox_cli.imagebuild.execute import execute
+    from agentbox_cli.imagebuild.plan import DEFAULT_TAG, BuildRequest, plan_build, tree_digest
+
+    base = ctx.args.value("base_dir")
+    assert agentbox_guest_init.__file__ is not None
+    source = Path(agentbox_guest_init.__file__).parent
+    request = BuildRequest(
+        tag=ctx.args.value("tag") or DEFAULT_TAG,
+        base_dir=Path(base).absolute() if base else None,
+        packages=_words(ctx, "package", "image.packages"),
+        npm=_words(ctx, "npm", "image.npm"),
+        cache_dir=Path(cache_dir("agentbox", ctx.environ)),
+        guest_init_src=source,
+        guest_init_version=agentbox_guest_init.__version__,
+    )
+    plan = plan_build(request, tree_digest(source))
+    if ctx.flags.dry_run:
+        ctx.out("\n".join(plan.describe()))
+        return 0
+    tag = execute(plan, ctx.runner(), progress=lambda m: ctx.err(f"agentbox: {m}"),
+                  is_root=os.geteuid() == 0)  # fmt: skip
+    ctx.out(tag)
+    return 0
+
+
+IMAGE = Verb(
+    "image",
+    "build the agentbox image locally with Buildah: image build [--tag REF] [--package NAME]...",
+    run,
+    OPTIONS,
+    actions=("build",),
+)
