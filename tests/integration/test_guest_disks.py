@@ -118,4 +118,4 @@ def test_daemon_socket_wait(tmp_path: Path) -> None:
     daemon = subprocess.Popen(["sh", "-c", "exit 3"])
     daemon.wait()
     with pytest.raises(GuestError, match="nix-daemon exited with status 3 before"):
-        wait_for_socket(str(tmp_path / "never"), daemon, 5)  # type: ignore[arg-type]
+        wait_for_socket(str(tmp_path / "never"), daemon, 5)

@@ -52,7 +52,8 @@ FREEZE_SCRIPT = """\
 set -eu
 work=/tmp/agentbox-freeze
 python3 -m venv "$work/venv"
-"$work/venv/bin/pip" install --quiet --disable-pip-version-check "pyinstaller==6.*"
+PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    "$work/venv/bin/pip" install --quiet --disable-pip-version-check "pyinstaller==6.*"
 cd "$work/src"
 "$work/venv/bin/pyinstaller" --noconfirm --onedir --log-level WARN --name agentbox-guest-init \\
     --distpath /usr/lib --workpath "$work/build" --specpath "$work" \\

@@ -28,6 +28,11 @@ DEFAULT_PACKAGES = (
 DEFAULT_NPM = ("@openai/codex", "@mariozechner/pi-coding-agent")
 ENTRYPOINT = ("/bin/agentbox-guest-init", "default", "enter", "--")
 CMD = ("fish", "-l")
+SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
+# Node and pip carry their own CA lists; point them at the system store (which has the host's).
+CA_ENV = (("NODE_EXTRA_CA_CERTS", SYSTEM_CA), ("PIP_CERT", SYSTEM_CA),
+          ("REQUESTS_CA_BUNDLE", SYSTEM_CA))  # fmt: skip
+WITH_CA_ENV = ("env", *(f"{k}={v}" for k, v in CA_ENV))
 NPM_INSTALL = ("npm", "install", "--global", "--no-fund", "--no-audit", "--loglevel=error")
 
 
@@ -42,6 +47,10 @@ class BuildRequest:
     cache_dir: Path
     guest_init_src: Path  # the agentbox_guest_init package directory
     guest_init_version: str
+    # The host's own CAs (for TLS-inspecting proxies): trusted in the image too, so that npm
+    # and pip work during the build and agents work inside the sandbox.
+    host_ca_dir: Path | None = None
+    host_ca_digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +156,17 @@ def plan_build(req: BuildRequest, source_digest: str) -> BuildPlan:
         Stage(name="base", inputs=digest(base_identity)),
         Stage(name="packages", inputs=digest(*packages), runs=(apt_install(packages),)),
         Stage(
+            name="host-ca",
+            inputs=digest(req.host_ca_digest),
+            copies=((req.host_ca_dir, "/usr/local/share/ca-certificates/agentbox-host"),)
+            if req.host_ca_dir
+            else (),
+            runs=(("update-ca-certificates",),),
+        ),
+        Stage(
             name="npm",
             inputs=digest(*npm),
-            runs=(NPM_INSTALL + npm,),
+            runs=(WITH_CA_ENV + NPM_INSTALL + npm,),
             optional="the npm registry may be unreachable; the agent CLIs are then missing",
         ),
         Stage(
@@ -181,7 +198,7 @@ def plan_build(req: BuildRequest, source_digest: str) -> BuildPlan:
             config=ImageConfig(
                 entrypoint=ENTRYPOINT,
                 cmd=CMD,
-                env=(("LANG", "C.UTF-8"),),
+                env=(("LANG", "C.UTF-8"), *CA_ENV),
                 workingdir="/workspace",
                 labels=(
                     ("agentbox.guest-init.version", req.guest_init_version),

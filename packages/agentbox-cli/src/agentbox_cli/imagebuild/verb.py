@@ -30,6 +30,9 @@ OPTIONS = (
 )
 
 
+HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
+
+
 def _words(ctx: Context, dest: str, key: str) -> tuple[str, ...]:
     from_config = ctx.config.get(key)
     from_flags = ctx.args.values.get(dest, ())
@@ -54,8 +57,11 @@ def run(ctx: Context) -> int:
         cache_dir=Path(cache_dir("agentbox", ctx.environ)),
         guest_init_src=source,
         guest_init_version=agentbox_guest_init.__version__,
+        host_ca_dir=HOST_CA_DIR if any(HOST_CA_DIR.glob("*.crt")) else None,
+        host_ca_digest=tree_digest(HOST_CA_DIR) if HOST_CA_DIR.is_dir() else "",
     )
     plan = plan_build(request, tree_digest(source))
+
     if ctx.flags.dry_run:
         ctx.out("\n".join(plan.describe()))
         return 0
