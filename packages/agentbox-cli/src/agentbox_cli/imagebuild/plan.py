@@ -166,7 +166,12 @@ def plan_build(req: BuildRequest, source_digest: str) -> BuildPlan:
         Stage(
             name="npm",
             inputs=digest(*npm),
-            runs=(WITH_CA_ENV + NPM_INSTALL + npm,),
+            # npm running as root keeps the package authors' uids (seen: 718322462), which a
+            # rootless Podman cannot map: give everything it installed to root.
+            runs=(
+                WITH_CA_ENV + NPM_INSTALL + npm,
+                ("chown", "-R", "0:0", "/usr/local/lib/node_modules"),
+            ),
             optional="the npm registry may be unreachable; the agent CLIs are then missing",
         ),
         Stage(
@@ -179,7 +184,7 @@ def plan_build(req: BuildRequest, source_digest: str) -> BuildPlan:
         Stage(
             name="finish",
             inputs=digest(
-                assets.NIX_SETUP,
+                assets.FINISH_SCRIPT,
                 assets.NIX_SIDECAR,
                 assets.PODMAN_WRAPPER,
                 assets.DOCKER_WRAPPER,
@@ -194,7 +199,7 @@ def plan_build(req: BuildRequest, source_digest: str) -> BuildPlan:
                 File("/usr/local/bin/docker", assets.DOCKER_WRAPPER),
                 File("/usr/local/bin/docker-compose", assets.DOCKER_COMPOSE_WRAPPER),
             ),
-            runs=(("sh", "-c", assets.NIX_SETUP),),
+            runs=(("sh", "-c", assets.FINISH_SCRIPT),),
             config=ImageConfig(
                 entrypoint=ENTRYPOINT,
                 cmd=CMD,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from agentbox_state.cli.app import Context, Verb
 from agentbox_state.cli.args import Option
@@ -30,7 +29,7 @@ OPTIONS = (
 )
 
 
-HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
+HOST_CA_DIR = "/usr/local/share/ca-certificates"
 
 
 def _words(ctx: Context, dest: str, key: str) -> tuple[str, ...]:
@@ -42,10 +41,13 @@ def _words(ctx: Context, dest: str, key: str) -> tuple[str, ...]:
 
 
 def run(ctx: Context) -> int:
+    from pathlib import Path  # not at import: this module is on the start-up path
+
     import agentbox_guest_init
     from agentbox_cli.imagebuild.execute import execute
     from agentbox_cli.imagebuild.plan import DEFAULT_TAG, BuildRequest, plan_build, tree_digest
 
+    host_ca = Path(HOST_CA_DIR)
     base = ctx.args.value("base_dir")
     assert agentbox_guest_init.__file__ is not None
     source = Path(agentbox_guest_init.__file__).parent
@@ -57,8 +59,8 @@ def run(ctx: Context) -> int:
         cache_dir=Path(cache_dir("agentbox", ctx.environ)),
         guest_init_src=source,
         guest_init_version=agentbox_guest_init.__version__,
-        host_ca_dir=HOST_CA_DIR if any(HOST_CA_DIR.glob("*.crt")) else None,
-        host_ca_digest=tree_digest(HOST_CA_DIR) if HOST_CA_DIR.is_dir() else "",
+        host_ca_dir=host_ca if any(host_ca.glob("*.crt")) else None,
+        host_ca_digest=tree_digest(host_ca) if host_ca.is_dir() else "",
     )
     plan = plan_build(request, tree_digest(source))
 
