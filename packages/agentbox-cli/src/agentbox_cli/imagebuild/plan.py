@@ -124,7 +124,9 @@ def tree_digest(root: Path) -> str:
 
 
 def stage_key(previous: str, stage: Stage) -> str:
-    return digest(previous, stage.name, stage.inputs)
+    """What a stage is: its predecessor, its inputs and everything it does (commands included),
+    so changing how a stage works rebuilds it."""
+    return digest(previous, stage.name, stage.inputs, *stage.describe())
 
 
 def stage_image(stage: Stage, key: str) -> str:
@@ -167,7 +169,7 @@ def plan_build(req: BuildRequest, source_digest: str) -> BuildPlan:
             name="npm",
             inputs=digest(*npm),
             # npm running as root keeps the package authors' uids (seen: 718322462), which a
-            # rootless Podman cannot map: give everything it installed to root.
+            # rootless Podman cannot map: give it all to root in the same layer.
             runs=(
                 WITH_CA_ENV + NPM_INSTALL + npm,
                 ("chown", "-R", "0:0", "/usr/local/lib/node_modules"),
