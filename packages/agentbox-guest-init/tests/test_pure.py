@@ -178,3 +178,16 @@ def test_status_round_trip_and_transitions(tmp_path: object) -> None:
     )  # fmt: skip
     assert not s.transition("running", pid=44)
     assert s.wait(timeout=0.1)["state"] == "failed"
+
+
+def test_dev_wins_lookups_by_id_over_podmans_keep_id_entry() -> None:
+    text = PASSWD + "me:x:1000:1000::/home/me:/bin/sh\n"
+    out = identity.passwd_with_dev(text, 1000, 1000, "/bin/sh")
+    lines = out.splitlines()
+    assert lines[-2:] == [
+        "dev:x:1000:1000:dev user:/home/dev:/bin/sh",
+        "me:x:1000:1000::/home/me:/bin/sh",
+    ]
+    assert identity.passwd_with_dev(out, 1000, 1000, "/bin/sh") == out
+    groups = identity.group_with_dev("root:x:0:\nme:x:1000:\n", 1000)
+    assert groups == "root:x:0:\ndev:x:1000:\nme:x:1000:\n"

@@ -8,18 +8,29 @@ DEV = "dev"
 DEV_HOME = "/home/dev"
 
 
-def passwd_with_dev(text: str, uid: int, gid: int, shell: str) -> str:
-    """``text`` with every ``dev:`` entry replaced by one for ``uid``/``gid`` (idempotent)."""
+def _with_entry(text: str, entry: str, number: int) -> str:
+    """``text`` without its ``dev:`` lines, ``entry`` placed before the first other line with
+    the same id (so that lookups by id find dev; podman's keep-id adds the host user's own
+    name for that id) or at the end. Nothing else is removed."""
     lines = [line for line in text.splitlines() if not line.startswith(f"{DEV}:")]
-    lines.append(f"{DEV}:x:{uid}:{gid}:dev user:{DEV_HOME}:{shell}")
+    for index, line in enumerate(lines):
+        fields = line.split(":")
+        if len(fields) > 2 and fields[2] == str(number):
+            lines.insert(index, entry)
+            break
+    else:
+        lines.append(entry)
     return "\n".join(lines) + "\n"
+
+
+def passwd_with_dev(text: str, uid: int, gid: int, shell: str) -> str:
+    """``text`` with one ``dev`` entry for ``uid``/``gid`` (idempotent)."""
+    return _with_entry(text, f"{DEV}:x:{uid}:{gid}:dev user:{DEV_HOME}:{shell}", uid)
 
 
 def group_with_dev(text: str, gid: int, members: tuple[str, ...] = ()) -> str:
-    """``text`` with every ``dev:`` group replaced by one with ``gid`` (idempotent)."""
-    lines = [line for line in text.splitlines() if not line.startswith(f"{DEV}:")]
-    lines.append(f"{DEV}:x:{gid}:{','.join(members)}")
-    return "\n".join(lines) + "\n"
+    """``text`` with one ``dev`` group with ``gid`` (idempotent)."""
+    return _with_entry(text, f"{DEV}:x:{gid}:{','.join(members)}", gid)
 
 
 def supplementary_groups(group_text: str, user: str, primary: int) -> list[int]:
