@@ -155,6 +155,10 @@ def test_image_contents(user_image: str, workspace: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "agentbox-guest-init 0.1.0" in done.stdout
     assert "loftd-guest-init 0.1.0" in done.stdout
+    labels = as_user(user_image, "podman", "image", "inspect", "--format",
+                     '{{index .Labels "agentbox.guest-init.version"}} '
+                     '{{index .Labels "agentbox.build.suite"}}', IMAGE)  # fmt: skip
+    assert labels.stdout == "0.1.0 bookworm\n", labels.stderr
 
 
 def test_loftd_guest_init_contract(user_image: str, workspace: Path) -> None:

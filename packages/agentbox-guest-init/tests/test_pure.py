@@ -191,3 +191,17 @@ def test_dev_wins_lookups_by_id_over_podmans_keep_id_entry() -> None:
     assert identity.passwd_with_dev(out, 1000, 1000, "/bin/sh") == out
     groups = identity.group_with_dev("root:x:0:\nme:x:1000:\n", 1000)
     assert groups == "root:x:0:\ndev:x:1000:\nme:x:1000:\n"
+
+
+def test_microvm_workspace_mount_decision() -> None:
+    c = contract.parse({"AGENTBOX_MICROVM_WORKSPACE_TAG": "agentbox-workspace"})
+    assert runtime.workspace_mount_needed(c, "proc /proc proc rw 0 0\n")
+    assert not runtime.workspace_mount_needed(c, "agentbox-workspace /workspace virtiofs rw 0 0\n")
+    with pytest.raises(contract.GuestError) as caught:
+        runtime.workspace_mount_needed(c, "/dev/vda /workspace ext4 rw 0 0\n")
+    assert caught.value.reason == (
+        "/workspace is already a ext4 mount of /dev/vda, not agentbox-workspace"
+    )
+    with pytest.raises(ContractError) as missing:
+        runtime.workspace_mount_needed(contract.parse({}), "")
+    assert missing.value.reason == "AGENTBOX_MICROVM_WORKSPACE_TAG is required for microvm"

@@ -159,22 +159,30 @@ def _libkrun_prep(contract: Contract, prof: Profile) -> bool:
     return contract.nix_overlay
 
 
+def workspace_mount_needed(contract: Contract, mounts: str) -> bool:
+    """Whether the virtiofs workspace still has to be mounted, given /proc/self/mounts (pure):
+    False when the tag is already there, an error when something else is."""
+    tag, target = contract.workspace_tag, contract.workspace_target
+    if not tag:
+        raise ContractError(f"{contract.var('MICROVM_WORKSPACE_TAG')} is required for microvm")
+    for line in mounts.splitlines():
+        source, mnt, fstype = line.split(" ")[:3]
+        if mnt == target:
+            if fstype == "virtiofs" and source == tag:
+                return False
+            raise GuestError(f"{target} is already a {fstype} mount of {source}, not {tag}")
+    return True
+
+
 def mount_workspace(contract: Contract) -> None:
     """microvm: the host's project over virtiofs at the workspace target."""
     from agentbox_guest_init.system import run
 
-    tag, target = contract.workspace_tag, contract.workspace_target
-    if not tag:
-        raise ContractError(f"{contract.var('MICROVM_WORKSPACE_TAG')} is required for microvm")
     with open("/proc/self/mounts", encoding="utf-8") as f:
-        for line in f:
-            source, mnt, fstype = line.split(" ")[:3]
-            if mnt == target:
-                if fstype == "virtiofs" and source == tag:
-                    return
-                raise GuestError(f"{target} is already a {fstype} mount of {source}, not {tag}")
-    os.makedirs(target, exist_ok=True)
-    run(["mount", "-t", "virtiofs", tag, target])
+        needed = workspace_mount_needed(contract, f.read())
+    if needed:
+        os.makedirs(contract.workspace_target, exist_ok=True)
+        run(["mount", "-t", "virtiofs", contract.workspace_tag, contract.workspace_target])
 
 
 def resize(contract: Contract, target: str) -> None:
