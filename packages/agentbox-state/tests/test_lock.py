@@ -136,3 +136,20 @@ def test_unwritable_directory(tmp_path: Path) -> None:
     with pytest.raises(AgentboxError) as caught:
         FileLock(blocker / "sub" / "x.lock", what="x").acquire()
     assert caught.value.message.startswith(f"cannot open the lock file {blocker}/sub/x.lock")
+
+
+def test_shared_holders_keep_an_exclusive_taker_out(tmp_path: Path) -> None:
+    path = tmp_path / "users.lock"
+    first, second = FileLock(path, what="users"), FileLock(path, what="users")
+    first.acquire(shared=True)
+    second.acquire(shared=True)
+    with pytest.raises(LockHeldError):
+        FileLock(path, what="users").acquire()
+    first.release()
+    with pytest.raises(LockHeldError):
+        FileLock(path, what="users").acquire()
+    second.release()
+    with FileLock(path, what="users") as lock:
+        assert lock.held
+        with pytest.raises(LockHeldError):
+            FileLock(path, what="users").acquire(shared=True)

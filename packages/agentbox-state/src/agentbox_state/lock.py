@@ -49,6 +49,7 @@ class FileLock:
         self.path = Path(path)
         self.what = what
         self._fd: int | None = None
+        self._shared = False
 
     @property
     def held(self) -> bool:
@@ -59,10 +60,13 @@ class FileLock:
         *,
         wait: float = 0.0,
         on_wait: Callable[[str], None] | None = None,
+        shared: bool = False,
     ) -> None:
         """Take the lock; if it is held, retry for up to ``wait`` seconds, then raise.
 
-        ``on_wait`` is told once, with the holder's description, when we start waiting.
+        ``on_wait`` is told once, with the holder's description, when we start waiting. A
+        ``shared`` lock may have many holders at once (and records none); it keeps an exclusive
+        taker out until the last one lets go.
         """
         if self._fd is not None:
             raise AgentboxError(f"the lock on {self.what} is already held by this process")
@@ -78,7 +82,7 @@ class FileLock:
         told = False
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except OSError as err:
                 if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
@@ -100,10 +104,12 @@ class FileLock:
                 on_wait(f"waiting for {self.what}: held by {holder}")
                 told = True
             time.sleep(POLL_SECONDS)
-        record = f"pid={os.getpid()}\nsince={time.time():.3f}\n".encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record, 0)
+        if not shared:
+            record = f"pid={os.getpid()}\nsince={time.time():.3f}\n".encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record, 0)
         self._fd = fd
+        self._shared = shared
 
     def release(self) -> None:
         """Drop the lock; the file stays (removing it would race with a waiting process)."""
@@ -111,7 +117,8 @@ class FileLock:
         if fd is None:
             return
         try:
-            os.ftruncate(fd, 0)
+            if not self._shared:
+                os.ftruncate(fd, 0)
         finally:
             os.close(fd)  # closing the last descriptor releases the flock
 
