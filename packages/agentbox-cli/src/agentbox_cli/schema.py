@@ -5,7 +5,7 @@ from __future__ import annotations
 from agentbox_cli import __version__
 from agentbox_podman.images import LOCAL_IMAGE, PUBLISHED_IMAGE
 from agentbox_state.cli.app import AppSpec
-from agentbox_state.config import STATE_TABLE, Key, string_list
+from agentbox_state.config import STATE_TABLE, Key, non_negative_int, string_list
 
 SPEC = AppSpec(
     name="agentbox",
@@ -18,6 +18,14 @@ agent config survive across runs. State lives outside the project: see 'agentbox
     default_image=f"{LOCAL_IMAGE} when present, else {PUBLISHED_IMAGE}",
     schema={
         "state": STATE_TABLE,
+        "container": {
+            "sidecar_idle_grace": Key(
+                accepted="a whole number of seconds (0 removes the sidecar when the last task "
+                "exits)",
+                convert=non_negative_int,
+                default=120,
+            ),
+        },
         "image": {
             "packages": Key(
                 accepted='an array of Debian package names, like ["ripgrep", "htop"]',

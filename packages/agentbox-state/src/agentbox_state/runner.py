@@ -68,6 +68,10 @@ class Runner(Protocol):
         cwd: Path | None = None,
     ) -> int: ...
 
+    def detach(
+        self, argv: Sequence[str], *, log: Path, env: Mapping[str, str] | None = None
+    ) -> int: ...
+
 
 def command_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
     """A shell line that reproduces the command, with the variables we set in front."""
@@ -172,6 +176,22 @@ class SubprocessRunner:
         if check and proc.returncode != 0:
             raise command_failed(argv, proc.returncode, proc.stderr)
         return Completed(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+
+    def detach(
+        self, argv: Sequence[str], *, log: Path, env: Mapping[str, str] | None = None
+    ) -> int:
+        """Start ``argv`` in a session of its own, output appended to ``log``; its pid. It
+        outlives us (used for work that must happen after we exit, like an idle timeout)."""
+        self._log(argv, env)
+        with open(log, "ab") as out:
+            try:
+                proc = subprocess.Popen(
+                    list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                    start_new_session=True, env=self.child_env(env, terminal=False),
+                )  # fmt: skip
+            except OSError as err:
+                raise _start_failed(argv, err) from err
+        return proc.pid
 
     def interactive(
         self,

@@ -82,6 +82,12 @@ class RecordingRunner:
         self.calls.append(Call(tuple(argv), dict(env) if env else None, None, cwd, True))
         return self._answer(tuple(argv)).returncode
 
+    def detach(
+        self, argv: Sequence[str], *, log: Path, env: Mapping[str, str] | None = None
+    ) -> int:
+        self.calls.append(Call(tuple(argv), dict(env) if env else None))
+        return 0
+
 
 def enforced(environ: Mapping[str, str] | None = None) -> bool:
     """True when CI asks that a missing capability fail the run instead of skipping."""

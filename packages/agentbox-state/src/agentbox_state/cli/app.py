@@ -107,12 +107,13 @@ class Context(Record):
 class Verb(Record):
     """A verb: its name, one line of help, its own options, and what it runs."""
 
-    __slots__ = ("actions", "help", "name", "options", "run", "runs_command")
+    __slots__ = ("action_required", "actions", "help", "name", "options", "run", "runs_command")
     name: str
     help: str
     run: Callable[[Context], int]
     options: tuple[Option, ...]
     actions: tuple[str, ...]
+    action_required: bool
     runs_command: bool
 
     def __init__(
@@ -123,6 +124,7 @@ class Verb(Record):
         options: tuple[Option, ...] = (),
         *,
         actions: tuple[str, ...] = (),
+        action_required: bool = True,
         runs_command: bool = False,
     ) -> None:
         self._set(
@@ -131,6 +133,7 @@ class Verb(Record):
             run=run,
             options=options,
             actions=actions,
+            action_required=action_required,
             runs_command=runs_command,
         )
 
@@ -190,7 +193,8 @@ def run(
 ) -> int:
     table = {v.name: v.options for v in verbs}
     actions = {v.name: v.actions for v in verbs if v.actions}
-    args = parse(spec.name, argv, global_options(spec.image_env), table, actions)
+    optional = [v.name for v in verbs if not v.action_required]
+    args = parse(spec.name, argv, global_options(spec.image_env), table, actions, optional)
     if args.help or (args.verb is None and not args.version):
         out(help_text(spec, verbs, args.verb))
         return 0

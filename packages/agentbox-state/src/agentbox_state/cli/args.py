@@ -124,6 +124,7 @@ def parse(
     global_options: Sequence[Option],
     verbs: Mapping[str, Sequence[Option]],
     actions: Mapping[str, Sequence[str]] | None = None,
+    optional_actions: Sequence[str] = (),
 ) -> Args:
     """Parse ``argv``; raise ``UsageError`` (exit 2) naming the offending word. A verb listed
     in ``actions`` takes one action word (``image build``)."""
@@ -177,7 +178,8 @@ def parse(
             raise UsageError(f"{name} is given twice", hint="give it once")
         else:
             values[option.dest] = value
-    if verb is not None and acts.get(verb) and action is None and not wants_help:
+    if verb is not None and acts.get(verb) and verb not in optional_actions and action is None \
+            and not wants_help:  # fmt: skip
         choices = ", ".join(acts[verb])
         raise UsageError(
             f"'{verb}' needs an action ({choices})", hint=f"see '{prog} {verb} --help'"

@@ -1,0 +1,177 @@
+"""Container mode as a plan (pure): names, paths, the overlay, the sidecar and the task."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentbox_podman.podman import (
+    ROLE_LABEL,
+    SIDECAR_LABEL,
+    WORKSPACE_LABEL,
+    Mount,
+    RunSpec,
+)
+
+NIX_SOCKET = "/nix/var/nix/daemon-socket/socket"
+SIDECAR_ENTRYPOINT = "/usr/libexec/agentbox/nix-sidecar"
+DEFAULT_GRACE = 120
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HostFacts:
+    uid: int
+    gid: int
+    home: Path
+    cwd: Path
+    stdin_tty: bool
+    stdout_tty: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerRequest:
+    image: str
+    workspace_key: str
+    slug: str
+    hostname: str
+    task_name: str
+    state_dir: Path  # the workspace's own dir
+    sccache: Path
+    command: tuple[str, ...]
+    root: bool
+    debug: bool
+    grace: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SidecarPlan:
+    name: str
+    image: str
+    upper: Path
+    work: Path
+    merged: Path
+    state_file: Path
+    userns: tuple[str, ...]  # `podman unshare` when rootless: where the overlay lives
+    run: RunSpec
+
+    def mount_script(self) -> str:
+        """Mount the image, then the overlay of its /nix; prints nothing on success."""
+        q = shlex.quote
+        return (
+            f"set -eu; m=$(podman image mount {q(self.image)}); "
+            f"mkdir -p {q(os.fspath(self.upper))} {q(os.fspath(self.work))} "
+            f"{q(os.fspath(self.merged))}; "
+            f'fuse-overlayfs -o "lowerdir=$m/nix,upperdir={os.fspath(self.upper)},'
+            f'workdir={os.fspath(self.work)}" {q(os.fspath(self.merged))}'
+        )
+
+    def unmount_script(self) -> str:
+        m = shlex.quote(os.fspath(self.merged))
+        return (
+            f"if grep -qs ' {os.fspath(self.merged)} ' /proc/self/mountinfo; then "
+            f"fusermount3 -u {m} 2>/dev/null || fusermount -u {m} 2>/dev/null || umount {m} "
+            f"2>/dev/null || umount -l {m}; fi; "
+            f"podman image unmount {shlex.quote(self.image)} >/dev/null 2>&1 || true"
+        )
+
+    def wait_script(self, tries: int = 100, interval: float = 0.1) -> str:
+        socket = shlex.quote(os.fspath(self.merged) + NIX_SOCKET.removeprefix("/nix"))
+        return (
+            f"i=0; while [ $i -lt {tries} ]; do test -S {socket} && exit 0; "
+            f"sleep {interval}; i=$((i+1)); done; exit 1"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContainerPlan:
+    sidecar: SidecarPlan
+    task: RunSpec
+    host_dirs: tuple[Path, ...]  # created when missing
+    grace: int
+
+    def describe(self) -> list[str]:
+        s = self.sidecar
+        prefix = shlex.join(s.userns) + " " if s.userns else ""
+        return [
+            f"sidecar {s.name} (reused when running; removed {self.grace} s after the last task)",
+            f"  {prefix}sh -c {shlex.quote(s.mount_script())}",
+            f"  {shlex.join(s.run.argv())}",
+            f"task {self.task.name}",
+            f"  {shlex.join(self.task.argv())}",
+            *(f"mkdir -p {d}" for d in self.host_dirs),
+        ]
+
+
+def sidecar_name(workspace_key: str) -> str:
+    return f"agentbox-nix-{workspace_key}"
+
+
+def plan_sidecar(
+    image: str, workspace_key: str, state_dir: Path, *, rootless: bool, debug: bool
+) -> SidecarPlan:
+    nix = state_dir / "nix"
+    name = sidecar_name(workspace_key)
+    run = RunSpec(
+        image=image,
+        name=name,
+        detach=True,
+        remove=False,
+        entrypoint=SIDECAR_ENTRYPOINT,
+        labels=((ROLE_LABEL, "nix-sidecar"), (WORKSPACE_LABEL, workspace_key)),
+        mounts=(Mount(nix / "merged", "/nix"),),
+        global_options=("--log-level=debug",) if debug else (),
+    )
+    return SidecarPlan(
+        name=name, image=image, upper=nix / "upper", work=nix / "work",
+        merged=nix / "merged", state_file=state_dir / "nix-sidecar.state",
+        userns=("podman", "unshare") if rootless else (), run=run,
+    )  # fmt: skip
+
+
+def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
+    rootless = host.uid != 0
+    global_options = ("--log-level=debug",) if req.debug else ()
+    nix = req.state_dir / "nix"
+    sidecar = plan_sidecar(req.image, req.workspace_key, req.state_dir, rootless=rootless,
+                           debug=req.debug)  # fmt: skip
+    name = sidecar.name
+    labels_common = ((WORKSPACE_LABEL, req.workspace_key),)
+    cargo = req.state_dir / "cargo"
+    mounts = (
+        Mount(host.cwd, "/workspace"),
+        Mount(nix / "merged", "/nix", readonly=True),
+        Mount(host.home / ".codex", "/home/dev/.codex"),
+        Mount(host.home / ".pi", "/home/dev/.pi"),
+        Mount(cargo, "/home/dev/.cargo"),
+        Mount(req.sccache, "/home/dev/.cache/sccache"),
+    )
+    # root on the host is root in the sandbox: dev cannot have uid 0
+    ids = [("AGENTBOX_HOST_UID", str(host.uid)), ("AGENTBOX_HOST_GID", str(host.gid))]
+    env = [
+        *(ids if rootless else []),
+        ("NIX_REMOTE", f"unix://{NIX_SOCKET}"),
+        ("SCCACHE_DIR", "/home/dev/.cache/sccache"),
+    ]
+    if req.root or not rootless:
+        env.append(("AGENTBOX_ENTER_AS_ROOT", "1"))
+    interactive_shell = not req.command
+    task = RunSpec(
+        image=req.image,
+        name=req.task_name,
+        command=req.command,
+        interactive=interactive_shell or not host.stdin_tty,
+        tty=host.stdin_tty and host.stdout_tty,
+        userns="keep-id" if rootless else None,
+        user="0:0",
+        hostname=req.hostname,
+        workdir="/workspace",
+        labels=((ROLE_LABEL, "task"), *labels_common, (SIDECAR_LABEL, name)),
+        env=tuple(env),
+        mounts=mounts,
+        tmpfs=("/tmp:rw,exec,mode=1777",),
+        global_options=global_options,
+    )
+    host_dirs = (host.home / ".codex", host.home / ".pi", cargo, req.sccache)
+    return ContainerPlan(sidecar=sidecar, task=task, host_dirs=host_dirs, grace=req.grace)

@@ -1,0 +1,38 @@
+"""Which image a mode runs: exactly what the user named, else the local build, else the
+published image (which is pulled, and fails clearly where no registry is reachable)."""
+
+from __future__ import annotations
+
+from agentbox_podman import podman
+from agentbox_podman.errors import PodmanError
+from agentbox_podman.images import LOCAL_IMAGE, PUBLISHED_IMAGE
+from agentbox_state.cli.flags import GlobalFlags
+from agentbox_state.errors import CommandError
+from agentbox_state.runner import Runner
+
+BUILD_HINT = "build it on this machine: agentbox image build"
+
+
+def _pull(image: str, runner: Runner) -> None:
+    try:
+        runner.run(podman.pull(image))
+    except CommandError as err:
+        raise PodmanError(f"cannot pull {image}: {err.stderr_tail or err.message}",
+                          hint=BUILD_HINT) from err  # fmt: skip
+
+
+def resolve_image(flags: GlobalFlags, runner: Runner, *, known: str | None = None) -> str:
+    """The image reference to run. ``known`` is what a running sidecar already proves exists
+    (skips the lookup on the hot path)."""
+    if isinstance(flags.image.value, str):
+        return flags.image.value
+    if flags.pull_latest:
+        _pull(PUBLISHED_IMAGE, runner)
+        return PUBLISHED_IMAGE
+    if known == LOCAL_IMAGE:
+        return LOCAL_IMAGE
+    if runner.run(podman.image_exists(LOCAL_IMAGE), check=False).returncode == 0:
+        return LOCAL_IMAGE
+    if runner.run(podman.image_exists(PUBLISHED_IMAGE), check=False).returncode != 0:
+        _pull(PUBLISHED_IMAGE, runner)
+    return PUBLISHED_IMAGE
