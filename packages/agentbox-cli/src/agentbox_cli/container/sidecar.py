@@ -107,27 +107,32 @@ def tasks_running(plan: SidecarPlan, runner: Runner) -> bool:
         raise PodmanError(f"cannot tell whether tasks still use {plan.name}: {err}") from err
 
 
-def remove_if_idle(plan: SidecarPlan, state_dir: Path, runner: Runner) -> bool:
-    """Remove the sidecar when no task uses it; returns whether it was removed."""
+REMOVED, IN_USE, ORPHANS, UNKNOWN = "removed", "in-use", "orphans", "unknown"
+
+
+def remove_if_idle(plan: SidecarPlan, state_dir: Path, runner: Runner) -> str:
+    """Remove the sidecar when no task uses it. Returns ``removed``; ``in-use`` when an agentbox
+    task holds it (that task removes it later); ``orphans`` when only task containers whose
+    agentbox died still run; ``unknown`` when Podman could not say (nothing removed)."""
     setup, users = setup_lock(state_dir), users_lock(state_dir)
     try:
         setup.acquire(wait=30)
     except AgentboxError:
-        return False
+        return IN_USE
     try:
         try:
             users.acquire()
         except AgentboxError:
-            return False  # a task still runs (it will schedule the removal itself)
+            return IN_USE
         try:
             if tasks_running(plan, runner):
-                return False
+                return ORPHANS
             teardown(plan, runner)
-            return True
+            return REMOVED
         finally:
             users.release()
     except PodmanError:
-        return False
+        return UNKNOWN
     finally:
         setup.release()
 
@@ -141,6 +146,17 @@ def schedule_removal(state_dir: Path, plan: SidecarPlan, grace: int, runner: Run
     runner.detach(argv, log=state_dir / "sidecar-reaper.log", env=env)
 
 
+ORPHAN_RETRY_SECONDS = 2.0
+ORPHAN_PATIENCE_SECONDS = 3600.0
+
+
 def reap(plan: SidecarPlan, state_dir: Path, grace: int, runner: Runner) -> int:
+    """Wait out the grace, then remove the sidecar if idle; while only orphaned task containers
+    (from a killed agentbox) still run, keep checking until they are gone."""
     time.sleep(grace)
-    return 0 if remove_if_idle(plan, state_dir, runner) else 1
+    deadline = time.monotonic() + ORPHAN_PATIENCE_SECONDS
+    while True:
+        outcome = remove_if_idle(plan, state_dir, runner)
+        if outcome != ORPHANS or time.monotonic() > deadline:
+            return 0 if outcome in (REMOVED, IN_USE) else 1
+        time.sleep(ORPHAN_RETRY_SECONDS)

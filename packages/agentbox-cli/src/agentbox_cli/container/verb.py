@@ -71,9 +71,10 @@ def run(ctx: Context) -> int:
             return runner.interactive(plan.task.argv())
     finally:
         users.release()
+        outcome = None
         if plan.grace == 0:
-            sidecar.remove_if_idle(plan.sidecar, state_dir, runner)
-        else:
+            outcome = sidecar.remove_if_idle(plan.sidecar, state_dir, runner)
+        if outcome not in (sidecar.REMOVED, sidecar.IN_USE):
             sidecar.schedule_removal(state_dir, plan.sidecar, plan.grace, runner)
 
 

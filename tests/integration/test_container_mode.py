@@ -1,0 +1,176 @@
+"""`agentbox container` end to end as an ordinary user: rootless Podman, keep-id, the Nix
+sidecar and its lifecycle. Uses the image the guest tests load into the user's storage."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentbox_state.testing import require_test_user
+
+PACKAGES = ["agentbox_cli", "agentbox_state", "agentbox_storage", "agentbox_podman",
+            "agentbox_krun", "loftd", "agentbox_guest_init"]  # fmt: skip
+
+
+class UserBox:
+    """Runs the agentbox command line as the test user, from world-readable package copies."""
+
+    def __init__(self, user: str, code_dir: Path, project: Path) -> None:
+        from agentbox_state.workspace import Workspace
+
+        self.user = user
+        self.pw = pwd.getpwnam(user)
+        self.code_dir = code_dir
+        self.project = project
+        self.key = Workspace.from_path(project).key
+        self.state_dir = Path(self.pw.pw_dir) / ".local/state/agentbox/workspaces" / self.key
+
+    def env(self, **extra: str) -> list[str]:
+        base = {"HOME": self.pw.pw_dir, "USER": self.user, "PATH": "/usr/bin:/bin",
+                "PYTHONPATH": str(self.code_dir), **extra}  # fmt: skip
+        return ["env", "-i", *(f"{k}={v}" for k, v in base.items())]
+
+    def argv(self, *args: str, **env: str) -> list[str]:
+        return ["runuser", "-u", self.user, "--", *self.env(**env), "python3", "-m",
+                "agentbox_cli", *args]  # fmt: skip
+
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*args, **env), cwd=self.project, capture_output=True, text=True,
+            check=False, timeout=300, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def podman(self, *args: str) -> str:
+        argv = ["runuser", "-u", self.user, "--", *self.env(), "podman", *args]
+        done = subprocess.run(argv, capture_output=True, text=True, check=True, cwd="/tmp")
+        return done.stdout
+
+    def leftovers(self) -> dict[str, list[str] | int]:
+        """This workspace's containers and overlay mounts (in podman's namespace)."""
+        mounts = subprocess.run(
+            ["runuser", "-u", self.user, "--", *self.env(), "podman", "unshare", "sh", "-c",
+             f"grep -c '{self.key}/nix/merged' /proc/self/mountinfo || true"],
+            capture_output=True, text=True, check=True, cwd="/tmp",
+        ).stdout.strip()  # fmt: skip
+        names = self.podman("ps", "--all", "--format", "{{.Names}}").split()
+        mine = [n for n in names if n == f"agentbox-nix-{self.key}" or n.startswith("my-project-")]
+        return {"containers": mine, "fuse_mounts": int(mounts or 0)}
+
+
+@pytest.fixture
+def box(user_image: str) -> Iterator[UserBox]:
+    require_test_user()
+    import importlib
+    import shutil
+
+    with tempfile.TemporaryDirectory(prefix="agentbox-cm-") as tmp:
+        os.chmod(tmp, 0o755)
+        code = Path(tmp) / "code"
+        for name in PACKAGES:
+            module = importlib.import_module(name)
+            assert module.__file__ is not None
+            shutil.copytree(Path(module.__file__).parent, code / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        subprocess.run(["chmod", "-R", "a+rX", str(code)], check=True)
+        project = Path(tmp) / "work" / "my-project"
+        project.mkdir(parents=True)
+        pw = pwd.getpwnam(user_image)
+        for d in (project.parent, project):
+            os.chown(d, pw.pw_uid, pw.pw_gid)
+        b = UserBox(user_image, code, project)
+        yield b
+        # whatever a test left: removed the way the idle reaper removes it
+        b.run("internal", "sidecar-reap", "--", str(b.state_dir), "localhost/agentbox:latest", "0")
+
+
+def test_command_as_the_user_with_nix_and_nothing_left(box: UserBox) -> None:
+    script = "id -u; pwd; touch /workspace/made-inside; " \
+        "nix --extra-experimental-features nix-command store ping 2>&1 | head -1"  # fmt: skip
+    done = box.run("container", "--", "sh", "-c", script, AGENTBOX_SIDECAR_IDLE_GRACE="0")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        str(box.pw.pw_uid), "/workspace", "Store URL: unix:///nix/var/nix/daemon-socket/socket",
+    ]  # fmt: skip
+    made = box.project / "made-inside"
+    assert (made.stat().st_uid, made.stat().st_gid) == (box.pw.pw_uid, box.pw.pw_gid)
+    assert box.leftovers() == {"containers": [], "fuse_mounts": 0}
+
+
+def test_exit_status_and_store_persistence(box: UserBox) -> None:
+    add = box.run("container", "--", "sh", "-c", "echo hi > /tmp/x && nix-store --add /tmp/x",
+                  AGENTBOX_SIDECAR_IDLE_GRACE="0")  # fmt: skip
+    assert add.returncode == 0, add.stderr
+    path = add.stdout.strip()
+    again = box.run("container", "--", "cat", path, AGENTBOX_SIDECAR_IDLE_GRACE="0")
+    assert (again.returncode, again.stdout) == (0, "hi\n"), again.stderr
+    assert box.run("container", "--", "sh", "-c", "exit 9").returncode == 9
+
+
+def test_idle_grace_keeps_then_removes_the_sidecar(box: UserBox) -> None:
+    first = box.run("container", "--", "true", AGENTBOX_SIDECAR_IDLE_GRACE="3")
+    assert first.returncode == 0, first.stderr
+    names = box.leftovers()["containers"]
+    assert isinstance(names, list)
+    assert [n for n in names if n.startswith("agentbox-nix-")]
+    second = box.run("container", "--", "true", AGENTBOX_SIDECAR_IDLE_GRACE="3")
+    assert second.returncode == 0, second.stderr
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and box.leftovers()["containers"]:
+        time.sleep(0.5)
+    assert box.leftovers() == {"containers": [], "fuse_mounts": 0}
+
+
+def test_two_at_once_share_one_sidecar(box: UserBox) -> None:
+    procs = [subprocess.Popen(box.argv("container", "--", "sh", "-c",
+                                       "sleep 2; nix-store --store daemon --version >/dev/null",
+                                       AGENTBOX_SIDECAR_IDLE_GRACE="0"),
+                              cwd=box.project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, stdin=subprocess.DEVNULL) for _ in range(2)]  # fmt: skip
+    time.sleep(1.5)
+    sidecars = [n for n in box.podman("ps", "--format", "{{.Names}}").split()
+                if n.startswith("agentbox-nix-")]  # fmt: skip
+    for proc in procs:
+        with proc:
+            _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert len(sidecars) == 1
+    assert box.leftovers() == {"containers": [], "fuse_mounts": 0}
+
+
+def test_a_killed_run_is_cleaned_by_the_next(box: UserBox) -> None:
+    proc = subprocess.Popen(box.argv("container", "--", "sleep", "3",
+                                     AGENTBOX_SIDECAR_IDLE_GRACE="0"),
+                            cwd=box.project, stdin=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGKILL)  # agentbox and its podman run: a crash
+    proc.wait()
+    next_run = box.run("container", "--", "true", AGENTBOX_SIDECAR_IDLE_GRACE="0")
+    assert next_run.returncode == 0, next_run.stderr
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and box.leftovers() != {"containers": [], "fuse_mounts": 0}:
+        time.sleep(0.5)
+    assert box.leftovers() == {"containers": [], "fuse_mounts": 0}
+
+
+def test_sidecar_action_and_dry_run(box: UserBox) -> None:
+    dry = box.run("container", "--dry-run", "--", "true")
+    assert dry.returncode == 0, dry.stderr
+    assert "podman run --rm --interactive --name my-project-" in dry.stdout
+    assert box.leftovers() == {"containers": [], "fuse_mounts": 0}
+    started = box.run("container", "sidecar")
+    assert started.returncode == 0, started.stderr
+    name = started.stdout.strip()
+    assert name.startswith("agentbox-nix-my-project-")
+    assert box.leftovers()["containers"] == [name]
+    state = json.dumps(box.podman("inspect", "--format", "{{.State.Running}}", name).strip())
+    assert state == '"true"'
