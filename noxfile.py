@@ -125,3 +125,4 @@ def bench(session: nox.Session) -> None:
     install_all(session)
     session.run("python", "bench/startup.py", *session.posargs)
     session.run("python", "bench/storage.py", *session.posargs)
+    session.run("python", "bench/container.py", *session.posargs)

@@ -1,0 +1,83 @@
+"""Container mode against the rootless `podman run` it wraps, as ratios in one run.
+
+As the ordinary test user (root runs this through runuser, with world-readable copies of the
+packages): the bare `podman run --rm --userns keep-id IMAGE true`, then `agentbox container --
+true` cold (no sidecar yet) and warm (the second of two back-to-back runs: the sidecar is
+reused). Target: warm <= 1.5x bare. Prints numbers; never fails on them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pwd
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RUNS = int(os.environ.get("BENCH_RUNS", "10"))
+IMAGE = "localhost/agentbox:latest"
+USER = os.environ.get("AGENTBOX_TEST_USER", "agentbox-test")
+PACKAGES = ["agentbox_cli", "agentbox_state", "agentbox_storage", "agentbox_podman",
+            "agentbox_krun", "loftd", "agentbox_guest_init"]  # fmt: skip
+
+
+def main() -> int:
+    try:
+        pw = pwd.getpwnam(USER)
+    except KeyError:
+        print(f"container bench skipped: no user {USER} (scripts/test creates it)")
+        return 0
+    if os.geteuid() != 0:
+        print("container bench skipped: it runs as root and switches to the test user")
+        return 0
+    with tempfile.TemporaryDirectory(prefix="agentbox-bench-") as tmp:
+        os.chmod(tmp, 0o755)
+        code = Path(tmp) / "code"
+        for name in PACKAGES:
+            module = importlib.import_module(name)
+            assert module.__file__ is not None
+            shutil.copytree(Path(module.__file__).parent, code / name)
+        subprocess.run(["chmod", "-R", "a+rX", str(code)], check=True)
+        project = Path(tmp) / "bench-project"
+        project.mkdir()
+        os.chown(project, pw.pw_uid, pw.pw_gid)
+        env = ["env", "-i", f"HOME={pw.pw_dir}", "PATH=/usr/bin:/bin", f"PYTHONPATH={code}"]
+        user = ["runuser", "-u", USER, "--", *env]
+
+        def timed(argv: list[str], **extra: str) -> float:
+            start = time.perf_counter()
+            subprocess.run([*user, *(f"{k}={v}" for k, v in extra.items()), *argv],
+                           cwd=project, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           check=True)  # fmt: skip
+            return (time.perf_counter() - start) * 1000
+
+        agentbox = ["python3", "-m", "agentbox_cli", "container", "--", "true"]
+        bare = ["podman", "run", "--rm", "--userns=keep-id", IMAGE, "true"]
+        timed(bare)  # warm the image's layers
+        bare_ms, warm_ms, cold_ms = [], [], []
+        for _ in range(RUNS):
+            bare_ms.append(timed(bare))
+            cold_ms.append(timed(agentbox, AGENTBOX_SIDECAR_IDLE_GRACE="0"))  # starts, removes
+            timed(agentbox, AGENTBOX_SIDECAR_IDLE_GRACE="60")  # first of two: starts
+            warm_ms.append(timed(agentbox, AGENTBOX_SIDECAR_IDLE_GRACE="60"))  # second: reuses
+        state = Path(pw.pw_dir) / ".local/state/agentbox/workspaces"
+        for ws in state.glob("bench-project-*"):
+            timed(["python3", "-m", "agentbox_cli", "internal", "sidecar-reap", "--", str(ws),
+                   IMAGE, "0"])  # fmt: skip
+    base = statistics.median(bare_ms)
+    print(f"container mode, median of {RUNS} (as {USER}; target: warm <= 1.5x bare)")
+    for label, samples in (("podman run --rm --userns keep-id", bare_ms),
+                           ("agentbox container -- true, warm", warm_ms),
+                           ("agentbox container -- true, cold", cold_ms)):  # fmt: skip
+        ms = statistics.median(samples)
+        print(f"  {label:<36} {ms:7.1f} ms  {ms / base:4.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
