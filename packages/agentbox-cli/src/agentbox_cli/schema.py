@@ -15,6 +15,7 @@ An isolated, persistent sandbox shell for the project in the current directory.
 The project is mounted at /workspace; the Nix store, container images, caches and
 agent config survive across runs. State lives outside the project: see 'agentbox paths'.""",
     image_env="AGENTBOX_IMAGE",
+    default_verb="libkrun",
     default_image=f"{LOCAL_IMAGE} when present, else {PUBLISHED_IMAGE}",
     schema={
         "state": STATE_TABLE,

@@ -29,13 +29,16 @@ if TYPE_CHECKING:
 class AppSpec(Record):
     """What distinguishes one command line from the other."""
 
-    __slots__ = ("default_image", "description", "image_env", "name", "schema", "version")
+    __slots__ = (
+        "default_image", "default_verb", "description", "image_env", "name", "schema", "version",
+    )  # fmt: skip
     name: str
     version: str
     description: str
     image_env: str
     default_image: str
     schema: Schema
+    default_verb: str | None
 
     def __init__(
         self,
@@ -46,6 +49,7 @@ class AppSpec(Record):
         image_env: str,
         default_image: str,
         schema: Schema,
+        default_verb: str | None = None,
     ) -> None:
         self._set(
             name=name,
@@ -54,6 +58,7 @@ class AppSpec(Record):
             image_env=image_env,
             default_image=default_image,
             schema=schema,
+            default_verb=default_verb,
         )
 
 
@@ -195,6 +200,8 @@ def run(
     actions = {v.name: v.actions for v in verbs if v.actions}
     optional = [v.name for v in verbs if not v.action_required]
     args = parse(spec.name, argv, global_options(spec.image_env), table, actions, optional)
+    if args.verb is None and spec.default_verb and not (args.help or args.version):
+        args = Args(verb=spec.default_verb, values=args.values, command=args.command)
     if args.help or (args.verb is None and not args.version):
         out(help_text(spec, verbs, args.verb))
         return 0

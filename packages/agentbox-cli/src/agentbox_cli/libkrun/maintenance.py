@@ -1,0 +1,129 @@
+"""``agentbox libkrun resize`` and ``agentbox libkrun reset-nix``: the persistent disks' care.
+
+Both refuse while a running container has the disk attached (its ``krun.disk.*.path``
+annotation), and fail closed when Podman cannot be asked. Nothing changes before every check
+has passed; the resize never shrinks, and a failed in-guest step is retried by rerunning."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from agentbox_cli.libkrun.handler import check_krun_handler
+from agentbox_podman.errors import PodmanError
+from agentbox_state.cli.app import Context
+from agentbox_state.errors import CommandError, UsageError
+from agentbox_state.parse import format_size, parse_disk_size
+from agentbox_state.runner import Runner
+from agentbox_state.workspace import current_workspace
+from agentbox_storage import disks
+from agentbox_storage.disks import LIBKRUN_CONTAINERS, LIBKRUN_NIX, DiskSpec
+
+TARGETS = {"nix": LIBKRUN_NIX, "containers": LIBKRUN_CONTAINERS}
+
+
+def containers_using(path: Path, runner: Runner) -> list[str]:
+    """Names of running containers that attach ``path`` as a krun disk (fail closed)."""
+    try:
+        ids = runner.run(["podman", "ps", "--quiet", "--no-trunc"]).stdout.split()
+        if not ids:
+            return []
+        out = runner.run(["podman", "inspect", "--format",
+                          "{{.Name}} {{json .Config.Annotations}}", *ids]).stdout  # fmt: skip
+    except CommandError as err:
+        raise PodmanError(
+            f"cannot check whether a running container uses {path}: {err.message}",
+            hint="make sure `podman ps` works, then retry; nothing was changed",
+        ) from err
+    users = []
+    for line in out.splitlines():
+        name, _, annotations = line.partition(" ")
+        values = json.loads(annotations or "{}") or {}
+        if any(k.startswith("krun.disk.") and k.endswith(".path") and v == os.fspath(path)
+               for k, v in values.items()):  # fmt: skip
+            users.append(name)
+    return users
+
+
+def _disk(ctx: Context, spec: DiskSpec) -> Path:
+    return Path(ctx.paths.workspace_dir(current_workspace())) / spec.file_name
+
+
+def _refuse_if_used(path: Path, runner: Runner) -> None:
+    users = containers_using(path, runner)
+    if users:
+        raise PodmanError(
+            f"{path} is attached to the running container {', '.join(users)}; nothing was changed",
+            hint="exit that agentbox session first",
+        )
+
+
+def resize(ctx: Context) -> int:
+    target, size = ctx.args.value("target"), ctx.args.value("size")
+    if target not in TARGETS:
+        raise UsageError(f"--target {target!r} is not nix or containers" if target else
+                         "libkrun resize needs --target nix|containers")  # fmt: skip
+    if size is None:
+        raise UsageError("libkrun resize needs --size SIZE", hint="for example --size 128G")
+    new_size = parse_disk_size(size, what="--size")
+    spec = TARGETS[target]
+    path = _disk(ctx, spec)
+    runner = ctx.runner()
+    current = disks.check_disk(path, runner)
+    if new_size <= current:
+        disks.grow_disk(path, new_size, runner)  # raises the grow-only refusal
+    _refuse_if_used(path, runner)
+    lease = disks.lease(path)
+    lease.acquire()
+    try:
+        check_krun_handler(runner)  # the filesystem is grown inside a one-shot guest
+        old, new = disks.grow_disk(path, new_size, runner)
+        ctx.err(f"agentbox: {path} grew from {format_size(old)} to {format_size(new)}; "
+                "growing its filesystem in a one-shot guest")  # fmt: skip
+        argv = _guest_resize_argv(ctx, spec, path, target, runner)
+        status = runner.interactive(argv)
+    finally:
+        lease.release()
+    if status != 0:
+        raise PodmanError(
+            f"the disk file grew, but growing the filesystem inside failed (exit {status})",
+            hint="rerun the same command: it is safe to retry and finishes the resize",
+            exit_code=status,
+        )
+    return 0
+
+
+def _guest_resize_argv(ctx: Context, spec: DiskSpec, path: Path, target: str,
+                       runner: Runner) -> list[str]:  # fmt: skip
+    from agentbox_cli.imageref import resolve_image
+
+    image = resolve_image(ctx.flags, runner)
+    return ["podman", "run", "--rm", "--runtime", "crun",
+            "--annotation", "run.oci.handler=krun",
+            "--annotation", f"krun.disk.0.path={os.fspath(path)}",
+            "--annotation", f"krun.disk.0.id={spec.block_id}",
+            "--annotation", "krun.disk.0.readonly=0",
+            "--env", f"AGENTBOX_LIBKRUN_{target.upper()}_DISK_LABEL={spec.label}",
+            "--entrypoint", "/bin/agentbox-guest-init", image,
+            "libkrun", "resize", "--target", target]  # fmt: skip
+
+
+def reset_nix(ctx: Context) -> int:
+    if not ctx.args.flag("force"):  # before any probing or file access
+        raise UsageError(
+            "libkrun reset-nix deletes the /nix disk of this project (every store path built "
+            "or downloaded in it); refusing without --force",
+            hint="add --force if that is what you want",
+        )
+    path = _disk(ctx, LIBKRUN_NIX)
+    runner = ctx.runner()
+    _refuse_if_used(path, runner)
+    lease = disks.lease(path)
+    lease.acquire()
+    try:
+        fresh = disks.reset_disk(path, LIBKRUN_NIX, runner, force=True)
+    finally:
+        lease.release()
+    ctx.err(f"agentbox: {path} is a fresh {format_size(fresh.size)} /nix disk")
+    return 0
