@@ -10,7 +10,6 @@ agentbox); if that question cannot be answered, nothing is removed.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 from agentbox_cli.container.plan import SidecarPlan
 from agentbox_podman import podman
 from agentbox_podman.errors import PodmanError
-from agentbox_state.errors import AgentboxError, CommandError
+from agentbox_state.errors import AgentboxError
 from agentbox_state.lock import FileLock
 from agentbox_state.runner import Runner
 
@@ -100,11 +99,10 @@ def teardown(plan: SidecarPlan, runner: Runner) -> None:
 
 def tasks_running(plan: SidecarPlan, runner: Runner) -> bool:
     """Whether Podman knows a task of this sidecar; raises when it cannot say (fail closed)."""
-    try:
-        out = runner.run(podman.ps_json([(podman.SIDECAR_LABEL, plan.name)])).stdout
-        return bool(json.loads(out or "[]"))
-    except (CommandError, ValueError) as err:
-        raise PodmanError(f"cannot tell whether tasks still use {plan.name}: {err}") from err
+    from agentbox_podman.query import api_socket, containers_with_labels
+
+    labels = [(podman.SIDECAR_LABEL, plan.name)]
+    return bool(containers_with_labels(labels, runner, api=api_socket(os.environ)))
 
 
 REMOVED, IN_USE, ORPHANS, UNKNOWN = "removed", "in-use", "orphans", "unknown"

@@ -1,0 +1,68 @@
+from pathlib import Path
+
+from agentbox_cli.container.plan import ContainerRequest, HostFacts, plan_container
+
+HOST = HostFacts(uid=1000, gid=1000, home=Path("/home/u"), cwd=Path("/src/app"),
+                 stdin_tty=True, stdout_tty=True)  # fmt: skip
+REQ = ContainerRequest(
+    image="localhost/agentbox:latest", workspace_key="app-0123456789ab", slug="app",
+    hostname="app-agentbox", task_name="app-00112233aabbccdd", state_dir=Path("/s/ws"),
+    sccache=Path("/s/sccache"), command=(), root=False, debug=False, grace=120,
+)  # fmt: skip
+
+
+def test_interactive_task() -> None:
+    assert plan_container(REQ, HOST).task.argv() == [
+        "podman", "run", "--rm", "--interactive", "--tty", "--name", "app-00112233aabbccdd",
+        "--userns", "keep-id", "--user", "0:0", "--hostname", "app-agentbox",
+        "--workdir", "/workspace", "--label", "agentbox.role=task",
+        "--label", "agentbox.workspace=app-0123456789ab",
+        "--label", "agentbox.sidecar=agentbox-nix-app-0123456789ab",
+        "--env", "AGENTBOX_HOST_UID=1000", "--env", "AGENTBOX_HOST_GID=1000",
+        "--env", "NIX_REMOTE=unix:///nix/var/nix/daemon-socket/socket",
+        "--env", "SCCACHE_DIR=/home/dev/.cache/sccache",
+        "--volume", "/src/app:/workspace", "--volume", "/s/ws/nix/merged:/nix:ro",
+        "--volume", "/home/u/.codex:/home/dev/.codex", "--volume", "/home/u/.pi:/home/dev/.pi",
+        "--volume", "/s/ws/cargo:/home/dev/.cargo",
+        "--volume", "/s/sccache:/home/dev/.cache/sccache",
+        "--tmpfs", "/tmp:rw,exec,mode=1777", "localhost/agentbox:latest",
+    ]  # fmt: skip
+
+
+def test_sidecar_and_overlay() -> None:
+    plan = plan_container(REQ, HOST)
+    assert plan.sidecar.run.argv() == [
+        "podman", "run", "--detach", "--name", "agentbox-nix-app-0123456789ab",
+        "--entrypoint", "/usr/libexec/agentbox/nix-sidecar",
+        "--label", "agentbox.role=nix-sidecar", "--label", "agentbox.workspace=app-0123456789ab",
+        "--volume", "/s/ws/nix/merged:/nix", "localhost/agentbox:latest",
+    ]  # fmt: skip
+    assert plan.sidecar.userns == ("podman", "unshare")
+    assert 'fuse-overlayfs -o "lowerdir=$m/nix,upperdir=/s/ws/nix/upper,' in (
+        plan.sidecar.mount_script()
+    )
+    assert plan.host_dirs == (Path("/home/u/.codex"), Path("/home/u/.pi"), Path("/s/ws/cargo"),
+                              Path("/s/sccache"))  # fmt: skip
+
+
+def test_command_without_a_terminal_root_and_debug() -> None:
+    import dataclasses
+
+    host = dataclasses.replace(HOST, stdin_tty=False, stdout_tty=False)
+    req = dataclasses.replace(REQ, command=("make", "test"), root=True, debug=True)
+    task = plan_container(req, host).task
+    assert (task.interactive, task.tty, task.command) == (True, False, ("make", "test"))
+    assert ("AGENTBOX_ENTER_AS_ROOT", "1") in task.env
+    assert task.global_options == ("--log-level=debug",)
+    on_tty = plan_container(dataclasses.replace(REQ, command=("true",)), HOST).task
+    assert (on_tty.interactive, on_tty.tty) == (False, True)
+
+
+def test_root_host_runs_the_sandbox_as_root() -> None:
+    import dataclasses
+
+    plan = plan_container(REQ, dataclasses.replace(HOST, uid=0, gid=0))
+    assert plan.task.userns is None
+    assert plan.sidecar.userns == ()
+    assert ("AGENTBOX_ENTER_AS_ROOT", "1") in plan.task.env
+    assert not [k for k, _ in plan.task.env if k.startswith("AGENTBOX_HOST_")]
