@@ -74,3 +74,15 @@ def test_podman_py_stays_off_the_start_up_path() -> None:
             "print('podman' in sys.modules)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines()[-1] == "False"
+
+
+def test_vfs_driver_is_noticed_for_real(tmp_path: Path) -> None:
+    require_root("a throwaway root storage config")
+    from agentbox_cli.container.storage_check import VFS_FIX, vfs_warning
+
+    conf = tmp_path / "storage.conf"
+    conf.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{tmp_path}/graph"\n'
+                    f'runroot = "{tmp_path}/run"\n')  # fmt: skip
+    runner = SubprocessRunner({**os.environ, "CONTAINERS_STORAGE_CONF": str(conf)})
+    assert vfs_warning(runner, tmp_path / "warned") == VFS_FIX
+    assert vfs_warning(RUNNER, tmp_path / "other") is None  # root's real storage: overlay

@@ -58,6 +58,12 @@ def run(ctx: Context) -> int:
         setup.acquire(wait=120, on_wait=lambda m: ctx.err(f"agentbox: {m}"))
         try:
             status = sidecar.ensure(plan.sidecar, runner)
+            if status == "started":  # the cold path: a good moment for a one-time check
+                from agentbox_cli.container.storage_check import vfs_warning
+
+                warning = vfs_warning(runner, Path(ctx.paths.base) / "vfs-warned")
+                if warning:
+                    ctx.err(warning)
             if ctx.args.action == "sidecar":
                 ctx.out(plan.sidecar.name)
                 ctx.err(f"agentbox: sidecar {plan.sidecar.name} {status}; it keeps running "
