@@ -44,6 +44,10 @@ def test_minimal_run() -> None:
         (podman.unshare("sh", "-c", "x"), ["podman", "unshare", "sh", "-c", "x"]),
         (podman.info_graph_driver(),
          ["podman", "info", "--format", "{{.Store.GraphDriverName}}"]),
+        (podman.logs("c"), ["podman", "logs", "--tail", "20", "c"]),
+        (podman.port("c"), ["podman", "port", "c"]),
+        (podman.image_mount("img"), ["podman", "image", "mount", "img"]),
+        (podman.image_unmount("img"), ["podman", "image", "unmount", "img"]),
     ],
 )  # fmt: skip
 def test_builders(built: list[str], expected: list[str]) -> None:

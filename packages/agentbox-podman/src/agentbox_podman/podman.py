@@ -118,3 +118,20 @@ def unshare(*argv: str) -> list[str]:
 
 def info_graph_driver() -> list[str]:
     return ["podman", "info", "--format", "{{.Store.GraphDriverName}}"]
+
+
+def logs(name: str, tail: int = 20) -> list[str]:
+    return ["podman", "logs", "--tail", str(tail), name]
+
+
+def port(name: str) -> list[str]:
+    return ["podman", "port", name]
+
+
+def image_mount(image: str) -> list[str]:
+    """Prints the mount point; rootless only inside ``podman unshare``."""
+    return ["podman", "image", "mount", image]
+
+
+def image_unmount(image: str) -> list[str]:
+    return ["podman", "image", "unmount", image]

@@ -13,6 +13,8 @@ from agentbox_podman.podman import (
     WORKSPACE_LABEL,
     Mount,
     RunSpec,
+    image_mount,
+    image_unmount,
 )
 
 NIX_SOCKET = "/nix/var/nix/daemon-socket/socket"
@@ -60,7 +62,7 @@ class SidecarPlan:
         """Mount the image, then the overlay of its /nix; prints nothing on success."""
         q = shlex.quote
         return (
-            f"set -eu; m=$(podman image mount {q(self.image)}); "
+            f"set -eu; m=$({shlex.join(image_mount(self.image))}); "
             f"mkdir -p {q(os.fspath(self.upper))} {q(os.fspath(self.work))} "
             f"{q(os.fspath(self.merged))}; "
             f'fuse-overlayfs -o "lowerdir=$m/nix,upperdir={os.fspath(self.upper)},'
@@ -73,7 +75,7 @@ class SidecarPlan:
             f"if grep -qs ' {os.fspath(self.merged)} ' /proc/self/mountinfo; then "
             f"fusermount3 -u {m} 2>/dev/null || fusermount -u {m} 2>/dev/null || umount {m} "
             f"2>/dev/null || umount -l {m}; fi; "
-            f"podman image unmount {shlex.quote(self.image)} >/dev/null 2>&1 || true"
+            f"{shlex.join(image_unmount(self.image))} >/dev/null 2>&1 || true"
         )
 
     def wait_script(self, tries: int = 100, interval: float = 0.1) -> str:

@@ -70,7 +70,7 @@ def ensure(plan: SidecarPlan, runner: Runner) -> str:
         runner.run(plan.run.argv())
         waited = runner.run([*plan.userns, "sh", "-c", plan.wait_script()], check=False)
         if waited.returncode != 0:
-            logs = runner.run(["podman", "logs", "--tail", "20", plan.name], check=False)
+            logs = runner.run(podman.logs(plan.name), check=False)
             raise PodmanError(
                 f"the Nix sidecar {plan.name} did not open its daemon socket within 10 s"
                 + (
