@@ -174,3 +174,29 @@ def test_sidecar_action_and_dry_run(box: UserBox) -> None:
     assert box.leftovers()["containers"] == [name]
     state = json.dumps(box.podman("inspect", "--format", "{{.State.Running}}", name).strip())
     assert state == '"true"'
+
+
+def test_sigterm_reaches_the_task_and_cleans_up(box: UserBox) -> None:
+    marker = f"sigterm-{os.getpid()}"
+    proc = subprocess.Popen(box.argv("container", "--", "sh", "-c", f"sleep 30; : {marker}",
+                                     AGENTBOX_SIDECAR_IDLE_GRACE="0"),
+                            cwd=box.project, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    agentbox_pid = None
+    while time.monotonic() < deadline and agentbox_pid is None:
+        pgrep = ["pgrep", "-u", box.user, "-f", f"agentbox_cli container.*{marker}"]
+        found = subprocess.run(pgrep, capture_output=True, text=True, check=False).stdout.split()
+        running = box.podman("ps", "--format", "{{.Names}}").split()
+        if found and any(n.startswith("my-project-") for n in running):
+            agentbox_pid = int(found[0])
+        time.sleep(0.2)
+    assert agentbox_pid is not None, "the task never started"
+    os.kill(agentbox_pid, signal.SIGTERM)
+    with proc:
+        proc.communicate(timeout=120)
+    assert proc.returncode != 0  # the task was stopped, not finished
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and box.leftovers() != {"containers": [], "fuse_mounts": 0}:
+        time.sleep(0.5)
+    assert box.leftovers() == {"containers": [], "fuse_mounts": 0}
