@@ -33,3 +33,24 @@ def test_imports_only_the_standard_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == "[]\n"
+
+
+SUPERVISOR = """
+import os, sys
+from agentbox_guest_init.runtime import supervise
+sys.exit(supervise(lambda: os.execvp(sys.argv[1], sys.argv[1:])))
+"""
+
+
+def test_supervisor_forwards_signals_and_returns_the_status() -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", SUPERVISOR, "sleep", "30"])
+    time.sleep(0.5)
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+    assert time.monotonic() - start < 5
+    done = subprocess.run([sys.executable, "-c", SUPERVISOR, "sh", "-c", "exit 7"], check=False)
+    assert done.returncode == 7

@@ -1,5 +1,6 @@
 """The runner against real processes; the recording runner against the same expectations."""
 
+import os
 import shlex
 import signal
 import subprocess
@@ -169,3 +170,18 @@ def test_recording_runner_fails_like_the_real_one() -> None:
         SubprocessRunner(ENV).run(["sh", "-c", "echo boom >&2; exit 3"])
     assert recorded.value.message == real.value.message
     assert recorded.value.returncode == real.value.returncode == 3
+
+
+def test_interactive_reports_a_forwarded_termination() -> None:
+    """A child that swallows the SIGTERM we pass on and exits 0 (as podman run does) still
+    ends the run as terminated."""
+    import threading
+
+    script = "trap 'exit 0' TERM; sleep 30 & wait"
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        status = SubprocessRunner(ENV).interactive(["sh", "-c", script])
+    finally:
+        timer.join()
+    assert status == 128 + signal.SIGTERM

@@ -93,9 +93,20 @@ def prepare_identity(contract: Contract, uid: int, gid: int, shell: str, prof: P
 def exec_command(
     cmd: list[str], contract: Contract, uid: int, gid: int, env: dict[str, str], prof: Profile
 ) -> None:
-    """Report the profile, drop to ``uid``/``gid`` if needed, and replace this process."""
+    """Report the profile, drop to ``uid``/``gid`` if needed, and replace this process.
+
+    As PID 1 (a container's first process) we do not exec: the kernel ignores SIGTERM for a
+    PID 1 without a handler, so ``podman stop`` or a forwarded Ctrl-C would not reach the
+    command, and orphans would never be reaped. There we fork the command, pass signals on,
+    reap every child and exit with the command's status."""
     prof.step("exec")
     prof.emit()
+    if os.getpid() == 1:
+        sys.exit(supervise(lambda: _become(cmd, uid, gid, env)))
+    _become(cmd, uid, gid, env)
+
+
+def _become(cmd: list[str], uid: int, gid: int, env: dict[str, str]) -> None:
     if os.geteuid() == 0 and uid != 0:
         with open("/etc/group", encoding="utf-8") as f:
             groups = identity.supplementary_groups(f.read(), identity.DEV, gid)
@@ -106,6 +117,44 @@ def exec_command(
         raise GuestError(f"{cmd[0]}: command not found", code=127) from None
     except PermissionError:
         raise GuestError(f"{cmd[0]}: permission denied", code=126) from None
+
+
+FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
+
+
+def supervise(start: Callable[[], None]) -> int:
+    """Fork ``start`` (which execs), forward signals to it, reap all children; its status."""
+    import signal
+
+    child = os.fork()
+    if child == 0:
+        for name in FORWARDED:
+            signal.signal(getattr(signal, name), signal.SIG_DFL)
+        try:
+            start()
+        except GuestError as err:
+            print(f"agentbox-guest-init: {err.reason}", file=sys.stderr)
+            os._exit(err.code)
+        os._exit(127)  # pragma: no cover - start() execs or raises
+
+    def forward(signum: int, _frame: object) -> None:
+        try:  # noqa: SIM105 - contextlib is not worth its import on the start-up path
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    for name in FORWARDED:
+        signal.signal(getattr(signal, name), forward)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 0
+        except InterruptedError:
+            continue
+        if pid == child:
+            return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else \
+                128 + os.WTERMSIG(status)  # fmt: skip
 
 
 def enter(section: str, contract: Contract, cmd: list[str], *, libkrun: bool,

@@ -211,7 +211,10 @@ class SubprocessRunner:
         except OSError as err:
             raise _start_failed(argv, err) from err
 
+        received: list[int] = []
+
         def forward(signum: int, _frame: object) -> None:
+            received.append(signum)
             proc.send_signal(signum)
 
         saved = {
@@ -225,4 +228,8 @@ class SubprocessRunner:
         finally:
             for signum, handler in saved.items():
                 signal.signal(signum, handler)
+        if returncode == 0 and received:
+            # Stopped by a signal we passed on, yet "success" (podman run exits 0 when it is
+            # terminated): report how it really ended, as a shell would.
+            return 128 + received[0]
         return exit_status(returncode)
