@@ -16,3 +16,11 @@ class KrunError(AgentboxError):
         super().__init__(f"{func} failed: {name} ({os.strerror(err)})", hint=hint)
         self.func = func
         self.errno = err
+
+
+class LaunchConfError(AgentboxError):
+    """A launch.conf that cannot be used (the message names the line)."""
+
+
+class KrunLoadError(AgentboxError):
+    """libkrun could not be loaded, or lacks a function we need."""

@@ -1,0 +1,150 @@
+"""``launch.conf``: what the parent decided, handed to the libkrun helper process.
+
+One ``key=<hex of the UTF-8 value>`` per line, so no value can break the format. Written 0600 in
+the task's state dir. The parser is strict: unknown or duplicate keys, a line without ``=``,
+bad hex, non-UTF-8 and missing required keys are errors naming the line; indexed keys
+(``argv.N``, ``env.N``, ``disk.N.field``) are ordered numerically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agentbox_krun.errors import LaunchConfError
+
+SCALARS = ("task_rootfs", "workspace_source", "workspace_tag", "workspace_target", "ram_mib",
+           "vcpus", "workdir", "exec_path")  # fmt: skip
+REQUIRED = ("task_rootfs", "ram_mib", "vcpus", "workdir", "exec_path")
+DISK_FIELDS = ("id", "path", "readonly")
+
+
+@dataclass(frozen=True, slots=True)
+class Disk:
+    block_id: str
+    path: str
+    readonly: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LaunchConf:
+    task_rootfs: str
+    ram_mib: int
+    vcpus: int
+    workdir: str
+    exec_path: str
+    argv: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()  # KEY=VALUE
+    disks: tuple[Disk, ...] = ()
+    workspace_source: str | None = None
+    workspace_tag: str | None = None
+    workspace_target: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def lines(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = [
+            ("task_rootfs", self.task_rootfs), ("ram_mib", str(self.ram_mib)),
+            ("vcpus", str(self.vcpus)), ("workdir", self.workdir), ("exec_path", self.exec_path),
+        ]  # fmt: skip
+        for key in ("workspace_source", "workspace_tag", "workspace_target"):
+            value = getattr(self, key)
+            if value is not None:
+                out.append((key, value))
+        out += [(f"argv.{i}", a) for i, a in enumerate(self.argv)]
+        out += [(f"env.{i}", e) for i, e in enumerate(self.env)]
+        for i, d in enumerate(self.disks):
+            out += [(f"disk.{i}.id", d.block_id), (f"disk.{i}.path", d.path),
+                    (f"disk.{i}.readonly", "1" if d.readonly else "0")]  # fmt: skip
+        return out
+
+
+def render(conf: LaunchConf) -> str:
+    return "".join(f"{k}={v.encode('utf-8').hex()}\n" for k, v in conf.lines())
+
+
+def write(conf: LaunchConf, path: Path) -> None:
+    """Write ``path`` 0600 (it may carry secrets in the environment), atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(render(conf))
+    os.replace(tmp, path)
+
+
+def _indexed(values: Mapping[tuple[str, int], str], prefix: str) -> tuple[str, ...]:
+    indexes = sorted(i for p, i in values if p == prefix)
+    if indexes != list(range(len(indexes))):
+        raise LaunchConfError(f"{prefix}.N indexes are not 0..{len(indexes) - 1}: {indexes}")
+    return tuple(values[(prefix, i)] for i in indexes)
+
+
+def _int(fields: Mapping[str, str], key: str) -> int:
+    value = fields[key]
+    if not value.isdigit() or not value.isascii():
+        raise LaunchConfError(f"{key} is not a whole number: {value!r}")
+    return int(value)
+
+
+def parse(text: str, source: str = "launch.conf") -> LaunchConf:
+    fields: dict[str, str] = {}
+    indexed: dict[tuple[str, int], str] = {}
+    disks: dict[int, dict[str, str]] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        where = f"{source}:{number}"
+        key, sep, hexed = line.partition("=")
+        if not sep:
+            raise LaunchConfError(f"{where}: no '=' in the line")
+        try:
+            value = bytes.fromhex(hexed).decode("utf-8")
+        except ValueError as err:
+            kind = "not UTF-8" if isinstance(err, UnicodeDecodeError) else "not valid hex"
+            raise LaunchConfError(f"{where}: the value of {key} is {kind}") from None
+        parts = key.split(".")
+        if key in SCALARS and len(parts) == 1:
+            slot: object = key
+            seen = key in fields
+            fields[key] = value
+        elif len(parts) == 2 and parts[0] in ("argv", "env") and parts[1].isdigit():
+            slot = (parts[0], int(parts[1]))
+            seen = slot in indexed
+            indexed[(parts[0], int(parts[1]))] = value
+        elif len(parts) == 3 and parts[0] == "disk" and parts[1].isdigit() \
+                and parts[2] in DISK_FIELDS:  # fmt: skip
+            entry = disks.setdefault(int(parts[1]), {})
+            seen = parts[2] in entry
+            entry[parts[2]] = value
+        else:
+            raise LaunchConfError(f"{where}: unknown key {key!r}")
+        if seen:
+            raise LaunchConfError(f"{where}: duplicate key {key!r}")
+    missing = [k for k in REQUIRED if k not in fields]
+    if missing:
+        raise LaunchConfError(f"{source}: missing required keys: {', '.join(missing)}")
+    if sorted(disks) != list(range(len(disks))):
+        raise LaunchConfError(f"disk.N indexes are not 0..{len(disks) - 1}: {sorted(disks)}")
+    disk_list = []
+    for i in range(len(disks)):
+        entry = disks[i]
+        if set(entry) != set(DISK_FIELDS):
+            raise LaunchConfError(f"disk.{i} needs id, path and readonly")
+        if entry["readonly"] not in ("0", "1"):
+            raise LaunchConfError(f"disk.{i}.readonly is not 0 or 1: {entry['readonly']!r}")
+        disk_list.append(Disk(entry["id"], entry["path"], entry["readonly"] == "1"))
+    return LaunchConf(
+        task_rootfs=fields["task_rootfs"], ram_mib=_int(fields, "ram_mib"),
+        vcpus=_int(fields, "vcpus"), workdir=fields["workdir"], exec_path=fields["exec_path"],
+        argv=_indexed(indexed, "argv"), env=_indexed(indexed, "env"), disks=tuple(disk_list),
+        workspace_source=fields.get("workspace_source"),
+        workspace_tag=fields.get("workspace_tag"),
+        workspace_target=fields.get("workspace_target"),
+    )  # fmt: skip
+
+
+def read(path: Path) -> LaunchConf:
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as err:
+        raise LaunchConfError(f"cannot read {path}: {err}") from err
+    return parse(text, os.fspath(path))
