@@ -17,6 +17,14 @@ class KrunError(AgentboxError):
         self.func = func
         self.errno = err
 
+    @classmethod
+    def invalid(cls, message: str) -> KrunError:
+        """Refused before calling libkrun (EINVAL), with our own message."""
+        err = cls("(before the call)", errno_names.EINVAL)
+        err.message = message
+        err.args = (message,)
+        return err
+
 
 class LaunchConfError(AgentboxError):
     """A launch.conf that cannot be used (the message names the line)."""

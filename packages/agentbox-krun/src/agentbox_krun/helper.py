@@ -1,0 +1,76 @@
+"""The libkrun helper process: ``python -m agentbox_krun.helper ENV_VAR LAUNCH_CONF``.
+
+``krun_start_enter`` never returns when the VM starts (libkrun exits the process with the
+guest's status), so it is only ever called here, in a child the command line starts with the
+terminal inherited. ``ENV_VAR`` names the variable that may point at the library
+(``AGENTBOX_LIBKRUN_LIBRARY`` or ``LOFTD_LIBKRUN_LIBRARY``).
+
+Exit codes when libkrun does not take over: 125 a setup call failed, 126 krun_start_enter
+failed, 127 libkrun could not be loaded, 2 bad arguments or launch.conf.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from agentbox_krun import launchconf
+from agentbox_krun.errors import KrunError, KrunLoadError, LaunchConfError
+from agentbox_krun.ffi import Krun, load
+from agentbox_krun.launchconf import LaunchConf
+
+EXIT_SETUP, EXIT_START, EXIT_LOAD, EXIT_USAGE = 125, 126, 127, 2
+
+
+def configure(krun: Krun, conf: LaunchConf) -> int:
+    """Every setup call in the original's order; the context is freed if one fails."""
+    krun.set_log_level(0)
+    ctx = krun.create_ctx()
+    try:
+        krun.set_vm_config(ctx, conf.vcpus, conf.ram_mib)
+        krun.set_root(ctx, conf.task_rootfs)
+        for disk in conf.disks:
+            krun.add_disk(ctx, disk.block_id, disk.path, disk.readonly)
+        krun.disable_implicit_console(ctx)
+        krun.add_virtio_console_default(ctx, 0, 1, 2)
+        if conf.workspace_tag and conf.workspace_source:
+            krun.add_virtiofs(ctx, conf.workspace_tag, conf.workspace_source)
+        krun.set_workdir(ctx, conf.workdir)
+        krun.set_exec(ctx, conf.exec_path, conf.argv, conf.env)
+    except BaseException:
+        with contextlib.suppress(KrunError):
+            krun.free_ctx(ctx)
+        raise
+    return ctx
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m agentbox_krun.helper ENV_VAR LAUNCH_CONF", file=sys.stderr)
+        return EXIT_USAGE
+    env_var, conf_path = args
+    try:
+        conf = launchconf.read(Path(conf_path))
+        krun = load(os.environ, env_var)
+        ctx = configure(krun, conf)
+    except LaunchConfError as err:
+        print(f"libkrun helper: {err.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KrunLoadError as err:
+        print(f"libkrun helper: {err.message}\nhint: {err.hint}", file=sys.stderr)
+        return EXIT_LOAD
+    except KrunError as err:
+        print(f"libkrun helper: libkrun setup failed: {err.message}", file=sys.stderr)
+        return EXIT_SETUP
+    try:
+        krun.start_enter(ctx)
+    except KrunError as err:
+        print(f"libkrun helper: libkrun start failed: {err.message}", file=sys.stderr)
+    return EXIT_START
+
+
+if __name__ == "__main__":
+    sys.exit(main())

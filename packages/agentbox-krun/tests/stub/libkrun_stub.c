@@ -1,0 +1,59 @@
+/* A stand-in libkrun for tests: the signatures of libkrun.h, every call appended to the file
+ * named by KRUN_STUB_LOG, a chosen call failing with KRUN_STUB_FAIL="function:errno", and
+ * krun_start_enter exiting the process with KRUN_STUB_EXIT, as the real one does. */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void logline(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+#include <stdarg.h>
+static void logline(const char *fmt, ...) {
+    const char *path = getenv("KRUN_STUB_LOG");
+    if (!path) return;
+    FILE *f = fopen(path, "a");
+    if (!f) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    fputc('\n', f);
+    fclose(f);
+}
+
+static int32_t result(const char *fn) {
+    const char *fail = getenv("KRUN_STUB_FAIL");
+    size_t n = strlen(fn);
+    if (fail && strncmp(fail, fn, n) == 0 && fail[n] == ':') return -atoi(fail + n + 1);
+    return 0;
+}
+
+static void list(const char *name, const char *const items[]) {
+    for (int i = 0; items && items[i]; i++) logline("  %s[%d]=%s", name, i, items[i]);
+}
+
+int32_t krun_set_log_level(uint32_t level) { logline("krun_set_log_level %u", level); return result("krun_set_log_level"); }
+int32_t krun_create_ctx(void) { logline("krun_create_ctx"); int32_t r = result("krun_create_ctx"); return r < 0 ? r : 7; }
+int32_t krun_free_ctx(uint32_t ctx) { logline("krun_free_ctx %u", ctx); return result("krun_free_ctx"); }
+int32_t krun_set_vm_config(uint32_t ctx, uint8_t vcpus, uint32_t ram) { logline("krun_set_vm_config %u %u %u", ctx, vcpus, ram); return result("krun_set_vm_config"); }
+int32_t krun_set_nested_virt(uint32_t ctx, bool on) { logline("krun_set_nested_virt %u %d", ctx, on); return result("krun_set_nested_virt"); }
+int32_t krun_check_nested_virt(void) { logline("krun_check_nested_virt"); return result("krun_check_nested_virt"); }
+int32_t krun_set_root(uint32_t ctx, const char *path) { logline("krun_set_root %u %s", ctx, path); return result("krun_set_root"); }
+int32_t krun_add_disk(uint32_t ctx, const char *id, const char *path, bool ro) { logline("krun_add_disk %u %s %s %d", ctx, id, path, ro); return result("krun_add_disk"); }
+int32_t krun_disable_implicit_console(uint32_t ctx) { logline("krun_disable_implicit_console %u", ctx); return result("krun_disable_implicit_console"); }
+int32_t krun_add_virtio_console_default(uint32_t ctx, int in, int out, int err) { logline("krun_add_virtio_console_default %u %d %d %d", ctx, in, out, err); return result("krun_add_virtio_console_default"); }
+int32_t krun_add_virtiofs(uint32_t ctx, const char *tag, const char *path) { logline("krun_add_virtiofs %u %s %s", ctx, tag, path); return result("krun_add_virtiofs"); }
+int32_t krun_add_virtiofs3(uint32_t ctx, const char *tag, const char *path, uint64_t shm, bool ro) { logline("krun_add_virtiofs3 %u %s %s %llu %d", ctx, tag, path, (unsigned long long)shm, ro); return result("krun_add_virtiofs3"); }
+int32_t krun_set_workdir(uint32_t ctx, const char *dir) { logline("krun_set_workdir %u %s", ctx, dir); return result("krun_set_workdir"); }
+int32_t krun_set_exec(uint32_t ctx, const char *path, const char *const argv[], const char *const envp[]) {
+    logline("krun_set_exec %u %s", ctx, path); list("argv", argv); list("env", envp); return result("krun_set_exec");
+}
+int32_t krun_start_enter(uint32_t ctx) {
+    logline("krun_start_enter %u", ctx);
+    int32_t r = result("krun_start_enter");
+    if (r < 0) return r;
+    const char *status = getenv("KRUN_STUB_EXIT");
+    exit(status ? atoi(status) : 0);
+}

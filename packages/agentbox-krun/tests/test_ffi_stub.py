@@ -1,0 +1,123 @@
+"""The libkrun boundary against a stub libkrun compiled from C here: exact call order and
+arguments, errno mapping for every failing call, exit status of krun_start_enter."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentbox_krun import launchconf
+from agentbox_krun.errors import KrunError, KrunLoadError
+from agentbox_krun.ffi import load
+from agentbox_krun.launchconf import Disk, LaunchConf
+from agentbox_state.testing import require
+
+STUB_SOURCE = Path(__file__).parent / "stub" / "libkrun_stub.c"
+ENV_VAR = "AGENTBOX_LIBKRUN_LIBRARY"
+
+CONF = LaunchConf(
+    task_rootfs="/s/tasks/t1/rootfs-btrfs-snapshot", ram_mib=4096, vcpus=2, workdir="/workspace",
+    exec_path="/bin/agentbox-guest-init",
+    argv=("agentbox-guest-init", "microvm", "enter", "--", "true"),
+    env=("AGENTBOX_HOST_UID=1000", "AGENTBOX_MICROVM_WORKSPACE_TAG=agentbox-workspace"),
+    disks=(Disk("agentbox-nix", "/s/n.raw", False), Disk("agentbox-containers", "/s/c.raw", False)),
+    workspace_source="/src/app", workspace_tag="agentbox-workspace", workspace_target="/workspace",
+)  # fmt: skip
+
+SETUP_CALLS = [
+    "krun_set_log_level 0",
+    "krun_create_ctx",
+    "krun_set_vm_config 7 2 4096",
+    "krun_set_root 7 /s/tasks/t1/rootfs-btrfs-snapshot",
+    "krun_add_disk 7 agentbox-nix /s/n.raw 0",
+    "krun_add_disk 7 agentbox-containers /s/c.raw 0",
+    "krun_disable_implicit_console 7",
+    "krun_add_virtio_console_default 7 0 1 2",
+    "krun_add_virtiofs3 7 agentbox-workspace /src/app 0 0",
+    "krun_set_workdir 7 /workspace",
+    "krun_set_exec 7 /bin/agentbox-guest-init",
+    "  argv[0]=agentbox-guest-init",
+    "  argv[1]=microvm",
+    "  argv[2]=enter",
+    "  argv[3]=--",
+    "  argv[4]=true",
+    "  env[0]=AGENTBOX_HOST_UID=1000",
+    "  env[1]=AGENTBOX_MICROVM_WORKSPACE_TAG=agentbox-workspace",
+]
+
+
+@pytest.fixture(scope="module")
+def stub(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    require(cc is not None, "a C compiler is missing (apt-get install gcc)")
+    assert cc is not None
+    out = tmp_path_factory.mktemp("stub") / "libkrun_stub.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-Wall", "-Werror", "-o", str(out),
+                    str(STUB_SOURCE)], check=True)  # fmt: skip
+    return out
+
+
+def run_helper(stub: Path, tmp_path: Path, **env: str) -> tuple[int, list[str], str]:
+    conf = tmp_path / "launch.conf"
+    launchconf.write(CONF, conf)
+    log = tmp_path / "calls.log"
+    log.unlink(missing_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "agentbox_krun.helper", ENV_VAR, str(conf)],
+        env={"PATH": "/usr/bin:/bin", ENV_VAR: str(stub), "KRUN_STUB_LOG": str(log), **env},
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    calls = log.read_text().splitlines() if log.exists() else []
+    return done.returncode, calls, done.stderr
+
+
+def test_call_order_and_exit_status(stub: Path, tmp_path: Path) -> None:
+    code, calls, err = run_helper(stub, tmp_path, KRUN_STUB_EXIT="42")
+    assert (code, err) == (42, "")
+    assert calls == [*SETUP_CALLS, "krun_start_enter 7"]
+
+
+SETUP_FUNCTIONS = ["krun_set_vm_config", "krun_set_root", "krun_add_disk", "krun_add_virtiofs3",
+                   "krun_set_workdir", "krun_set_exec"]  # fmt: skip
+
+
+@pytest.mark.parametrize("fn", SETUP_FUNCTIONS)
+def test_a_failing_setup_call_frees_the_context(stub: Path, tmp_path: Path, fn: str) -> None:
+    code, calls, err = run_helper(stub, tmp_path, KRUN_STUB_FAIL=f"{fn}:22")
+    assert code == 125
+    assert err == f"libkrun helper: libkrun setup failed: {fn} failed: EINVAL (Invalid argument)\n"
+    assert calls[-1] == "krun_free_ctx 7"
+    assert "krun_start_enter 7" not in calls
+
+
+def test_start_failure_and_create_failure(stub: Path, tmp_path: Path) -> None:
+    code, calls, err = run_helper(stub, tmp_path, KRUN_STUB_FAIL="krun_start_enter:12")
+    assert code == 126
+    assert err == ("libkrun helper: libkrun start failed: krun_start_enter failed: ENOMEM "
+                   "(Cannot allocate memory)\n")  # fmt: skip
+    code, calls, err = run_helper(stub, tmp_path, KRUN_STUB_FAIL="krun_create_ctx:1")
+    assert code == 125
+    assert calls == ["krun_set_log_level 0", "krun_create_ctx"]
+
+
+def test_load_failures_name_every_path(tmp_path: Path) -> None:
+    with pytest.raises(KrunLoadError) as caught:
+        load({ENV_VAR: str(tmp_path / "nope.so")}, ENV_VAR)
+    assert caught.value.message.startswith(f"cannot load libkrun; tried: {tmp_path}/nope.so (")
+    assert ENV_VAR in (caught.value.hint or "")
+    with pytest.raises(KrunLoadError) as sonames:
+        load({}, ENV_VAR)
+    assert "libkrun.so.1 (" in sonames.value.message
+    assert "libkrun.so (" in sonames.value.message
+
+
+def test_nul_bytes_are_refused_before_the_call(stub: Path) -> None:
+    krun = load({ENV_VAR: str(stub)}, ENV_VAR)
+    with pytest.raises(KrunError, match="workdir contains a NUL byte"):
+        krun.set_workdir(7, "/work\0space")
+    with pytest.raises(KrunError, match="vcpus 300 does not fit"):
+        krun.set_vm_config(7, 300, 1024)
