@@ -50,6 +50,14 @@ def local(*packages: str) -> list[str]:
     return [os.fspath(ROOT / "packages" / p) for p in packages]
 
 
+def test_group(pkg: str) -> list[str]:
+    """The package's own test dependencies (``[dependency-groups] test``)."""
+    import tomllib
+
+    data = tomllib.loads((ROOT / "packages" / pkg / "pyproject.toml").read_text())
+    return list(data.get("dependency-groups", {}).get("test", [PYTEST]))
+
+
 def install_all(session: nox.Session, *extra: str) -> None:
     session.install(*local(*PACKAGES), *extra)
 
@@ -85,7 +93,7 @@ def imports(session: nox.Session) -> None:
 @nox.parametrize("pkg", PACKAGES, ids=PACKAGES)
 def unit(session: nox.Session, pkg: str) -> None:
     """One package's unit tests, with only that package and its declared siblings installed."""
-    session.install(*local(*LOCAL_DEPS[pkg], pkg), PYTEST)
+    session.install(*local(*LOCAL_DEPS[pkg], pkg), *test_group(pkg))
     session.run("pytest", f"packages/{pkg}/tests", *session.posargs)
 
 

@@ -33,8 +33,11 @@ def configure(krun: Krun, conf: LaunchConf) -> int:
         krun.set_root(ctx, conf.task_rootfs)
         for disk in conf.disks:
             krun.add_disk(ctx, disk.block_id, disk.path, disk.readonly)
-        krun.disable_implicit_console(ctx)
-        krun.add_virtio_console_default(ctx, 0, 1, 2)
+        if krun.has("krun_disable_implicit_console") and \
+                krun.has("krun_add_virtio_console_default"):  # fmt: skip
+            krun.disable_implicit_console(ctx)
+            krun.add_virtio_console_default(ctx, 0, 1, 2)
+        # else: builds without them (the PyPI fork) keep libkrun's implicit console on stdio
         if conf.workspace_tag and conf.workspace_source:
             krun.add_virtiofs(ctx, conf.workspace_tag, conf.workspace_source)
         krun.set_workdir(ctx, conf.workdir)

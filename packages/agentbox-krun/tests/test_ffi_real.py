@@ -1,0 +1,71 @@
+"""The same setup calls against a real libkrun: the fork in PyPI's smolmachines wheel (it has
+no krun_set_root, so the root goes through krun_add_virtiofs("/dev/root", ...)). Everything up
+to krun_start_enter: no guest boots on this host (kvm-pvm runs no ordinary guest kernel)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentbox_state.testing import require
+
+CHILD = """
+import os, sys
+from pathlib import Path
+from agentbox_krun.ffi import load
+from agentbox_krun.helper import configure
+from agentbox_krun.launchconf import Disk, LaunchConf
+tmp = Path(sys.argv[1])
+krun = load(os.environ, "AGENTBOX_LIBKRUN_LIBRARY")
+print("has_set_root", krun.has("krun_set_root"))
+conf = LaunchConf(
+    task_rootfs=str(tmp / "rootfs"), ram_mib=512, vcpus=1, workdir="/workspace",
+    exec_path="/bin/agentbox-guest-init", argv=("agentbox-guest-init", "microvm", "enter"),
+    env=("A=1",), disks=(Disk("agentbox-nix", str(tmp / "nix.raw"), False),),
+    workspace_source=str(tmp / "ws"), workspace_tag="agentbox-workspace",
+    workspace_target="/workspace",
+)
+ctx = configure(krun, conf)
+print("configured", ctx >= 0)
+krun.free_ctx(ctx)
+print("freed")
+"""
+
+
+def real_libkrun() -> Path | None:
+    try:
+        import smol  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    path = Path(smol.__file__).parent / "libkrun.so"
+    return path if path.exists() else None
+
+
+def test_setup_calls_against_the_real_fork(tmp_path: Path) -> None:
+    lib = real_libkrun()
+    require(lib is not None, "PyPI's smolmachines (a libkrun build) is not installed")
+    require(Path("/usr/lib/x86_64-linux-gnu/libvirglrenderer.so.1").exists(),
+            "libvirglrenderer1 is missing (apt-get install libvirglrenderer1)")  # fmt: skip
+    (tmp_path / "rootfs").mkdir()
+    (tmp_path / "ws").mkdir()
+    with open(tmp_path / "nix.raw", "wb") as f:
+        f.truncate(64 * 1024**2)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path)],
+        env={**os.environ, "AGENTBOX_LIBKRUN_LIBRARY": str(lib),
+             # the wheel's libkrun uses virglrenderer without linking it
+             "LD_PRELOAD": "libvirglrenderer.so.1"},
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["has_set_root False", "configured True", "freed"]
+
+
+@pytest.mark.skip(reason="booting a guest is impossible here: /dev/kvm is kvm-pvm, which runs no "
+                  "ordinary guest kernel (KVM_EXIT_INTERNAL_ERROR); see HOST-NOTES")  # fmt: skip
+def test_boot() -> None:
+    """Placeholder for the boot tier on a host whose KVM can run a guest."""
