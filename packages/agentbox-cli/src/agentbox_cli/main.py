@@ -5,6 +5,7 @@ from __future__ import annotations
 from agentbox_cli.container.verb import CONTAINER, INTERNAL
 from agentbox_cli.imagebuild.verb import IMAGE
 from agentbox_cli.libkrun.verb import LIBKRUN
+from agentbox_cli.microvm.verb import MICROVM
 from agentbox_cli.schema import SPEC
 from agentbox_state.cli.verbs import CONFIG, PATHS
 from loftd.console import console_main
@@ -13,7 +14,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-VERBS = (LIBKRUN, CONTAINER, PATHS, CONFIG, IMAGE, INTERNAL)
+VERBS = (LIBKRUN, CONTAINER, MICROVM, PATHS, CONFIG, IMAGE, INTERNAL)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

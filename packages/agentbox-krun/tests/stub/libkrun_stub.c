@@ -10,8 +10,21 @@
 
 static void logline(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #include <stdarg.h>
+/* Settings come from the environment, else from -D defines given when compiling (for a
+ * process whose environment the caller does not control). */
+#ifndef STUB_LOG
+#define STUB_LOG NULL
+#endif
+#ifndef STUB_EXIT
+#define STUB_EXIT "0"
+#endif
+static const char *setting(const char *name, const char *fallback) {
+    const char *value = getenv(name);
+    return value ? value : fallback;
+}
+
 static void logline(const char *fmt, ...) {
-    const char *path = getenv("KRUN_STUB_LOG");
+    const char *path = setting("KRUN_STUB_LOG", STUB_LOG);
     if (!path) return;
     FILE *f = fopen(path, "a");
     if (!f) return;
@@ -54,6 +67,5 @@ int32_t krun_start_enter(uint32_t ctx) {
     logline("krun_start_enter %u", ctx);
     int32_t r = result("krun_start_enter");
     if (r < 0) return r;
-    const char *status = getenv("KRUN_STUB_EXIT");
-    exit(status ? atoi(status) : 0);
+    exit(atoi(setting("KRUN_STUB_EXIT", STUB_EXIT)));
 }

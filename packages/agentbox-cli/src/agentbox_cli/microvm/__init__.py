@@ -1,0 +1,1 @@
+"""``agentbox microvm``: the direct-libkrun runtime (loftd's) with agentbox's contract."""

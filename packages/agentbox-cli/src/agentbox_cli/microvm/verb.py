@@ -1,0 +1,89 @@
+"""``agentbox microvm [--storage B] [--preserve-debug] [--mem GIB] [-- CMD]``."""
+
+from __future__ import annotations
+
+import os
+
+from agentbox_state.cli.app import Context, Verb
+from agentbox_state.cli.args import Option
+from agentbox_state.errors import UsageError
+
+OPTIONS = (
+    Option(
+        "--storage",
+        "task root: auto, btrfs-snapshot, fuse-overlay or reflink (default auto)",
+        metavar="BACKEND",
+    ),
+    Option("--preserve-debug", "keep the task root and state, and print how to remove them"),
+    Option("--mem", "VM memory in whole GiB (default 4)", metavar="GIB"),
+    Option("--guest-init", "copy a host-built guest init over the image's", metavar="PATH"),
+)
+
+
+def run(ctx: Context) -> int:
+    from pathlib import Path
+
+    from agentbox_cli.libkrun.plan import parse_mem, vcpus
+    from agentbox_podman.images import LOCAL_IMAGE
+    from agentbox_state.workspace import current_workspace
+    from agentbox_storage.backends import parse_backend
+    from agentbox_storage.disks import MICROVM_CONTAINERS, MICROVM_NIX
+    from loftd.ingest import ingest_argv
+    from loftd.runtime import Face, TaskRequest, default_helper_argv, run_task
+
+    if ctx.flags.pull_latest:
+        raise UsageError(
+            "agentbox --pull-latest microvm is not supported: microvm reads images through "
+            "Buildah's local storage, not Podman pulls",
+            hint="build the image locally (agentbox image build) or pass --image",
+        )
+    backend = parse_backend(ctx.args.value("storage") or "auto")
+    mem = ctx.args.value("mem")
+    guest_init = ctx.args.value("guest_init")
+    if guest_init is not None and not Path(guest_init).is_file():
+        raise UsageError(f"--guest-init {guest_init} is not a file")
+    workspace = current_workspace()
+    face = Face(
+        name="agentbox microvm", library_env="AGENTBOX_LIBKRUN_LIBRARY",
+        env_prefix="AGENTBOX_", guest_init="bin/agentbox-guest-init",
+        guest_argv=("agentbox-guest-init", "microvm", "enter", "--"),
+        disks=(MICROVM_NIX, MICROVM_CONTAINERS), workspace_tag="agentbox-workspace",
+        extra_env=(
+            "AGENTBOX_KVM_DROP_TO_DEV=1",
+            "AGENTBOX_LIBKRUN_NIX_OVERLAY=1", "AGENTBOX_LIBKRUN_CONTAINERS_STORAGE=1",
+            f"AGENTBOX_LIBKRUN_NIX_DISK_ID={MICROVM_NIX.block_id}",
+            f"AGENTBOX_LIBKRUN_NIX_DISK_LABEL={MICROVM_NIX.label}",
+            f"AGENTBOX_LIBKRUN_CONTAINERS_DISK_ID={MICROVM_CONTAINERS.block_id}",
+            f"AGENTBOX_LIBKRUN_CONTAINERS_DISK_LABEL={MICROVM_CONTAINERS.label}",
+        ),
+    )  # fmt: skip
+    image = ctx.flags.image.value if isinstance(ctx.flags.image.value, str) else LOCAL_IMAGE
+    request = TaskRequest(
+        image=image, backend=backend, workspace=Path(workspace.path),
+        state_dir=Path(ctx.paths.workspace_dir(workspace)), images_dir=Path(ctx.paths.images),
+        task_id=workspace.task_name(), command=ctx.args.command, uid=os.getuid(),
+        gid=os.getgid(), ram_mib=(parse_mem(mem) if mem else 4) * 1024,
+        vcpus=vcpus(os.cpu_count() or 1), root=ctx.flags.root,
+        preserve=ctx.args.flag("preserve_debug"),
+        guest_init_override=Path(guest_init).absolute() if guest_init else None,
+    )  # fmt: skip
+    if ctx.flags.dry_run:
+        ctx.out(f"{face.name}: image {image}, task root {backend.value}, task {request.task_id}")
+        return 0
+    prefix = ["buildah", "unshare"] if os.getuid() != 0 else []
+    import sys
+
+    return run_task(
+        face, request, ctx.runner(), ctx.profiler,
+        ingest_argv=ingest_argv(prefix, sys.executable, request.images_dir, face.guest_init),
+        helper_argv=default_helper_argv(), environ=dict(ctx.environ), notice=ctx.err,
+    )  # fmt: skip
+
+
+MICROVM = Verb(
+    "microvm",
+    "a shell (or -- CMD) in a microVM started by agentbox itself through libkrun",
+    run,
+    OPTIONS,
+    runs_command=True,
+)

@@ -1,0 +1,170 @@
+"""The direct-libkrun task runtime, shared by `agentbox microvm` and `loftd`.
+
+One pipeline, parameterised by a ``Face`` (what differs between the two: names, guest init,
+disks, environment contract, library variable). Each phase is named in the profile and in the
+error that ends a run:
+
+    image reference → image cache (ingest on a miss) → task root (backend) → guest init →
+    persistent disks (leased) → launch.conf → helper process → cleanup
+
+Cleanup of the task root and its state dir always runs, even when the helper fails, unless
+``preserve`` is set, which returns the exact commands to remove them later.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from agentbox_krun import launchconf
+from agentbox_krun.errors import KrunLoadError
+from agentbox_krun.ffi import load
+from agentbox_krun.launchconf import Disk, LaunchConf
+from agentbox_state.errors import AgentboxError
+from agentbox_state.profile import Profiler
+from agentbox_state.runner import Runner
+from agentbox_storage import disks, taskroot
+from agentbox_storage.backends import Backend
+from agentbox_storage.disks import DiskSpec
+from agentbox_storage.imagecache import ImageCache, check_guest_init
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Face:
+    """What makes the runtime `agentbox microvm` or `loftd`."""
+
+    name: str  # for messages and the profile title
+    library_env: str  # AGENTBOX_LIBKRUN_LIBRARY / LOFTD_LIBKRUN_LIBRARY
+    env_prefix: str  # AGENTBOX_ / LOFTD_
+    guest_init: str  # path inside the image, e.g. bin/agentbox-guest-init
+    guest_argv: tuple[str, ...]  # argv before the user's command
+    disks: tuple[DiskSpec, ...]
+    workspace_tag: str
+    extra_env: tuple[str, ...] = ()  # the disk contract the guest init reads
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskRequest:
+    image: str
+    backend: Backend
+    workspace: Path
+    state_dir: Path  # the workspace's own dir
+    images_dir: Path  # the per-user image cache
+    task_id: str
+    command: tuple[str, ...]
+    uid: int
+    gid: int
+    ram_mib: int
+    vcpus: int
+    root: bool = False
+    preserve: bool = False
+    guest_init_override: Path | None = None
+
+
+class PhaseError(AgentboxError):
+    pass
+
+
+@contextmanager
+def _phase(profiler: Profiler, name: str, label: str) -> Iterator[None]:
+    """A profiled phase; an error says which phase failed."""
+    with profiler.phase(name):
+        try:
+            yield
+        except PhaseError:
+            raise
+        except AgentboxError as err:
+            raise PhaseError(f"{label} failed: {err.message}", hint=err.hint) from err
+
+
+def guest_env(face: Face, req: TaskRequest) -> tuple[str, ...]:
+    p = face.env_prefix
+    env = [f"{p}MICROVM_WORKSPACE_TAG={face.workspace_tag}" if p == "AGENTBOX_"
+           else f"{p}WORKSPACE_TAG={face.workspace_tag}"]  # fmt: skip
+    if req.uid != 0:
+        env += [f"{p}HOST_UID={req.uid}", f"{p}HOST_GID={req.gid}"]
+    if req.root or req.uid == 0:
+        env.append(f"{p}ENTER_AS_ROOT=1")
+    return (*env, *face.extra_env)
+
+
+def run_task(
+    face: Face,
+    req: TaskRequest,
+    runner: Runner,
+    profiler: Profiler,
+    *,
+    ingest_argv: Callable[[str, str | None], list[str]],
+    helper_argv: Sequence[str],
+    environ: dict[str, str],
+    notice: Callable[[str], None],
+) -> int:
+    """The whole run; returns the guest command's exit status."""
+    userns: tuple[str, ...] = ("buildah", "unshare") if req.uid != 0 else ()
+    try:  # before anything is created: is there a libkrun at all?
+        library = load(environ, face.library_env).name
+    except KrunLoadError as err:
+        raise PhaseError(f"{face.name} needs libkrun: {err.message}", hint=err.hint) from err
+    cache = ImageCache(req.images_dir)
+    with _phase(profiler, "image_cache_ensure", f"{face.name} image cache ingestion"):
+        entry, _ = cache.ensure(req.image, runner, ingest_argv=ingest_argv)
+    task_dir = req.state_dir / "tasks" / req.task_id
+    lock = taskroot.task_lock(task_dir)
+    task_dir.mkdir(parents=True, exist_ok=True)
+    lock.acquire()
+    root: taskroot.TaskRoot | None = None
+    try:
+        label = f"{face.name} task rootfs materialization"
+        with _phase(profiler, "task_rootfs_materialization", label):
+            root = taskroot.materialize(req.backend, entry.rootfs, task_dir, runner, userns=userns)
+        with _phase(profiler, "guest_init_resolution", f"{face.name} guest-init resolution"):
+            exec_path = _guest_init(face, req, root)
+        with ExitStack() as stack:
+            disk_list = []
+            with _phase(profiler, "persistent_disk_preparation",
+                        f"{face.name} persistent disk preparation"):  # fmt: skip
+                for spec in face.disks:
+                    path = req.state_dir / spec.file_name
+                    stack.enter_context(disks.open_disk(path, spec, runner))
+                    disk_list.append(Disk(spec.block_id, os.fspath(path), False))
+            conf = LaunchConf(
+                task_rootfs=os.fspath(root.rootfs), ram_mib=req.ram_mib, vcpus=req.vcpus,
+                workdir="/workspace", exec_path=str(exec_path),
+                argv=(*face.guest_argv, *(req.command or ("fish", "-l"))),
+                env=guest_env(face, req), disks=tuple(disk_list),
+                workspace_source=os.fspath(req.workspace), workspace_tag=face.workspace_tag,
+                workspace_target="/workspace",
+            )  # fmt: skip
+            conf_path = task_dir / "launch.conf"
+            with profiler.phase("launch_config_build"):
+                launchconf.write(conf, conf_path)
+            with profiler.phase("helper_session"):
+                return runner.interactive(
+                    [*helper_argv, face.library_env, os.fspath(conf_path)],
+                    env={face.library_env: library},  # the library this process found
+                )
+    finally:
+        lock.release()
+        with profiler.phase("task_state_cleanup"):
+            if root is None:
+                root = taskroot.layout(Backend.BTRFS_SNAPSHOT, task_dir)
+            kept = taskroot.cleanup(root, runner, userns=userns, preserve=req.preserve)
+            if kept:
+                notice(f"{face.name}: kept {task_dir} for debugging; remove it with:\n  "
+                       + "\n  ".join(kept))  # fmt: skip
+
+
+def _guest_init(face: Face, req: TaskRequest, root: taskroot.TaskRoot) -> str:
+    found = check_guest_init(req.image, root.rootfs, face.guest_init)
+    if req.guest_init_override is not None:
+        shutil.copy2(req.guest_init_override, found)  # replaces the file in the task root only
+    return "/" + os.path.relpath(found, root.rootfs)
+
+
+def default_helper_argv() -> list[str]:
+    return [sys.executable, "-m", "agentbox_krun.helper"]
