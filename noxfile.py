@@ -101,7 +101,7 @@ def unit(session: nox.Session, pkg: str) -> None:
 def integration(session: nox.Session) -> None:
     """Cross-package and real-tool tests (top-level tests/) against the installed commands."""
     install_all(session, PYTEST, "nox")
-    session.run("pytest", "tests", *session.posargs)
+    session.run("pytest", *(session.posargs or ["tests"]))
 
 
 @nox.session

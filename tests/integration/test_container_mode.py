@@ -61,9 +61,9 @@ class UserBox:
              f"grep -c '{self.key}/nix/merged' /proc/self/mountinfo || true"],
             capture_output=True, text=True, check=True, cwd="/tmp",
         ).stdout.strip()  # fmt: skip
-        names = self.podman("ps", "--all", "--format", "{{.Names}}").split()
-        mine = [n for n in names if n == f"agentbox-nix-{self.key}" or n.startswith("my-project-")]
-        return {"containers": mine, "fuse_mounts": int(mounts or 0)}
+        mine = self.podman("ps", "--all", "--filter", f"label=agentbox.workspace={self.key}",
+                           "--format", "{{.Names}}").split()  # fmt: skip
+        return {"containers": sorted(mine), "fuse_mounts": int(mounts or 0)}
 
 
 @pytest.fixture
