@@ -105,3 +105,45 @@ def test_without_libkrun_nothing_is_created(home: Home, agentbox: Path, tree: ob
     pulled = home.run(agentbox, "--pull-latest", "microvm", "--", "true")
     assert pulled.returncode == 2
     assert "--pull-latest microvm is not supported" in pulled.stderr
+
+
+@pytest.fixture(scope="module")
+def loftd_image(tiny_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The tiny image with loftd's name for the same guest init, as the agentbox image has."""
+    links = tmp_path_factory.mktemp("links")
+    (links / "loftd-guest-init").symlink_to("agentbox-guest-init")
+    name = "localhost/loftd-tiny:microvm"
+    c = subprocess.run(["buildah", "from", "--pull=never", "--quiet", tiny_image],
+                       capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    subprocess.run(["buildah", "copy", "--quiet", c, f"{links}/", "/usr/bin/"], check=True,
+                   capture_output=True)  # fmt: skip
+    subprocess.run(["buildah", "commit", "--quiet", "--rm", c, name], check=True,
+                   capture_output=True)  # fmt: skip
+    yield name
+    subprocess.run(["buildah", "rmi", name], check=False, capture_output=True)
+
+
+def test_loftd_runs_the_same_pipeline_with_its_contract(
+    home: Home, loftd: Path, loftd_image: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "calls.log"
+    lib = stub(tmp_path, log, 3)
+    cfg = home.config("loftd", '[task-rootfs]\nbackend = "btrfs-snapshot"\n')
+    refused = home.run(loftd, "--rootfs-backend", "btrfs", "--", "true")
+    assert refused.returncode == 1
+    assert "say btrfs-snapshot" in refused.stderr
+    out = home.run(loftd, "--image", loftd_image, "--rootfs-backend", "fuse-overlay", "--", "id",
+                   LOFTD_LIBKRUN_LIBRARY=str(lib))  # fmt: skip
+    assert out.returncode == 3, out.stderr
+    calls = log.read_text().splitlines()
+    state = home.home / ".local/state/loftd/workspaces" / Workspace.from_path(home.project).key
+    assert calls[3].startswith(f"krun_set_root 7 {state}/tasks/project-")
+    assert calls[3].endswith("/rootfs-fuse-overlay")  # the flag overrode the config file
+    assert f"krun_add_disk 7 loftd-containers {state}/loftd-containers.raw 0" in calls
+    argv = [c.split("=", 1)[1] for c in calls if c.startswith("  argv[")]
+    assert argv == ["loftd-guest-init", "enter", "--", "id"]
+    env = [c.split("=", 1)[1] for c in calls if c.startswith("  env[")]
+    assert "LOFTD_WORKSPACE_TAG=loftd-workspace" in env
+    assert not [e for e in env if e.startswith("AGENTBOX_")]
+    assert list((state / "tasks").iterdir()) == []
+    assert cfg.exists()

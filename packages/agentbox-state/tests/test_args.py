@@ -125,3 +125,10 @@ def test_actions() -> None:
     assert caught.value.message == "unknown action 'explode' for 'run' (choose from: build, list)"
     with pytest.raises(UsageError, match="unexpected argument 'list' after 'run'"):
         parse("tool", ["run", "build", "list"], GLOBAL, VERBS, ACTIONS)
+
+
+def test_default_verbs_options_come_before_any_verb() -> None:
+    args = parse("tool", ["-p", "80:80", "--", "id"], GLOBAL, VERBS, None, (), default_verb="run")
+    assert (args.verb, args.values, args.command) == (None, {"publish": ("80:80",)}, ("id",))
+    with pytest.raises(UsageError, match="unknown option --json before the verb"):
+        parse("tool", ["--json"], GLOBAL, VERBS, None, (), default_verb="run")

@@ -20,29 +20,31 @@ from agentbox_storage.imagecache import ImageCache
 
 
 def ingest_argv(
-    prefix: list[str], python: str, cache_root: Path, guest_init: str
+    prefix: list[str], python: str, cache_root: Path, guest_init: str, pull: str = "never"
 ) -> Callable[[str, str | None], list[str]]:
     """The ``ingest_argv`` callback for ``ImageCache.ensure``: this module as a child process,
-    behind ``prefix`` (``buildah unshare`` when rootless, nothing as root)."""
+    behind ``prefix`` (``buildah unshare`` when rootless, nothing as root); ``pull`` is
+    Buildah's pull policy for the image (never, missing, always)."""
 
     def build(ref: str, expected: str | None) -> list[str]:
         return [*prefix, python, "-m", "loftd.ingest", ref, os.fspath(cache_root),
-                expected or "", guest_init]  # fmt: skip
+                expected or "", guest_init, pull]  # fmt: skip
 
     return build
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 4:
-        print("usage: python -m loftd.ingest REF CACHE_ROOT EXPECTED_DIGEST GUEST_INIT",
+    if len(args) not in (4, 5):
+        print("usage: python -m loftd.ingest REF CACHE_ROOT EXPECTED_DIGEST GUEST_INIT [PULL]",
               file=sys.stderr)  # fmt: skip
         return 2
-    ref, cache_root, expected, guest_init = args
+    ref, cache_root, expected, guest_init = args[:4]
+    pull = args[4] if len(args) == 5 else "never"
     runner = SubprocessRunner(os.environ)
     try:
         entry = ImageCache(Path(cache_root)).ingest(
-            ref, BuildahImageSource(runner), runner, guest_init=guest_init,
+            ref, BuildahImageSource(runner, pull=pull), runner, guest_init=guest_init,
             expected=expected or None,
         )  # fmt: skip
     except BaseException as err:  # noqa: BLE001 - a child process: report and exit

@@ -29,6 +29,7 @@ SPEC = AppSpec(
     description="loftd: run a task in a direct-libkrun microVM with the current directory at "
     "/workspace.",
     image_env="LOFTD_IMAGE",
+    default_verb="run",
     default_image=f"{LOCAL_IMAGE} when present, else {PUBLISHED_IMAGE}",
     schema={
         "state": STATE_TABLE,

@@ -199,7 +199,10 @@ def run(
     table = {v.name: v.options for v in verbs}
     actions = {v.name: v.actions for v in verbs if v.actions}
     optional = [v.name for v in verbs if not v.action_required]
-    args = parse(spec.name, argv, global_options(spec.image_env), table, actions, optional)
+    args = parse(
+        spec.name, argv, global_options(spec.image_env), table, actions, optional,
+        default_verb=spec.default_verb,
+    )  # fmt: skip
     if args.verb is None and spec.default_verb and not (args.help or args.version):
         args = Args(verb=spec.default_verb, values=args.values, command=args.command)
     if args.help or (args.verb is None and not args.version):

@@ -125,6 +125,7 @@ def parse(
     verbs: Mapping[str, Sequence[Option]],
     actions: Mapping[str, Sequence[str]] | None = None,
     optional_actions: Sequence[str] = (),
+    default_verb: str | None = None,
 ) -> Args:
     """Parse ``argv``; raise ``UsageError`` (exit 2) naming the offending word. A verb listed
     in ``actions`` takes one action word (``image build``)."""
@@ -152,7 +153,8 @@ def parse(
             verb, action = _positional(word, verb, action, verbs, acts, help_hint)
             continue
         name, eq, inline = word.partition("=") if word.startswith("--") else (word, "", "")
-        scope = [*global_options, *verbs.get(verb, ())] if verb else list(global_options)
+        # before any verb word, the default verb's own options count too (`loftd --mem 8`)
+        scope = [*global_options, *verbs.get(verb or default_verb or "", ())]
         option = _lookup(scope, name)
         if option is None:
             where = f"for '{verb}'" if verb else "before the verb"

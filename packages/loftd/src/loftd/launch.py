@@ -1,0 +1,88 @@
+"""``loftd [--rootfs-backend B] [--preserve-debug] [--mem GIB] [-- CMD...]``: a task in a
+direct-libkrun microVM, on the runtime `agentbox microvm` shares, with loftd's contract."""
+
+from __future__ import annotations
+
+import os
+
+from agentbox_state.cli.app import Context, Verb
+from agentbox_state.cli.args import Option
+from agentbox_state.errors import UsageError
+
+OPTIONS = (
+    Option(
+        "--rootfs-backend",
+        "btrfs-snapshot or fuse-overlay (overrides [task-rootfs].backend)",
+        metavar="BACKEND",
+    ),
+    Option("--preserve-debug", "keep the task root and state, and print how to remove them"),
+    Option("--mem", "VM memory in whole GiB (default 4)", metavar="GIB"),
+)
+LOCAL_IMAGE = "localhost/loftd:latest"
+
+
+def run(ctx: Context) -> int:
+    import sys
+    from pathlib import Path
+
+    from agentbox_state.workspace import current_workspace
+    from agentbox_storage.backends import Backend, parse_backend
+    from agentbox_storage.disks import LOFTD_CONTAINERS
+    from loftd.ingest import ingest_argv
+    from loftd.runtime import Face, TaskRequest, default_helper_argv, run_task
+    from loftd.schema import BACKENDS, PUBLISHED_IMAGE
+
+    flag = ctx.args.value("rootfs_backend")
+    configured = ctx.config.get("task-rootfs.backend")
+    allowed = tuple(Backend(b) for b in BACKENDS)
+    backend = parse_backend(flag or (configured if isinstance(configured, str) else BACKENDS[0]),
+                            allowed=allowed)  # fmt: skip
+    mem = ctx.args.value("mem")
+    if mem is not None and (not mem.isdigit() or int(mem) == 0):
+        raise UsageError(f"invalid --mem {mem!r}", hint="give a whole number of GiB, like 4")
+    # the image and Buildah's pull policy for it
+    if isinstance(ctx.flags.image.value, str):
+        image, pull = ctx.flags.image.value, "missing"
+    elif ctx.flags.pull_latest:
+        image, pull = PUBLISHED_IMAGE, "always"
+    else:
+        image, pull = LOCAL_IMAGE, "never"
+    workspace = current_workspace()
+    face = Face(
+        name="loftd", library_env="LOFTD_LIBKRUN_LIBRARY", env_prefix="LOFTD_",
+        guest_init="bin/loftd-guest-init", guest_argv=("loftd-guest-init", "enter", "--"),
+        disks=(LOFTD_CONTAINERS,), workspace_tag="loftd-workspace",
+        extra_env=(
+            "LOFTD_CONTAINERS_STORAGE=1",
+            f"LOFTD_CONTAINERS_DISK_ID={LOFTD_CONTAINERS.block_id}",
+            f"LOFTD_CONTAINERS_DISK_LABEL={LOFTD_CONTAINERS.label}",
+        ),
+    )  # fmt: skip
+    request = TaskRequest(
+        image=image, backend=backend, workspace=Path(workspace.path),
+        state_dir=Path(ctx.paths.workspace_dir(workspace)), images_dir=Path(ctx.paths.images),
+        task_id=workspace.task_name(), command=ctx.args.command, uid=os.getuid(),
+        gid=os.getgid(), ram_mib=int(mem or 4) * 1024, vcpus=min(os.cpu_count() or 1, 6),
+        root=ctx.flags.root, preserve=ctx.args.flag("preserve_debug"),
+    )  # fmt: skip
+    if ctx.flags.dry_run:
+        ctx.out(f"loftd: image {image} (pull {pull}), task root {backend.value}, "
+                f"task {request.task_id}")  # fmt: skip
+        return 0
+    prefix = ["buildah", "unshare"] if os.getuid() != 0 else []
+    ingest = ingest_argv(prefix, sys.executable, request.images_dir, face.guest_init, pull)
+    return run_task(
+        face,
+        request,
+        ctx.runner(),
+        ctx.profiler,
+        ingest_argv=ingest,
+        helper_argv=default_helper_argv(),
+        environ=dict(ctx.environ),
+        notice=ctx.err,
+    )
+
+
+LAUNCH = Verb(
+    "run", "run a task (the default): a shell, or -- CMD", run, OPTIONS, runs_command=True
+)
