@@ -29,7 +29,7 @@ def run(ctx: Context) -> int:
     from agentbox_storage.backends import Backend, parse_backend
     from agentbox_storage.disks import LOFTD_CONTAINERS
     from loftd.ingest import ingest_argv
-    from loftd.runtime import Face, TaskRequest, default_helper_argv, run_task
+    from loftd.runtime import Face, TaskRequest, helper_argv, run_task
     from loftd.schema import BACKENDS, PUBLISHED_IMAGE
 
     flag = ctx.args.value("rootfs_backend")
@@ -77,10 +77,25 @@ def run(ctx: Context) -> int:
         ctx.runner(),
         ctx.profiler,
         ingest_argv=ingest,
-        helper_argv=default_helper_argv(),
+        helper_argv=helper_argv("loftd", "libkrun-enter"),
         environ=dict(ctx.environ),
         notice=ctx.err,
     )
+
+
+def internal(ctx: Context) -> int:
+    """``loftd internal libkrun-enter -- LAUNCH_CONF``: the helper process (see agentbox_krun)."""
+    from agentbox_krun.helper import main as helper
+
+    if ctx.args.action != "libkrun-enter" or len(ctx.args.command) != 1:
+        raise UsageError("usage: loftd internal libkrun-enter -- LAUNCH_CONF")
+    return helper(["LOFTD_LIBKRUN_LIBRARY", ctx.args.command[0]])
+
+
+INTERNAL = Verb(
+    "internal", "helpers loftd runs itself (not for direct use)", internal,
+    actions=("libkrun-enter",), runs_command=True,
+)  # fmt: skip
 
 
 LAUNCH = Verb(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from agentbox_state.cli.verbs import CONFIG, PATHS
 from loftd.console import console_main
-from loftd.launch import LAUNCH
+from loftd.launch import INTERNAL, LAUNCH
 from loftd.schema import SPEC
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-VERBS = (LAUNCH, PATHS, CONFIG)
+VERBS = (LAUNCH, PATHS, CONFIG, INTERNAL)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

@@ -106,6 +106,9 @@ def run_task(
 ) -> int:
     """The whole run; returns the guest command's exit status."""
     userns: tuple[str, ...] = ("buildah", "unshare") if req.uid != 0 else ()
+    profiler.meta("image", req.image)
+    profiler.meta("storage_mode", req.backend.value)
+    profiler.meta("task", req.task_id)
     try:  # before anything is created: is there a libkrun at all?
         library = load(environ, face.library_env).name
     except KrunLoadError as err:
@@ -145,7 +148,7 @@ def run_task(
                 launchconf.write(conf, conf_path)
             with profiler.phase("helper_session"):
                 return runner.interactive(
-                    [*helper_argv, face.library_env, os.fspath(conf_path)],
+                    [*helper_argv, os.fspath(conf_path)],
                     env={face.library_env: library},  # the library this process found
                 )
     finally:
@@ -166,5 +169,6 @@ def _guest_init(face: Face, req: TaskRequest, root: taskroot.TaskRoot) -> str:
     return "/" + os.path.relpath(found, root.rootfs)
 
 
-def default_helper_argv() -> list[str]:
-    return [sys.executable, "-m", "agentbox_krun.helper"]
+def helper_argv(program: str, verb: str) -> list[str]:
+    """How the parent starts the helper: this program again, ``internal <verb> -- CONF``."""
+    return [sys.executable, "-m", program, "internal", verb, "--"]

@@ -95,8 +95,16 @@ CONTAINER = Verb(
 
 
 def internal(ctx: Context) -> int:
-    """Helpers agentbox starts itself: ``internal sidecar-reap STATE_DIR IMAGE GRACE``."""
+    """Helpers agentbox starts itself: ``internal sidecar-reap -- STATE_DIR IMAGE GRACE`` and
+    ``internal krun-enter -- LAUNCH_CONF`` (the libkrun helper process)."""
     from pathlib import Path
+
+    if ctx.args.action == "krun-enter":
+        from agentbox_krun.helper import main as helper
+
+        if len(ctx.args.command) != 1:
+            raise UsageError("usage: agentbox internal krun-enter -- LAUNCH_CONF")
+        return helper(["AGENTBOX_LIBKRUN_LIBRARY", ctx.args.command[0]])
 
     from agentbox_cli.container import sidecar
     from agentbox_cli.container.plan import plan_sidecar
@@ -112,5 +120,5 @@ def internal(ctx: Context) -> int:
 
 INTERNAL = Verb(
     "internal", "helpers agentbox runs itself (not for direct use)", internal,
-    actions=("sidecar-reap",), runs_command=True,
+    actions=("sidecar-reap", "krun-enter"), runs_command=True,
 )  # fmt: skip

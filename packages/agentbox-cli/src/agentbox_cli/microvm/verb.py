@@ -29,7 +29,7 @@ def run(ctx: Context) -> int:
     from agentbox_storage.backends import parse_backend
     from agentbox_storage.disks import MICROVM_CONTAINERS, MICROVM_NIX
     from loftd.ingest import ingest_argv
-    from loftd.runtime import Face, TaskRequest, default_helper_argv, run_task
+    from loftd.runtime import Face, TaskRequest, helper_argv, run_task
 
     if ctx.flags.pull_latest:
         raise UsageError(
@@ -73,11 +73,17 @@ def run(ctx: Context) -> int:
     prefix = ["buildah", "unshare"] if os.getuid() != 0 else []
     import sys
 
+    ingest = ingest_argv(prefix, sys.executable, request.images_dir, face.guest_init)
     return run_task(
-        face, request, ctx.runner(), ctx.profiler,
-        ingest_argv=ingest_argv(prefix, sys.executable, request.images_dir, face.guest_init),
-        helper_argv=default_helper_argv(), environ=dict(ctx.environ), notice=ctx.err,
-    )  # fmt: skip
+        face,
+        request,
+        ctx.runner(),
+        ctx.profiler,
+        ingest_argv=ingest,
+        helper_argv=helper_argv("agentbox_cli", "krun-enter"),
+        environ=dict(ctx.environ),
+        notice=ctx.err,
+    )
 
 
 MICROVM = Verb(
