@@ -22,14 +22,12 @@ LOCAL_IMAGE = "localhost/loftd:latest"
 
 
 def run(ctx: Context) -> int:
-    import sys
     from pathlib import Path
 
     from agentbox_state.workspace import current_workspace
     from agentbox_storage.backends import Backend, parse_backend
     from agentbox_storage.disks import LOFTD_CONTAINERS
-    from loftd.ingest import ingest_argv
-    from loftd.runtime import Face, TaskRequest, helper_argv, run_task
+    from loftd.runtime import Face, TaskRequest, run_task_here
     from loftd.schema import BACKENDS, PUBLISHED_IMAGE
 
     flag = ctx.args.value("rootfs_backend")
@@ -69,18 +67,10 @@ def run(ctx: Context) -> int:
         ctx.out(f"loftd: image {image} (pull {pull}), task root {backend.value}, "
                 f"task {request.task_id}")  # fmt: skip
         return 0
-    prefix = ["buildah", "unshare"] if os.getuid() != 0 else []
-    ingest = ingest_argv(prefix, sys.executable, request.images_dir, face.guest_init, pull)
-    return run_task(
-        face,
-        request,
-        ctx.runner(),
-        ctx.profiler,
-        ingest_argv=ingest,
-        helper_argv=helper_argv("loftd", "libkrun-enter"),
-        environ=dict(ctx.environ),
-        notice=ctx.err,
-    )
+    return run_task_here(
+        face, request, ctx.runner(), ctx.profiler, program="loftd",
+        helper_verb="libkrun-enter", environ=dict(ctx.environ), notice=ctx.err, pull=pull,
+    )  # fmt: skip
 
 
 def internal(ctx: Context) -> int:

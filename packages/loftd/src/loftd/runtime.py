@@ -169,6 +169,30 @@ def _guest_init(face: Face, req: TaskRequest, root: taskroot.TaskRoot) -> str:
     return "/" + os.path.relpath(found, root.rootfs)
 
 
+def run_task_here(
+    face: Face,
+    req: TaskRequest,
+    runner: Runner,
+    profiler: Profiler,
+    *,
+    program: str,
+    helper_verb: str,
+    environ: dict[str, str],
+    notice: Callable[[str], None],
+    pull: str = "never",
+) -> int:
+    """``run_task`` wired for a command line: images are ingested by ``loftd.ingest`` in one
+    Buildah transaction (inside ``buildah unshare`` when rootless), and the helper is
+    ``program internal helper_verb`` again."""
+    from loftd.ingest import ingest_argv
+
+    prefix = ["buildah", "unshare"] if req.uid != 0 else []
+    ingest = ingest_argv(prefix, sys.executable, req.images_dir, face.guest_init, pull)
+    return run_task(face, req, runner, profiler, ingest_argv=ingest,
+                    helper_argv=helper_argv(program, helper_verb), environ=environ,
+                    notice=notice)  # fmt: skip
+
+
 def helper_argv(program: str, verb: str) -> list[str]:
     """How the parent starts the helper: this program again, ``internal <verb> -- CONF``."""
     return [sys.executable, "-m", program, "internal", verb, "--"]

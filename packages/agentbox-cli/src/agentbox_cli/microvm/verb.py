@@ -28,8 +28,7 @@ def run(ctx: Context) -> int:
     from agentbox_state.workspace import current_workspace
     from agentbox_storage.backends import parse_backend
     from agentbox_storage.disks import MICROVM_CONTAINERS, MICROVM_NIX
-    from loftd.ingest import ingest_argv
-    from loftd.runtime import Face, TaskRequest, helper_argv, run_task
+    from loftd.runtime import Face, TaskRequest, run_task_here
 
     if ctx.flags.pull_latest:
         raise UsageError(
@@ -70,20 +69,10 @@ def run(ctx: Context) -> int:
     if ctx.flags.dry_run:
         ctx.out(f"{face.name}: image {image}, task root {backend.value}, task {request.task_id}")
         return 0
-    prefix = ["buildah", "unshare"] if os.getuid() != 0 else []
-    import sys
-
-    ingest = ingest_argv(prefix, sys.executable, request.images_dir, face.guest_init)
-    return run_task(
-        face,
-        request,
-        ctx.runner(),
-        ctx.profiler,
-        ingest_argv=ingest,
-        helper_argv=helper_argv("agentbox_cli", "krun-enter"),
-        environ=dict(ctx.environ),
-        notice=ctx.err,
-    )
+    return run_task_here(
+        face, request, ctx.runner(), ctx.profiler, program="agentbox_cli",
+        helper_verb="krun-enter", environ=dict(ctx.environ), notice=ctx.err,
+    )  # fmt: skip
 
 
 MICROVM = Verb(
