@@ -110,6 +110,12 @@ def as_user(user: str, *argv: str, cwd: str = "/tmp") -> subprocess.CompletedPro
 
 
 @pytest.fixture(scope="session")
+def run_as() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``run_as(user, *argv)``: ``as_user`` for test modules (they cannot import conftest)."""
+    return as_user
+
+
+@pytest.fixture(scope="session")
 def user_image(bin_dir: Path) -> str:
     """Build the image as root (cached stages), then load it into the test user's storage."""
     user = require_test_user()

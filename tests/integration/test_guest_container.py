@@ -10,7 +10,7 @@ import os
 import pwd
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,13 +18,14 @@ import pytest
 IMAGE = "localhost/agentbox:latest"
 
 
-def as_user(user: str, *argv: str, cwd: str = "/tmp") -> subprocess.CompletedProcess[str]:
-    home = pwd.getpwnam(user).pw_dir
-    return subprocess.run(
-        ["runuser", "-u", user, "--", "env", "-i", f"HOME={home}", f"USER={user}",
-         "PATH=/usr/local/bin:/usr/bin:/bin", *argv],
-        cwd=cwd, capture_output=True, text=True, check=False, timeout=900,
-    )  # fmt: skip
+RunAs = Callable[..., subprocess.CompletedProcess[str]]
+as_user: RunAs  # set by the autouse fixture below: conftest's helper
+
+
+@pytest.fixture(autouse=True)
+def _as_user(run_as: RunAs) -> None:
+    global as_user
+    as_user = run_as
 
 
 @pytest.fixture
