@@ -36,6 +36,11 @@ def test_contract_values() -> None:
     assert (loftd.host_uid, loftd.containers_storage, loftd.var("HOST_UID")) == (
         5, True, "LOFTD_HOST_UID",
     )  # fmt: skip
+    host = contract.parse({"LOFTD_NIX_HOST_OVERLAY": "1"}, "LOFTD_")
+    assert (host.nix_host_overlay, host.nix_overlay, host.libkrun) == (True, False, True)
+    assert contract.parse({"AGENTBOX_NIX_HOST_OVERLAY": "1"}).nix_host_overlay is False
+    with pytest.raises(ContractError, match="LOFTD_NIX_HOST_OVERLAY='yes' is not 1 or 0"):
+        contract.parse({"LOFTD_NIX_HOST_OVERLAY": "yes"}, "LOFTD_")
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import pytest
 
 from agentbox_krun import launchconf
 from agentbox_krun.errors import LaunchConfError
-from agentbox_krun.launchconf import Disk, LaunchConf
+from agentbox_krun.launchconf import Disk, LaunchConf, NixOverlay
 
 CONF = LaunchConf(
     task_rootfs="/s/tasks/t1/rootfs", ram_mib=4096, vcpus=2, workdir="/workspace",
@@ -24,6 +24,17 @@ def test_round_trip(tmp_path: Path) -> None:
     assert launchconf.read(path) == CONF
     first = path.read_text().splitlines()[0]
     assert first == "task_rootfs=" + b"/s/tasks/t1/rootfs".hex()
+
+
+def test_nix_overlay_round_trips(tmp_path: Path) -> None:
+    import dataclasses
+
+    conf = dataclasses.replace(CONF, nix_overlay=NixOverlay("/c/rootfs/nix", "/s/up", "/s/wk"))
+    path = tmp_path / "launch.conf"
+    launchconf.write(conf, path)
+    assert launchconf.read(path) == conf
+    assert f"nix_upper={h('/s/up')}" in path.read_text().splitlines()
+    assert launchconf.read(path).nix_overlay != launchconf.parse(launchconf.render(CONF)).nix_overlay
 
 
 def test_indexes_are_ordered_numerically() -> None:
@@ -56,6 +67,9 @@ REQUIRED = [f"task_rootfs={h('/r')}", f"ram_mib={h('1')}", f"vcpus={h('1')}",
         ([f"disk.0.id={h('a')}", f"disk.0.path={h('/p')}", f"disk.0.readonly={h('yes')}"],
          "disk.0.readonly is not 0 or 1: 'yes'"),
         ([f"disk.0.size={h('1')}"], "launch.conf:6: unknown key 'disk.0.size'"),
+        ([f"nix_lower={h('/l')}", f"nix_work={h('/w')}"],
+         "launch.conf: nix_lower, nix_upper and nix_work go together; only nix_lower, nix_work "
+         "given"),
     ],
 )  # fmt: skip
 def test_refusals(extra: list[str], message: str) -> None:

@@ -45,6 +45,7 @@ FLAGS = {
 LOFTD_FLAGS = {
     "enter_as_root": "ENTER_AS_ROOT",
     "nix_overlay": "NIX_OVERLAY",
+    "nix_host_overlay": "NIX_HOST_OVERLAY",  # the host mounted /nix (loftd's default)
     "containers_storage": "CONTAINERS_STORAGE",
     "use_passt": "USE_PASST",
     "kvm_drop_to_dev": "KVM_DROP_TO_DEV",
@@ -93,8 +94,8 @@ class Contract:
     __slots__ = (
         "containers_disk_id", "containers_disk_label", "containers_storage", "debug",
         "enter_as_root", "host_gid", "host_uid", "kvm_drop_to_dev", "nix_disk_id",
-        "nix_disk_label", "nix_overlay", "prefix", "profile", "use_passt", "workspace_tag",
-        "workspace_target",
+        "nix_disk_label", "nix_host_overlay", "nix_overlay", "prefix", "profile", "use_passt",
+        "workspace_tag", "workspace_target",
     )  # fmt: skip
 
     prefix: str
@@ -102,6 +103,7 @@ class Contract:
     host_gid: int | None
     enter_as_root: bool
     nix_overlay: bool
+    nix_host_overlay: bool
     containers_storage: bool
     use_passt: bool
     kvm_drop_to_dev: bool
@@ -117,7 +119,7 @@ class Contract:
     @property
     def libkrun(self) -> bool:
         """The host attached persistent disks: the libkrun/microvm path."""
-        return self.nix_overlay or self.containers_storage
+        return self.nix_overlay or self.nix_host_overlay or self.containers_storage
 
     def var(self, suffix: str) -> str:
         return self.prefix + suffix
@@ -130,6 +132,7 @@ def parse(env: Mapping[str, str], prefix: str = "AGENTBOX_") -> Contract:
     c.prefix = prefix
     c.host_uid = _id(env, prefix + "HOST_UID")
     c.host_gid = _id(env, prefix + "HOST_GID")
+    c.nix_host_overlay = False  # only loftd's contract has it
     for field, suffix in flags.items():
         setattr(c, field, _flag(env, prefix + suffix))
     for field, (suffix, default) in text.items():

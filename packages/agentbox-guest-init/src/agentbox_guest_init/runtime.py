@@ -199,13 +199,20 @@ def _libkrun_prep(contract: Contract, prof: Profile) -> bool:
         nix.mount_overlay(device, profile=prof)
         prof.step("bootstrap-nix:start-daemon")
         nix.start_daemon()
+    elif contract.nix_host_overlay:  # the host already put the overlay on /nix: check, serve
+        prof.step("bootstrap-nix:check-host-overlay")
+        if not os.path.isdir("/nix/store"):
+            raise GuestError(f"{contract.var('NIX_HOST_OVERLAY')}=1 but /nix/store is missing: "
+                             "the host did not attach the /nix overlay")  # fmt: skip
+        prof.step("bootstrap-nix:start-daemon")
+        nix.start_daemon()
     if contract.containers_storage and contract.host_uid is not None:
         prof.step("start-podman-prep")
         status = StatusFile(podman_prep.RUN_DIR, "podman-prep")
         argv = [*self_argv(), "libkrun", "podman", "prep"]
         pid = spawn_background(argv, status.log_path, env=dict(os.environ))
         status.transition("running", pid=pid)
-    return contract.nix_overlay
+    return contract.nix_overlay or contract.nix_host_overlay
 
 
 def workspace_mount_needed(contract: Contract, mounts: str) -> bool:

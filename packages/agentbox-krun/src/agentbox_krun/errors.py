@@ -25,6 +25,13 @@ class KrunError(AgentboxError):
         err.args = (message,)
         return err
 
+    @classmethod
+    def wrap(cls, other: KrunError) -> KrunError:
+        """The same failure as a subclass (to tell phases apart)."""
+        err = cls(other.func, other.errno, hint=other.hint)
+        err.message, err.args = other.message, other.args
+        return err
+
 
 class LaunchConfError(AgentboxError):
     """A launch.conf that cannot be used (the message names the line)."""

@@ -24,6 +24,22 @@ from agentbox_krun.launchconf import LaunchConf
 EXIT_SETUP, EXIT_START, EXIT_LOAD, EXIT_USAGE = 125, 126, 127, 2
 
 
+class NixMountError(KrunError):
+    pass
+
+
+def prepare_nix(conf: LaunchConf) -> None:
+    """loftd's host /nix: a private mount namespace, then the overlay on the task root's /nix."""
+    from agentbox_krun import nsmount
+
+    assert conf.nix_overlay is not None
+    try:
+        nsmount.private_namespace()
+        nsmount.mount_nix(conf.nix_overlay, conf.task_rootfs)
+    except KrunError as err:
+        raise NixMountError.wrap(err) from err
+
+
 def configure(krun: Krun, conf: LaunchConf) -> int:
     """Every setup call in the original's order; the context is freed if one fails."""
     krun.set_log_level(0)
@@ -58,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         conf = launchconf.read(Path(conf_path))
         krun = load(os.environ, env_var)
+        if conf.nix_overlay is not None:
+            prepare_nix(conf)
         ctx = configure(krun, conf)
     except LaunchConfError as err:
         print(f"libkrun helper: {err.message}", file=sys.stderr)
@@ -65,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     except KrunLoadError as err:
         print(f"libkrun helper: {err.message}\nhint: {err.hint}", file=sys.stderr)
         return EXIT_LOAD
+    except NixMountError as err:
+        hint = f"\nhint: {err.hint}" if err.hint else ""
+        print(f"libkrun helper: the /nix overlay could not be mounted: {err.message}{hint}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_SETUP
     except KrunError as err:
         print(f"libkrun helper: libkrun setup failed: {err.message}", file=sys.stderr)
         return EXIT_SETUP

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from agentbox_krun.errors import LaunchConfError
 
+NIX_KEYS = ("nix_lower", "nix_upper", "nix_work")
 SCALARS = ("task_rootfs", "workspace_source", "workspace_tag", "workspace_target", "ram_mib",
-           "vcpus", "workdir", "exec_path")  # fmt: skip
+           "vcpus", "workdir", "exec_path", *NIX_KEYS)  # fmt: skip
 REQUIRED = ("task_rootfs", "ram_mib", "vcpus", "workdir", "exec_path")
 DISK_FIELDS = ("id", "path", "readonly")
 
@@ -26,6 +27,16 @@ class Disk:
     block_id: str
     path: str
     readonly: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NixOverlay:
+    """A kernel overlay the helper mounts on ``<task_rootfs>/nix`` in its own mount namespace
+    (loftd's host ``/nix``): the image's /nix below, the workspace's persistent upper above."""
+
+    lower: str
+    upper: str
+    work: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +52,7 @@ class LaunchConf:
     workspace_source: str | None = None
     workspace_tag: str | None = None
     workspace_target: str | None = None
+    nix_overlay: NixOverlay | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def lines(self) -> list[tuple[str, str]]:
@@ -52,6 +64,9 @@ class LaunchConf:
             value = getattr(self, key)
             if value is not None:
                 out.append((key, value))
+        if self.nix_overlay is not None:
+            n = self.nix_overlay
+            out += [("nix_lower", n.lower), ("nix_upper", n.upper), ("nix_work", n.work)]
         out += [(f"argv.{i}", a) for i, a in enumerate(self.argv)]
         out += [(f"env.{i}", e) for i, e in enumerate(self.env)]
         for i, d in enumerate(self.disks):
@@ -132,6 +147,10 @@ def parse(text: str, source: str = "launch.conf") -> LaunchConf:
         if entry["readonly"] not in ("0", "1"):
             raise LaunchConfError(f"disk.{i}.readonly is not 0 or 1: {entry['readonly']!r}")
         disk_list.append(Disk(entry["id"], entry["path"], entry["readonly"] == "1"))
+    nix = [k for k in NIX_KEYS if k in fields]
+    if nix and len(nix) != len(NIX_KEYS):
+        raise LaunchConfError(f"{source}: nix_lower, nix_upper and nix_work go together; "
+                              f"only {', '.join(nix)} given")  # fmt: skip
     return LaunchConf(
         task_rootfs=fields["task_rootfs"], ram_mib=_int(fields, "ram_mib"),
         vcpus=_int(fields, "vcpus"), workdir=fields["workdir"], exec_path=fields["exec_path"],
@@ -139,6 +158,7 @@ def parse(text: str, source: str = "launch.conf") -> LaunchConf:
         workspace_source=fields.get("workspace_source"),
         workspace_tag=fields.get("workspace_tag"),
         workspace_target=fields.get("workspace_target"),
+        nix_overlay=NixOverlay(*(fields[k] for k in NIX_KEYS)) if nix else None,
     )  # fmt: skip
 
 

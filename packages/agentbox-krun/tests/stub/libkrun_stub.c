@@ -18,6 +18,13 @@ static void logline(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #ifndef STUB_EXIT
 #define STUB_EXIT "0"
 #endif
+#ifndef STUB_ON_ENTER
+#define STUB_ON_ENTER NULL
+#endif
+#include <sys/wait.h>
+#include <unistd.h>
+/* The root the "guest" would see: krun_set_root's path, or the /dev/root virtiofs fallback. */
+static char root_path[4096];
 static const char *setting(const char *name, const char *fallback) {
     const char *value = getenv(name);
     return value ? value : fallback;
@@ -53,11 +60,15 @@ int32_t krun_free_ctx(uint32_t ctx) { logline("krun_free_ctx %u", ctx); return r
 int32_t krun_set_vm_config(uint32_t ctx, uint8_t vcpus, uint32_t ram) { logline("krun_set_vm_config %u %u %u", ctx, vcpus, ram); return result("krun_set_vm_config"); }
 int32_t krun_set_nested_virt(uint32_t ctx, bool on) { logline("krun_set_nested_virt %u %d", ctx, on); return result("krun_set_nested_virt"); }
 int32_t krun_check_nested_virt(void) { logline("krun_check_nested_virt"); return result("krun_check_nested_virt"); }
-int32_t krun_set_root(uint32_t ctx, const char *path) { logline("krun_set_root %u %s", ctx, path); return result("krun_set_root"); }
+int32_t krun_set_root(uint32_t ctx, const char *path) { logline("krun_set_root %u %s", ctx, path); snprintf(root_path, sizeof root_path, "%s", path); return result("krun_set_root"); }
 int32_t krun_add_disk(uint32_t ctx, const char *id, const char *path, bool ro) { logline("krun_add_disk %u %s %s %d", ctx, id, path, ro); return result("krun_add_disk"); }
 int32_t krun_disable_implicit_console(uint32_t ctx) { logline("krun_disable_implicit_console %u", ctx); return result("krun_disable_implicit_console"); }
 int32_t krun_add_virtio_console_default(uint32_t ctx, int in, int out, int err) { logline("krun_add_virtio_console_default %u %d %d %d", ctx, in, out, err); return result("krun_add_virtio_console_default"); }
-int32_t krun_add_virtiofs(uint32_t ctx, const char *tag, const char *path) { logline("krun_add_virtiofs %u %s %s", ctx, tag, path); return result("krun_add_virtiofs"); }
+int32_t krun_add_virtiofs(uint32_t ctx, const char *tag, const char *path) {
+    logline("krun_add_virtiofs %u %s %s", ctx, tag, path);
+    if (strcmp(tag, "/dev/root") == 0) snprintf(root_path, sizeof root_path, "%s", path);
+    return result("krun_add_virtiofs");
+}
 int32_t krun_add_virtiofs3(uint32_t ctx, const char *tag, const char *path, uint64_t shm, bool ro) { logline("krun_add_virtiofs3 %u %s %s %llu %d", ctx, tag, path, (unsigned long long)shm, ro); return result("krun_add_virtiofs3"); }
 int32_t krun_set_workdir(uint32_t ctx, const char *dir) { logline("krun_set_workdir %u %s", ctx, dir); return result("krun_set_workdir"); }
 int32_t krun_set_exec(uint32_t ctx, const char *path, const char *const argv[], const char *const envp[]) {
@@ -67,5 +78,16 @@ int32_t krun_start_enter(uint32_t ctx) {
     logline("krun_start_enter %u", ctx);
     int32_t r = result("krun_start_enter");
     if (r < 0) return r;
+    /* KRUN_STUB_ON_ENTER: a program run as "the guest" would be, in this process's namespaces,
+     * with the root path as its argument; its output goes to stdout, its status to the log. */
+    const char *on_enter = setting("KRUN_STUB_ON_ENTER", STUB_ON_ENTER);
+    if (on_enter) {
+        fflush(NULL);
+        pid_t pid = fork();
+        if (pid == 0) { execl(on_enter, on_enter, root_path, (char *)NULL); _exit(127); }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        logline("on_enter %d", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    }
     exit(atoi(setting("KRUN_STUB_EXIT", STUB_EXIT)));
 }

@@ -37,3 +37,24 @@ def is_mounted(path: Path, mountinfo_file: str = "/proc/self/mountinfo") -> bool
     with open(mountinfo_file, encoding="utf-8", errors="surrogateescape") as f:
         table = f.read()
     return os.path.abspath(path) in mount_points(table)
+
+
+def filesystem_type(path: Path, mountinfo_file: str = "/proc/self/mountinfo") -> str | None:
+    """The type of the filesystem ``path`` lives on (e.g. ``btrfs``), from the mount table: the
+    longest mount point containing it. None when the table names none."""
+    with open(mountinfo_file, encoding="utf-8", errors="surrogateescape") as f:
+        return fstype_of(os.path.realpath(path), f.read())
+
+
+def fstype_of(path: str, mountinfo: str) -> str | None:
+    """``filesystem_type`` on a given table (pure)."""
+    best, kind = "", None
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        if len(fields) < 5 or " - " not in line:
+            continue
+        point = _unescape(fields[4])
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, line.split(" - ", 1)[1].split(" ")[0]
+    return kind

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from agentbox_state.runner import Runner
 from agentbox_storage import argv
 from agentbox_storage.backends import Backend
 from agentbox_storage.errors import StorageError
-from agentbox_storage.mounts import is_mounted
+from agentbox_storage.mounts import filesystem_type, is_mounted
 
 LOCK_NAME = ".task.lock"
 PRESERVED_NAME = "preserved"
@@ -140,19 +141,66 @@ def materialize(
     return root
 
 
-def _auto(source: Path, task_dir: Path, runner: Runner, userns: Sequence[str]) -> TaskRoot:
+AUTO_HINT = ("put the image cache on btrfs, or install fuse-overlayfs; reflink is never chosen "
+             "automatically (--storage reflink)")  # fmt: skip
+
+
+def select(
+    backend: Backend,
+    source: Path,
+    *,
+    which: Callable[[str], str | None] = shutil.which,
+    fstype: Callable[[Path], str | None] = filesystem_type,
+) -> tuple[Backend, ...]:
+    """The backends to try, in order, for ``backend`` and the cached rootfs ``source``.
+
+    An explicit backend is tried as asked (its own errors are precise). ``auto`` keeps the ones
+    this host can use: btrfs-snapshot when the cache is on btrfs and ``btrfs`` is installed,
+    fuse-overlay when ``fuse-overlayfs`` is installed and /dev/fuse exists; none is an error
+    saying why each was left out.
+    """
+    if backend is not Backend.AUTO:
+        return (backend,)
+    chosen, why = [], []
+    kind = fstype(source)
+    if kind != "btrfs":
+        why.append(f"btrfs-snapshot: the image cache {source} is on {kind or 'an unknown fs'}")
+    elif which("btrfs") is None:
+        why.append("btrfs-snapshot: the btrfs command is missing (apt-get install btrfs-progs)")
+    else:
+        chosen.append(Backend.BTRFS_SNAPSHOT)
+    if which("fuse-overlayfs") is None:
+        why.append("fuse-overlay: fuse-overlayfs is missing (apt-get install fuse-overlayfs)")
+    elif not os.path.exists("/dev/fuse"):
+        why.append("fuse-overlay: /dev/fuse does not exist (modprobe fuse)")
+    else:
+        chosen.append(Backend.FUSE_OVERLAY)
+    if not chosen:
+        raise StorageError("no task root backend is usable here for auto:\n  " + "\n  ".join(why),
+                           hint=AUTO_HINT)  # fmt: skip
+    return tuple(chosen)
+
+
+def materialize_first(
+    backends: Sequence[Backend], source: Path, task_dir: Path, runner: Runner, *,
+    userns: Sequence[str] = (),
+) -> TaskRoot:  # fmt: skip
+    """The first of ``backends`` that works (each failure cleans up after itself)."""
     failures = []
-    for backend in (Backend.BTRFS_SNAPSHOT, Backend.FUSE_OVERLAY):
+    for backend in backends:
         try:
             return materialize(backend, source, task_dir, runner, userns=userns)
         except StorageError as err:
+            if len(backends) == 1:
+                raise
             failures.append(f"{backend.value}: {err.message}")
-    raise StorageError(
-        "no task root backend worked for auto (it tries btrfs-snapshot, then fuse-overlay):\n  "
-        + "\n  ".join(failures),
-        hint="put the state dir on btrfs, or install fuse-overlayfs; reflink is never chosen "
-        "automatically (--storage reflink)",
-    )
+    raise StorageError("no task root backend worked (tried in order):\n  " + "\n  ".join(failures),
+                       hint=AUTO_HINT)  # fmt: skip
+
+
+def _auto(source: Path, task_dir: Path, runner: Runner, userns: Sequence[str]) -> TaskRoot:
+    return materialize_first((Backend.BTRFS_SNAPSHOT, Backend.FUSE_OVERLAY), source, task_dir,
+                             runner, userns=userns)  # fmt: skip
 
 
 def unmount_fuse(merged: Path, runner: Runner) -> None:

@@ -54,7 +54,9 @@ def run(ctx: Context) -> int:
             "LOFTD_CONTAINERS_STORAGE=1",
             f"LOFTD_CONTAINERS_DISK_ID={LOFTD_CONTAINERS.block_id}",
             f"LOFTD_CONTAINERS_DISK_LABEL={LOFTD_CONTAINERS.label}",
+            "LOFTD_NIX_HOST_OVERLAY=1",
         ),
+        nix_host_overlay=True,
     )  # fmt: skip
     request = TaskRequest(
         image=image, backend=backend, workspace=Path(workspace.path),

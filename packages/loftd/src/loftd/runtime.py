@@ -4,8 +4,9 @@ One pipeline, parameterised by a ``Face`` (what differs between the two: names, 
 disks, environment contract, library variable). Each phase is named in the profile and in the
 error that ends a run:
 
-    image reference → image cache (ingest on a miss) → task root (backend) → guest init →
-    persistent disks (leased) → launch.conf → helper process → cleanup
+    image reference → image cache (ingest on a miss) → backend selection → task root →
+    guest init → [host /nix overlay] → persistent disks (leased) → launch.conf → helper
+    process → cleanup
 
 Cleanup of the task root and its state dir always runs, even when the helper fails, unless
 ``preserve`` is set, which returns the exact commands to remove them later.
@@ -24,8 +25,9 @@ from pathlib import Path
 from agentbox_krun import launchconf
 from agentbox_krun.errors import KrunLoadError
 from agentbox_krun.ffi import load
-from agentbox_krun.launchconf import Disk, LaunchConf
+from agentbox_krun.launchconf import Disk, LaunchConf, NixOverlay
 from agentbox_state.errors import AgentboxError
+from agentbox_state.lock import FileLock
 from agentbox_state.profile import Profiler
 from agentbox_state.runner import Runner
 from agentbox_storage import disks, taskroot
@@ -46,6 +48,10 @@ class Face:
     disks: tuple[DiskSpec, ...]
     workspace_tag: str
     extra_env: tuple[str, ...] = ()  # the disk contract the guest init reads
+    # loftd: /nix is a kernel overlay on the host (the image's /nix below, a persistent upper in
+    # <state>/nix-overlay), mounted by the helper on the task root's /nix; agentbox microvm
+    # instead gives the guest a /nix disk and the guest init makes the overlay
+    nix_host_overlay: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,15 +113,20 @@ def run_task(
     """The whole run; returns the guest command's exit status."""
     userns: tuple[str, ...] = ("buildah", "unshare") if req.uid != 0 else ()
     profiler.meta("image", req.image)
-    profiler.meta("storage_mode", req.backend.value)
     profiler.meta("task", req.task_id)
     try:  # before anything is created: is there a libkrun at all?
         library = load(environ, face.library_env).name
     except KrunLoadError as err:
         raise PhaseError(f"{face.name} needs libkrun: {err.message}", hint=err.hint) from err
     cache = ImageCache(req.images_dir)
+    with _phase(profiler, "image_reference_resolution", f"{face.name} image reference resolution"):
+        found = cache.lookup(req.image)
+        profiler.meta("image_cache", "hit" if found else "miss")
     with _phase(profiler, "image_cache_ensure", f"{face.name} image cache ingestion"):
-        entry, _ = cache.ensure(req.image, runner, ingest_argv=ingest_argv)
+        entry = found or cache.ensure(req.image, runner, ingest_argv=ingest_argv)[0]
+    with _phase(profiler, "storage_backend_selection",
+                f"{face.name} storage backend selection"):  # fmt: skip
+        backends = taskroot.select(req.backend, entry.rootfs)
     task_dir = req.state_dir / "tasks" / req.task_id
     lock = taskroot.task_lock(task_dir)
     task_dir.mkdir(parents=True, exist_ok=True)
@@ -124,10 +135,17 @@ def run_task(
     try:
         label = f"{face.name} task rootfs materialization"
         with _phase(profiler, "task_rootfs_materialization", label):
-            root = taskroot.materialize(req.backend, entry.rootfs, task_dir, runner, userns=userns)
+            root = taskroot.materialize_first(backends, entry.rootfs, task_dir, runner,
+                                              userns=userns)  # fmt: skip
+        profiler.meta("storage_mode", root.backend.value)
         with _phase(profiler, "guest_init_resolution", f"{face.name} guest-init resolution"):
             exec_path = _guest_init(face, req, root)
         with ExitStack() as stack:
+            nix = None
+            if face.nix_host_overlay:
+                with _phase(profiler, "nix_overlay_preparation",
+                            f"{face.name} /nix overlay preparation"):  # fmt: skip
+                    nix = stack.enter_context(nix_overlay(req, entry.rootfs))
             disk_list = []
             with _phase(profiler, "persistent_disk_preparation",
                         f"{face.name} persistent disk preparation"):  # fmt: skip
@@ -141,14 +159,17 @@ def run_task(
                 argv=(*face.guest_argv, *(req.command or ("fish", "-l"))),
                 env=guest_env(face, req), disks=tuple(disk_list),
                 workspace_source=os.fspath(req.workspace), workspace_tag=face.workspace_tag,
-                workspace_target="/workspace",
+                workspace_target="/workspace", nix_overlay=nix,
             )  # fmt: skip
             conf_path = task_dir / "launch.conf"
             with profiler.phase("launch_config_build"):
                 launchconf.write(conf, conf_path)
             with profiler.phase("helper_session"):
+                # the overlay's lower layer is the cache, whose files only make sense inside the
+                # user namespace that wrote them: rootless, the helper runs there too
+                wrap = userns if nix is not None else ()
                 return runner.interactive(
-                    [*helper_argv, os.fspath(conf_path)],
+                    [*wrap, *helper_argv, os.fspath(conf_path)],
                     env={face.library_env: library},  # the library this process found
                 )
     finally:
@@ -160,6 +181,31 @@ def run_task(
             if kept:
                 notice(f"{face.name}: kept {task_dir} for debugging; remove it with:\n  "
                        + "\n  ".join(kept))  # fmt: skip
+
+
+@contextmanager
+def nix_overlay(req: TaskRequest, rootfs: Path) -> Iterator[NixOverlay]:
+    """The host /nix overlay's dirs under ``<state>/nix-overlay`` (upper and work persist across
+    tasks), held under an exclusive lease: the kernel refuses a second overlay on one upper."""
+    lower = rootfs / "nix"
+    if not lower.is_dir() or lower.is_symlink():
+        raise AgentboxError(
+            f"image {req.image} has no /nix directory to put under the /nix overlay",
+            hint="use an image built by 'agentbox image build' (it carries /nix)",
+        )
+    from agentbox_krun.nsmount import overlay_options
+
+    base = req.state_dir / "nix-overlay"
+    overlay = NixOverlay(os.fspath(lower), os.fspath(base / "upper"), os.fspath(base / "work"))
+    overlay_options(overlay)  # paths overlayfs cannot take are refused before anything is made
+    lease = FileLock(base / "lease", what=f"the /nix overlay {base}")
+    lease.acquire()
+    try:
+        for d in ("upper", "work"):
+            (base / d).mkdir(parents=True, exist_ok=True)
+        yield overlay
+    finally:
+        lease.release()
 
 
 def _guest_init(face: Face, req: TaskRequest, root: taskroot.TaskRoot) -> str:

@@ -1,0 +1,80 @@
+"""Mounts the helper makes for the VM in a mount namespace of its own.
+
+loftd's ``/nix`` is a kernel overlay on the host (the image's /nix below, the workspace's
+persistent upper above), mounted on ``<task root>/nix`` so libkrun's virtiofs root shows it to
+the guest. The helper first leaves the caller's mount namespace (``unshare(CLONE_NEWNS)`` and
+makes every mount private), so the overlay exists only while the helper (the VM) lives: nothing
+to unmount afterwards, nothing left behind when it is killed. This needs CAP_SYS_ADMIN: root on
+the host, or root inside a user namespace (rootless loftd runs the helper in ``buildah
+unshare``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno as errno_names
+import os
+
+from agentbox_krun.errors import KrunError
+from agentbox_krun.launchconf import NixOverlay
+
+CLONE_NEWNS = 0x00020000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+
+# overlayfs splits its options on ',' and lowerdir on ':'; such paths would be misread
+UNSAFE = (",", ":", "\n")
+
+
+def overlay_options(nix: NixOverlay) -> str:
+    """The overlay's option string; refuses paths the kernel would split (pure)."""
+    for name, path in (("lower", nix.lower), ("upper", nix.upper), ("work", nix.work)):
+        bad = [c for c in UNSAFE if c in path]
+        if not os.path.isabs(path):
+            raise KrunError.invalid(f"the /nix overlay's {name} dir {path!r} is not absolute")
+        if bad:
+            raise KrunError.invalid(
+                f"the /nix overlay's {name} dir {path!r} contains {bad[0]!r}, which overlayfs "
+                "cannot take in a path"
+            )
+    return f"lowerdir={nix.lower},upperdir={nix.upper},workdir={nix.work}"
+
+
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.unshare.argtypes = [ctypes.c_int]
+    libc.unshare.restype = ctypes.c_int
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                           ctypes.c_char_p]  # fmt: skip
+    libc.mount.restype = ctypes.c_int
+    return libc
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        hint = None
+        if err == errno_names.EPERM:
+            hint = ("mounting needs root, or root in a user namespace: rootless loftd starts the "
+                    "helper inside 'buildah unshare'")  # fmt: skip
+        raise KrunError(what, err, hint=hint)
+
+
+def private_namespace() -> None:
+    """Leave the caller's mount namespace; nothing mounted from here on propagates back."""
+    libc = _libc()
+    _check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+    _check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+
+
+def mount_nix(nix: NixOverlay, task_rootfs: str) -> str:
+    """Mount the /nix overlay on ``<task_rootfs>/nix`` (call ``private_namespace`` first).
+    Returns the mount point."""
+    options = overlay_options(nix)
+    target = os.path.join(task_rootfs, "nix")
+    if not os.path.isdir(target):
+        raise KrunError.invalid(f"{target} is not a directory: the image has no /nix to cover")
+    libc = _libc()
+    rc = libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, options.encode())
+    _check(rc, f"mount -t overlay -o {options} overlay {target}")
+    return target

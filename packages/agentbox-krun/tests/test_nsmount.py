@@ -1,0 +1,109 @@
+"""The helper's /nix overlay: option checks (pure), and the real kernel overlay mounted in the
+helper's own mount namespace (root), seen by the "guest" (the stub's on-enter program) and gone
+from the host's mount table when the helper ends."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentbox_krun import launchconf
+from agentbox_krun.errors import KrunError
+from agentbox_krun.launchconf import LaunchConf, NixOverlay
+from agentbox_krun.nsmount import overlay_options
+from agentbox_state.testing import require, require_root
+
+STUB_SOURCE = Path(__file__).parent / "stub" / "libkrun_stub.c"
+ENV_VAR = "LOFTD_LIBKRUN_LIBRARY"
+
+
+def test_options_and_refusals() -> None:
+    ok = NixOverlay("/c/rootfs/nix", "/s/upper", "/s/work")
+    assert overlay_options(ok) == "lowerdir=/c/rootfs/nix,upperdir=/s/upper,workdir=/s/work"
+    with pytest.raises(KrunError) as comma:
+        overlay_options(dataclasses.replace(ok, upper="/s/a,b"))
+    assert comma.value.message == (
+        "the /nix overlay's upper dir '/s/a,b' contains ',', which overlayfs cannot take in a path"
+    )
+    with pytest.raises(KrunError, match="lower dir 'rootfs/nix' is not absolute"):
+        overlay_options(dataclasses.replace(ok, lower="rootfs/nix"))
+    with pytest.raises(KrunError, match="contains ':'"):
+        overlay_options(dataclasses.replace(ok, work="/s/w:x"))
+
+
+@pytest.fixture(scope="module")
+def stub(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    require(cc is not None, "a C compiler is missing (apt-get install gcc)")
+    assert cc is not None
+    out = tmp_path_factory.mktemp("stub") / "libkrun_stub.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(out), str(STUB_SOURCE)], check=True)
+    return out
+
+
+def helper(stub: Path, conf: LaunchConf, tmp: Path, on_enter: str) -> tuple[int, str, str]:
+    script = tmp / "on-enter"
+    script.write_text("#!/bin/sh\n" + on_enter)
+    script.chmod(0o755)
+    path = tmp / "launch.conf"
+    launchconf.write(conf, path)
+    log = tmp / "calls.log"
+    log.unlink(missing_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "agentbox_krun.helper", ENV_VAR, str(path)],
+        env={"PATH": "/usr/bin:/bin", ENV_VAR: str(stub), "KRUN_STUB_LOG": str(log),
+             "KRUN_STUB_ON_ENTER": str(script), "KRUN_STUB_EXIT": "5"},
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_the_guest_sees_the_overlay_and_the_host_does_not(stub: Path, tmp_path: Path) -> None:
+    require_root("mounting a kernel overlay")
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "nix").mkdir(parents=True)
+    lower = tmp_path / "image-nix"
+    (lower / "store").mkdir(parents=True)
+    (lower / "store" / "from-image").write_text("image\n")
+    upper, work = tmp_path / "upper", tmp_path / "work"
+    upper.mkdir()
+    work.mkdir()
+    conf = LaunchConf(
+        task_rootfs=str(rootfs), ram_mib=512, vcpus=1, workdir="/", exec_path="/init",
+        nix_overlay=NixOverlay(str(lower), str(upper), str(work)),
+    )  # fmt: skip
+    code, out, err = helper(stub, conf, tmp_path,
+                            'cat "$1/nix/store/from-image"\n'
+                            'echo guest > "$1/nix/store/from-guest"\n'
+                            'grep -c " $1/nix " /proc/self/mountinfo\n')  # fmt: skip
+    assert (code, err) == (5, "")
+    assert out == "image\n1\n"  # the image's /nix through the overlay, mounted once
+    assert (upper / "store" / "from-guest").read_text() == "guest\n"  # kept in the upper
+    assert not (lower / "store" / "from-guest").exists()  # the image's /nix is untouched
+    assert os.listdir(rootfs / "nix") == []  # the host never saw the mount
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        assert f" {rootfs}/nix " not in f.read()
+    # again: the second task sees what the first one wrote
+    code, out, err = helper(stub, conf, tmp_path, 'cat "$1/nix/store/from-guest"\n')
+    assert (code, out, err) == (5, "guest\n", "")
+
+
+def test_a_failed_mount_stops_before_libkrun(stub: Path, tmp_path: Path) -> None:
+    require_root("mounting a kernel overlay")
+    (tmp_path / "rootfs" / "nix").mkdir(parents=True)
+    conf = LaunchConf(
+        task_rootfs=str(tmp_path / "rootfs"), ram_mib=512, vcpus=1, workdir="/", exec_path="/i",
+        nix_overlay=NixOverlay(str(tmp_path / "missing"), str(tmp_path), str(tmp_path / "w")),
+    )  # fmt: skip
+    code, out, err = helper(stub, conf, tmp_path, "echo never\n")
+    assert code == 125
+    assert err.startswith("libkrun helper: the /nix overlay could not be mounted: mount -t "
+                          f"overlay -o lowerdir={tmp_path}/missing,")  # fmt: skip
+    assert "ENOENT" in err
+    assert not (tmp_path / "calls.log").exists()  # libkrun was never configured
