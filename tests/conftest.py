@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -64,6 +64,12 @@ def home(tmp_path: Path) -> Home:
     return Home(tmp_path)
 
 
+@pytest.fixture
+def home_at() -> Callable[[Path], Home]:
+    """``home_at(dir)``: a ``Home`` rooted somewhere else (a btrfs mount, say)."""
+    return Home
+
+
 @pytest.fixture(scope="session")
 def agentbox() -> Path:
     return installed("agentbox")
@@ -115,6 +121,98 @@ def run_as() -> Callable[..., subprocess.CompletedProcess[str]]:
     return as_user
 
 
+PACKAGES = ["agentbox_cli", "agentbox_state", "agentbox_storage", "agentbox_podman",
+            "agentbox_krun", "loftd", "agentbox_guest_init"]  # fmt: skip
+
+
+class UserBox:
+    """Runs agentbox or loftd as the ordinary test user, from world-readable package copies, in
+    a project dir the user owns."""
+
+    def __init__(self, user: str, code_dir: Path, project: Path, **env: str) -> None:
+        import pwd
+
+        from agentbox_state.workspace import Workspace
+
+        self.user = user
+        self.pw = pwd.getpwnam(user)
+        self.code_dir = code_dir
+        self.project = project
+        self.extra = env
+        self.key = Workspace.from_path(project).key
+        state = env.get("XDG_STATE_HOME", f"{self.pw.pw_dir}/.local/state")
+        self.state_dir = Path(state) / "agentbox/workspaces" / self.key
+        self.loftd_state_dir = Path(state) / "loftd/workspaces" / self.key
+
+    def env(self, **extra: str) -> list[str]:
+        base = {"HOME": self.pw.pw_dir, "USER": self.user, "PATH": "/usr/bin:/bin",
+                "PYTHONPATH": str(self.code_dir), **self.extra, **extra}  # fmt: skip
+        return ["env", "-i", *(f"{k}={v}" for k, v in base.items())]
+
+    def argv(self, *args: str, module: str = "agentbox_cli", **env: str) -> list[str]:
+        return ["runuser", "-u", self.user, "--", *self.env(**env), "python3", "-m", module,
+                *args]  # fmt: skip
+
+    def run(self, *args: str, module: str = "agentbox_cli", **env: str
+            ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+        return subprocess.run(
+            self.argv(*args, module=module, **env), cwd=self.project, capture_output=True,
+            text=True, check=False, timeout=300, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def podman(self, *args: str) -> str:
+        argv = ["runuser", "-u", self.user, "--", *self.env(), "podman", *args]
+        done = subprocess.run(argv, capture_output=True, text=True, check=True, cwd="/tmp")
+        return done.stdout
+
+    def leftovers(self) -> dict[str, list[str] | int]:
+        """This workspace's containers and overlay mounts (in podman's namespace)."""
+        mounts = subprocess.run(
+            ["runuser", "-u", self.user, "--", *self.env(), "podman", "unshare", "sh", "-c",
+             f"grep -c '{self.key}/nix/merged' /proc/self/mountinfo || true"],
+            capture_output=True, text=True, check=True, cwd="/tmp",
+        ).stdout.strip()  # fmt: skip
+        mine = self.podman("ps", "--all", "--filter", f"label=agentbox.workspace={self.key}",
+                           "--format", "{{.Names}}").split()  # fmt: skip
+        return {"containers": sorted(mine), "fuse_mounts": int(mounts or 0)}
+
+
+@pytest.fixture(scope="session")
+def user_code() -> Iterator[Path]:
+    """Copies of our packages the test user can import (the venv may not be readable)."""
+    import importlib
+
+    require_test_user()
+    with tempfile.TemporaryDirectory(prefix="agentbox-user-code-") as tmp:
+        code = Path(tmp)
+        for name in PACKAGES:
+            module = importlib.import_module(name)
+            assert module.__file__ is not None
+            shutil.copytree(Path(module.__file__).parent, code / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        subprocess.run(["chmod", "-R", "a+rX", str(code)], check=True)
+        yield code
+
+
+@pytest.fixture
+def user_box(user_code: Path, test_user: str) -> Iterator[Callable[..., UserBox]]:
+    """``user_box(**env)``: a fresh project owned by the test user, run there as that user."""
+    import pwd
+
+    pw = pwd.getpwnam(test_user)
+    with tempfile.TemporaryDirectory(prefix="agentbox-user-") as tmp:
+        os.chmod(tmp, 0o755)
+
+        def make(**env: str) -> UserBox:
+            project = Path(tmp) / "work" / "my-project"
+            project.mkdir(parents=True)
+            for d in (project.parent, project):
+                os.chown(d, pw.pw_uid, pw.pw_gid)
+            return UserBox(test_user, user_code, project, **env)
+
+        yield make
+
+
 @pytest.fixture(scope="session")
 def user_image(bin_dir: Path) -> str:
     """Build the image as root (cached stages), then load it into the test user's storage."""
@@ -134,6 +232,7 @@ def user_image(bin_dir: Path) -> str:
         assert loaded.returncode == 0, loaded.stderr
     tagged = as_user(user, "podman", "tag", _loaded_name(loaded.stdout), AGENTBOX_IMAGE)
     assert tagged.returncode == 0, tagged.stderr
+    as_user(user, "podman", "image", "prune", "--force")  # earlier loads' untagged copies
     return user
 
 

@@ -5,91 +5,26 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from agentbox_state.testing import require_test_user
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
-PACKAGES = ["agentbox_cli", "agentbox_state", "agentbox_storage", "agentbox_podman",
-            "agentbox_krun", "loftd", "agentbox_guest_init"]  # fmt: skip
-
-
-class UserBox:
-    """Runs the agentbox command line as the test user, from world-readable package copies."""
-
-    def __init__(self, user: str, code_dir: Path, project: Path) -> None:
-        from agentbox_state.workspace import Workspace
-
-        self.user = user
-        self.pw = pwd.getpwnam(user)
-        self.code_dir = code_dir
-        self.project = project
-        self.key = Workspace.from_path(project).key
-        self.state_dir = Path(self.pw.pw_dir) / ".local/state/agentbox/workspaces" / self.key
-
-    def env(self, **extra: str) -> list[str]:
-        base = {"HOME": self.pw.pw_dir, "USER": self.user, "PATH": "/usr/bin:/bin",
-                "PYTHONPATH": str(self.code_dir), **extra}  # fmt: skip
-        return ["env", "-i", *(f"{k}={v}" for k, v in base.items())]
-
-    def argv(self, *args: str, **env: str) -> list[str]:
-        return ["runuser", "-u", self.user, "--", *self.env(**env), "python3", "-m",
-                "agentbox_cli", *args]  # fmt: skip
-
-    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv(*args, **env), cwd=self.project, capture_output=True, text=True,
-            check=False, timeout=300, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-
-    def podman(self, *args: str) -> str:
-        argv = ["runuser", "-u", self.user, "--", *self.env(), "podman", *args]
-        done = subprocess.run(argv, capture_output=True, text=True, check=True, cwd="/tmp")
-        return done.stdout
-
-    def leftovers(self) -> dict[str, list[str] | int]:
-        """This workspace's containers and overlay mounts (in podman's namespace)."""
-        mounts = subprocess.run(
-            ["runuser", "-u", self.user, "--", *self.env(), "podman", "unshare", "sh", "-c",
-             f"grep -c '{self.key}/nix/merged' /proc/self/mountinfo || true"],
-            capture_output=True, text=True, check=True, cwd="/tmp",
-        ).stdout.strip()  # fmt: skip
-        mine = self.podman("ps", "--all", "--filter", f"label=agentbox.workspace={self.key}",
-                           "--format", "{{.Names}}").split()  # fmt: skip
-        return {"containers": sorted(mine), "fuse_mounts": int(mounts or 0)}
+    from conftest import UserBox
 
 
 @pytest.fixture
-def box(user_image: str) -> Iterator[UserBox]:
-    require_test_user()
-    import importlib
-    import shutil
-
-    with tempfile.TemporaryDirectory(prefix="agentbox-cm-") as tmp:
-        os.chmod(tmp, 0o755)
-        code = Path(tmp) / "code"
-        for name in PACKAGES:
-            module = importlib.import_module(name)
-            assert module.__file__ is not None
-            shutil.copytree(Path(module.__file__).parent, code / name,
-                            ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
-        subprocess.run(["chmod", "-R", "a+rX", str(code)], check=True)
-        project = Path(tmp) / "work" / "my-project"
-        project.mkdir(parents=True)
-        pw = pwd.getpwnam(user_image)
-        for d in (project.parent, project):
-            os.chown(d, pw.pw_uid, pw.pw_gid)
-        b = UserBox(user_image, code, project)
-        yield b
-        # whatever a test left: removed the way the idle reaper removes it
-        b.run("internal", "sidecar-reap", "--", str(b.state_dir), "localhost/agentbox:latest", "0")
+def box(user_image: str, user_box: Callable[..., UserBox]) -> Iterator[UserBox]:
+    b = user_box()
+    yield b
+    # whatever a test left: removed the way the idle reaper removes it
+    b.run("internal", "sidecar-reap", "--", str(b.state_dir), "localhost/agentbox:latest", "0")
 
 
 def test_command_as_the_user_with_nix_and_nothing_left(box: UserBox) -> None:

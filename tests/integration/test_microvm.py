@@ -1,64 +1,123 @@
-"""`agentbox microvm` through the whole host pipeline for real (Buildah ingest of a locally
-built image, a task root, real raw disks, a real launch.conf, the helper process, cleanup),
-with a stub libkrun compiled from C standing in for the VM."""
+"""`agentbox microvm` and `loftd` through the whole host pipeline for real (Buildah ingest of a
+locally built image, a task root, real raw disks, a real launch.conf, the helper process with its
+mounts, cleanup), with a stub libkrun compiled from C standing in for the VM. The stub's
+krun_start_enter runs a script on the root it was given, as the guest would see it: that is how
+these tests look inside the "VM". As root, and as the ordinary test user."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from agentbox_state.testing import require, require_root
+from agentbox_state.testing import btrfs_loop, require, require_root, require_test_user
 from agentbox_state.workspace import Workspace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from conftest import Home
+    from conftest import Home, UserBox
 
 ROOT = Path(__file__).resolve().parents[2]
 STUB = ROOT / "packages" / "agentbox-krun" / "tests" / "stub" / "libkrun_stub.c"
-TINY = "localhost/agentbox-tiny:microvm"
+IMAGE = "localhost/agentbox-tiny:microvm"
+
+# A tiny image shaped like the agentbox image: both guest inits (one file, two names) and a /nix.
+BUILD = r"""
+set -eu
+root=$(mktemp -d)
+mkdir -p "$root/usr/bin" "$root/etc" "$root/nix/store/0000-image" "$root/nix/var/nix"
+ln -s usr/bin "$root/bin"
+echo ID=tiny > "$root/etc/os-release"
+printf '#!/bin/sh\necho guest\n' > "$root/usr/bin/agentbox-guest-init"
+chmod 755 "$root/usr/bin/agentbox-guest-init"
+ln -s agentbox-guest-init "$root/usr/bin/loftd-guest-init"
+echo from-image > "$root/nix/store/0000-image/marker"
+c=$(buildah from scratch)
+buildah copy --quiet "$c" "$root" / >/dev/null
+buildah commit --quiet --rm "$c" "$1" >/dev/null
+rm -rf "$root"
+"""
+# What "the guest" reports: its uid, whether its root is a btrfs subvolume (inode 256), the guest
+# init and /nix as it sees them, and the workspace; then it leaves a file in /nix.
+ON_ENTER = r"""#!/bin/sh
+r="$1"
+{
+  echo "uid=$(id -u)"
+  echo "root-inode=$(stat -c %i "$r")"
+  [ -x "$r/usr/bin/agentbox-guest-init" ] && echo guest-init=ok
+  cat "$r/nix/store/0000-image/marker" 2>/dev/null
+  ls "$r/nix/store"
+  [ -f "$r/workspace/README" ] && echo "workspace=$(cat "$r/workspace/README")"
+  echo "task-$$" > "$r/nix/store/from-task" 2>/dev/null && echo nix-writable
+} > "$(dirname "$0")/seen.txt" 2>&1
+"""
 
 
 @pytest.fixture(scope="module")
-def tiny_image() -> Iterator[str]:
+def image() -> Iterator[str]:
     require_root("rootful buildah storage")
-    script = (Path(__file__).parent / "test_image_cache.py").read_text()
-    build = script.split('BUILD_TINY = r"""', 1)[1].split('"""', 1)[0]
-    subprocess.run(["sh", "-c", build, "build", TINY, "with-guest"], check=True,
-                   capture_output=True)  # fmt: skip
-    yield TINY
-    subprocess.run(["buildah", "rmi", TINY], check=False, capture_output=True)
+    require(shutil.which("buildah") is not None, "buildah is missing (apt-get install buildah)")
+    subprocess.run(["sh", "-c", BUILD, "build", IMAGE], check=True, capture_output=True)
+    yield IMAGE
+    subprocess.run(["buildah", "rmi", IMAGE], check=False, capture_output=True)
 
 
-def stub(tmp_path: Path, log: Path, status: int) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    require(cc is not None, "a C compiler is missing (apt-get install gcc)")
-    assert cc is not None
-    out = tmp_path / "libkrun_stub.so"
-    subprocess.run([cc, "-shared", "-fPIC", f'-DSTUB_LOG="{log}"', f'-DSTUB_EXIT="{status}"',
-                    "-o", str(out), str(STUB)], check=True)  # fmt: skip
-    return out
+class Stub:
+    """The stub library, its call log and the on-enter script's report, in one dir."""
+
+    def __init__(self, where: Path, status: int) -> None:
+        cc = shutil.which("cc") or shutil.which("gcc")
+        require(cc is not None, "a C compiler is missing (apt-get install gcc)")
+        assert cc is not None
+        where.mkdir(parents=True, exist_ok=True)
+        self.dir = where
+        self.log = where / "calls.log"
+        self.seen = where / "seen.txt"
+        script = where / "on-enter"
+        script.write_text(ON_ENTER)
+        script.chmod(0o755)
+        self.lib = where / "libkrun_stub.so"
+        # the helper gets a minimal environment: settings are compiled in
+        subprocess.run([cc, "-shared", "-fPIC", f'-DSTUB_LOG="{self.log}"',
+                        f'-DSTUB_EXIT="{status}"', f'-DSTUB_ON_ENTER="{script}"',
+                        "-o", str(self.lib), str(STUB)], check=True)  # fmt: skip
+
+    def calls(self) -> list[str]:
+        calls = self.log.read_text().splitlines()
+        self.log.unlink()
+        return calls
+
+    def report(self) -> list[str]:
+        return self.seen.read_text().splitlines()
 
 
-def tasks_dir(home: Home) -> Path:
-    key = Workspace.from_path(home.project).key
-    return home.home / ".local/state/agentbox/workspaces" / key / "tasks"
+def state_of(home: Home, app: str = "agentbox") -> Path:
+    return home.home / f".local/state/{app}/workspaces" / Workspace.from_path(home.project).key
 
 
-def test_full_pipeline_with_the_stub(home: Home, agentbox: Path, tiny_image: str,
+def profile_rows(stderr: str) -> dict[str, str]:
+    report = stderr.split("host profile\n", 1)[1]
+    return dict(line.strip().split(": ", 1) for line in report.splitlines() if ": " in line)
+
+
+PHASES = ["image_reference_resolution", "image_cache_ensure", "storage_backend_selection",
+          "task_rootfs_materialization", "guest_init_resolution", "persistent_disk_preparation",
+          "launch_config_build", "helper_session", "task_state_cleanup"]  # fmt: skip
+
+
+def test_full_pipeline_with_the_stub(home: Home, agentbox: Path, image: str,
                                      tmp_path: Path) -> None:  # fmt: skip
-    log = tmp_path / "calls.log"
-    lib = stub(tmp_path, log, 42)
-    out = home.run(agentbox, "--image", tiny_image, "microvm", "--", "echo", "hi",
-                   AGENTBOX_LIBKRUN_LIBRARY=str(lib))  # fmt: skip
+    stub = Stub(tmp_path / "stub", 42)
+    (home.project / "README").write_text("mine\n")
+    out = home.run(agentbox, "--image", image, "--profile", "--debug", "microvm", "--", "echo",
+                   "hi", AGENTBOX_LIBKRUN_LIBRARY=str(stub.lib))  # fmt: skip
     assert out.returncode == 42, out.stderr
-    calls = log.read_text().splitlines()
-    state = tasks_dir(home).parent
+    calls = stub.calls()
+    state = state_of(home)
     assert calls[:3] == ["krun_set_log_level 0", "krun_create_ctx", "krun_set_vm_config 7 "
                          f"{min(os.cpu_count() or 1, 6)} 4096"]  # fmt: skip
     assert calls[3].startswith(f"krun_set_root 7 {state}/tasks/project-")
@@ -69,81 +128,224 @@ def test_full_pipeline_with_the_stub(home: Home, agentbox: Path, tiny_image: str
     ]
     assert f"krun_add_virtiofs3 7 agentbox-workspace {home.project} 0 0" in calls
     assert "krun_set_exec 7 /usr/bin/agentbox-guest-init" in calls
-    assert calls[-1] == "krun_start_enter 7"
+    assert calls[-2:] == ["krun_start_enter 7", "on_enter 0"]
     argv = [c.split("=", 1)[1] for c in calls if c.startswith("  argv[")]
     assert argv == ["agentbox-guest-init", "microvm", "enter", "--", "echo", "hi"]
-    assert list(tasks_dir(home).iterdir()) == [], "the task root and state must be gone"
+    env = [c.split("=", 1)[1] for c in calls if c.startswith("  env[")]
+    assert "AGENTBOX_MICROVM_WORKSPACE_TAG=agentbox-workspace" in env
+    assert "AGENTBOX_LIBKRUN_NIX_OVERLAY=1" in env  # microvm's /nix is a disk the guest mounts
+    seen = stub.report()
+    assert seen[:3] == ["uid=0", seen[1], "guest-init=ok"]
+    assert "from-image" in seen  # the task root is the image's
+    assert not [s for s in seen if s.startswith("workspace=")]  # virtiofs, not grafted
+    assert list((state / "tasks").iterdir()) == [], "the task root and state must be gone"
     for disk in ("microvm-nix.raw", "microvm-containers.raw"):
         blkid = ["blkid", "-p", "-o", "value", "-s", "TYPE", str(state / disk)]
         label = subprocess.run(blkid, capture_output=True, text=True, check=True).stdout.strip()
         assert label == "btrfs"
+    rows = profile_rows(out.stderr)
+    assert [p for p in PHASES if p not in rows] == []
+    assert (rows["storage_mode"], rows["image_cache"]) == ("fuse-overlay", "miss")
+    again = home.run(agentbox, "--image", image, "--profile", "--debug", "microvm", "--", "true",
+                     AGENTBOX_LIBKRUN_LIBRARY=str(stub.lib))  # fmt: skip
+    assert again.returncode == 42, again.stderr
+    assert profile_rows(again.stderr)["image_cache"] == "hit"
 
 
-def test_preserve_debug_keeps_and_explains(home: Home, agentbox: Path, tiny_image: str,
-                                           tmp_path: Path) -> None:  # fmt: skip
-    lib = stub(tmp_path, tmp_path / "calls.log", 0)
-    out = home.run(agentbox, "--image", tiny_image, "microvm", "--preserve-debug", "--", "true",
-                   AGENTBOX_LIBKRUN_LIBRARY=str(lib))  # fmt: skip
+@pytest.fixture
+def btrfs_home(tmp_path: Path, home_at: Callable[[Path], Home]) -> Iterator[Home]:
+    """A HOME on a real btrfs, so the image cache and task roots are on btrfs."""
+    with btrfs_loop(tmp_path / "disk.img", tmp_path / "mnt") as mnt:
+        yield home_at(mnt)
+
+
+def test_btrfs_snapshot_task_root_end_to_end(btrfs_home: Home, agentbox: Path, image: str,
+                                             tmp_path: Path) -> None:  # fmt: skip
+    home = btrfs_home
+    stub = Stub(tmp_path / "stub", 0)
+    out = home.run(agentbox, "--image", image, "--profile", "--debug", "microvm", "--", "true",
+                   AGENTBOX_LIBKRUN_LIBRARY=str(stub.lib))  # fmt: skip
     assert out.returncode == 0, out.stderr
-    kept = list(tasks_dir(home).iterdir())
+    assert profile_rows(out.stderr)["storage_mode"] == "btrfs-snapshot"  # auto, on btrfs
+    calls = stub.calls()
+    assert calls[3].endswith("/rootfs-btrfs-snapshot")
+    seen = stub.report()
+    assert "root-inode=256" in seen  # the guest's root was a subvolume: a snapshot
+    assert "guest-init=ok" in seen
+    assert list((state_of(home) / "tasks").iterdir()) == []
+    subvolumes = subprocess.run(["btrfs", "subvolume", "list", "-o", str(home.root)],
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "tasks" not in subvolumes  # the task's snapshot was deleted, the cache kept
+    assert "images/sha256/" in subvolumes
+
+
+def test_preserve_debug_keeps_and_explains(home: Home, agentbox: Path, image: str,
+                                           tmp_path: Path) -> None:  # fmt: skip
+    stub = Stub(tmp_path / "stub", 0)
+    out = home.run(agentbox, "--image", image, "microvm", "--preserve-debug", "--", "true",
+                   AGENTBOX_LIBKRUN_LIBRARY=str(stub.lib))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    tasks = state_of(home) / "tasks"
+    kept = list(tasks.iterdir())
     assert len(kept) == 1
     assert (kept[0] / "launch.conf").exists()
     commands = out.stderr.split("remove it with:\n", 1)[1].splitlines()
     for line in commands:
         subprocess.run(["sh", "-c", line.strip()], check=True, capture_output=True)
-    assert list(tasks_dir(home).iterdir()) == []
+    assert list(tasks.iterdir()) == []
 
 
-def test_without_libkrun_nothing_is_created(home: Home, agentbox: Path, tree: object) -> None:
-    before = tree(home.root)  # type: ignore[operator]
+def test_without_libkrun_nothing_is_created(home: Home, agentbox: Path, loftd: Path,
+                                            tree: Callable[[Path], set[str]]) -> None:  # fmt: skip
+    before = tree(home.root)
     out = home.run(agentbox, "microvm", "--", "true",
                    AGENTBOX_LIBKRUN_LIBRARY=str(home.root / "no-libkrun.so"))  # fmt: skip
     assert out.returncode == 1
     assert out.stderr.startswith("agentbox: agentbox microvm needs libkrun: cannot load libkrun;")
     assert "install libkrun and libkrunfw" in out.stderr
-    assert tree(home.root) == before  # type: ignore[operator]
+    lofted = home.run(loftd, "--", "true", LOFTD_LIBKRUN_LIBRARY=str(home.root / "none.so"))
+    assert lofted.returncode == 1
+    assert lofted.stderr.startswith("loftd: loftd needs libkrun: cannot load libkrun;")
+    assert tree(home.root) == before
     pulled = home.run(agentbox, "--pull-latest", "microvm", "--", "true")
     assert pulled.returncode == 2
     assert "--pull-latest microvm is not supported" in pulled.stderr
 
 
-@pytest.fixture(scope="module")
-def loftd_image(tiny_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The tiny image with loftd's name for the same guest init, as the agentbox image has."""
-    links = tmp_path_factory.mktemp("links")
-    (links / "loftd-guest-init").symlink_to("agentbox-guest-init")
-    name = "localhost/loftd-tiny:microvm"
-    c = subprocess.run(["buildah", "from", "--pull=never", "--quiet", tiny_image],
-                       capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    subprocess.run(["buildah", "copy", "--quiet", c, f"{links}/", "/usr/bin/"], check=True,
-                   capture_output=True)  # fmt: skip
-    subprocess.run(["buildah", "commit", "--quiet", "--rm", c, name], check=True,
-                   capture_output=True)  # fmt: skip
-    yield name
-    subprocess.run(["buildah", "rmi", name], check=False, capture_output=True)
+def mounted_under(path: Path) -> list[str]:
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return [line for line in f if f" {path}/" in line]
 
 
-def test_loftd_runs_the_same_pipeline_with_its_contract(
-    home: Home, loftd: Path, loftd_image: str, tmp_path: Path
+def test_loftd_grafts_nix_and_the_workspace_with_its_contract(
+    home: Home, loftd: Path, image: str, tmp_path: Path
 ) -> None:
-    log = tmp_path / "calls.log"
-    lib = stub(tmp_path, log, 3)
+    stub = Stub(tmp_path / "stub", 3)
+    (home.project / "README").write_text("mine\n")
     cfg = home.config("loftd", '[task-rootfs]\nbackend = "btrfs-snapshot"\n')
     refused = home.run(loftd, "--rootfs-backend", "btrfs", "--", "true")
     assert refused.returncode == 1
     assert "say btrfs-snapshot" in refused.stderr
-    out = home.run(loftd, "--image", loftd_image, "--rootfs-backend", "fuse-overlay", "--", "id",
-                   LOFTD_LIBKRUN_LIBRARY=str(lib))  # fmt: skip
+    out = home.run(loftd, "--image", image, "--rootfs-backend", "fuse-overlay", "--", "id",
+                   LOFTD_LIBKRUN_LIBRARY=str(stub.lib))  # fmt: skip
     assert out.returncode == 3, out.stderr
-    calls = log.read_text().splitlines()
-    state = home.home / ".local/state/loftd/workspaces" / Workspace.from_path(home.project).key
-    assert calls[3].startswith(f"krun_set_root 7 {state}/tasks/project-")
-    assert calls[3].endswith("/rootfs-fuse-overlay")  # the flag overrode the config file
-    assert f"krun_add_disk 7 loftd-containers {state}/loftd-containers.raw 0" in calls
+    calls = stub.calls()
+    state = state_of(home, "loftd")
+    assert calls[:4] == ["krun_init_log 2 0 2 1", "krun_create_ctx",
+                         f"krun_set_vm_config 7 {min(os.cpu_count() or 1, 6)} 4096",
+                         "krun_check_nested_virt"]  # fmt: skip
+    assert calls[4].startswith(f"krun_set_root 7 {state}/tasks/project-")
+    assert calls[4].endswith("/rootfs-fuse-overlay")  # the flag overrode the config file
+    assert calls[5] == f"krun_add_disk 7 loftd-containers {state}/loftd-containers.raw 0"
+    assert not [c for c in calls if "virtiofs" in c]  # the workspace is grafted, not shared
     argv = [c.split("=", 1)[1] for c in calls if c.startswith("  argv[")]
     assert argv == ["loftd-guest-init", "enter", "--", "id"]
     env = [c.split("=", 1)[1] for c in calls if c.startswith("  env[")]
-    assert "LOFTD_WORKSPACE_TAG=loftd-workspace" in env
+    assert "LOFTD_NIX_HOST_OVERLAY=1" in env
     assert not [e for e in env if e.startswith("AGENTBOX_")]
+    seen = stub.report()
+    assert "from-image" in seen  # /nix: the image's below...
+    assert "workspace=mine" in seen  # ...and the project at /workspace
+    assert "nix-writable" in seen
+    upper = state / "nix-overlay" / "upper"
+    assert (upper / "store" / "from-task").exists()  # ...writes land in the persistent upper
+    assert mounted_under(state) == []  # the mounts lived in the helper's namespace only
     assert list((state / "tasks").iterdir()) == []
     assert cfg.exists()
+    # the next task sees what the last one left in /nix
+    again = home.run(loftd, "--image", image, "--rootfs-backend", "fuse-overlay", "--", "true",
+                     LOFTD_LIBKRUN_LIBRARY=str(stub.lib))  # fmt: skip
+    assert again.returncode == 3, again.stderr
+    assert "from-task" in stub.report()
+
+
+def test_loftd_refuses_a_second_task_on_the_nix_overlay(home: Home, loftd: Path, image: str,
+                                                       tmp_path: Path) -> None:  # fmt: skip
+    from agentbox_state.lock import FileLock
+
+    stub = Stub(tmp_path / "stub", 0)
+    state = state_of(home, "loftd")
+    held = FileLock(state / "nix-overlay" / "lease", what="a test")
+    held.acquire()
+    try:
+        out = home.run(loftd, "--image", image, "--", "true", LOFTD_LIBKRUN_LIBRARY=str(stub.lib))
+    finally:
+        held.release()
+    assert out.returncode == 1
+    assert out.stderr.startswith("loftd: loftd /nix overlay preparation failed: the /nix "
+                                 f"overlay {state}/nix-overlay is in use")  # fmt: skip
+    assert f"held by pid {os.getpid()}" in out.stderr
+    assert not stub.log.exists()  # libkrun was never called
+    assert not (state / "tasks").exists()  # stopped before any task root was made
+
+
+# -- rootless -------------------------------------------------------------------------------------
+@pytest.fixture
+def user_tmp() -> Iterator[Path]:
+    """A scratch dir the test user can reach (pytest's own are root's, 0700)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="agentbox-microvm-") as tmp:
+        os.chmod(tmp, 0o755)
+        yield Path(tmp)
+
+
+@pytest.fixture
+def user_state(user_tmp: Path, test_user: str) -> Iterator[Path]:
+    """A btrfs (user_subvol_rm_allowed) for the test user's state: cache and task roots."""
+    import pwd
+
+    require_test_user()
+    pw = pwd.getpwnam(test_user)
+    with btrfs_loop(user_tmp / "user.img", user_tmp / "state") as mnt:
+        os.chown(mnt, pw.pw_uid, pw.pw_gid)
+        yield mnt
+
+
+@pytest.fixture
+def user_image(test_user: str) -> Iterator[str]:
+    """The tiny image in the test user's own Buildah storage."""
+    require_test_user()
+    argv = ["runuser", "-u", test_user, "--", "env", "-i", f"HOME=/home/{test_user}",
+            "PATH=/usr/bin:/bin", "sh", "-c", BUILD, "build", IMAGE]  # fmt: skip
+    subprocess.run(argv, check=True, capture_output=True, cwd="/tmp")
+    yield IMAGE
+    subprocess.run([*argv[:6], "buildah", "rmi", IMAGE], check=False, capture_output=True)
+
+
+def user_stub(user_tmp: Path, user: UserBox, status: int) -> Stub:
+    where = user_tmp / "stub"
+    stub = Stub(where, status)
+    os.chown(where, user.pw.pw_uid, user.pw.pw_gid)
+    return stub
+
+
+def test_rootless_microvm_and_loftd(user_box: Callable[..., UserBox], user_state: Path,
+                                    user_image: str, user_tmp: Path) -> None:  # fmt: skip
+    box = user_box(XDG_STATE_HOME=str(user_state))
+    (box.project / "README").write_text("mine\n")
+    stub = user_stub(user_tmp, box, 7)
+    lib = {"AGENTBOX_LIBKRUN_LIBRARY": str(stub.lib)}
+    out = box.run("--image", user_image, "--profile", "--debug", "microvm", "--", "true", **lib)
+    assert out.returncode == 7, out.stderr
+    assert profile_rows(out.stderr)["storage_mode"] == "btrfs-snapshot"
+    seen = stub.report()
+    # the helper runs as the user; the snapshot was made in the user namespace, where the
+    # image's root is the user: so the user owns what the guest sees as root's
+    assert seen[:3] == [f"uid={box.pw.pw_uid}", "root-inode=256", "guest-init=ok"]
+    assert "from-image" in seen
+    assert list((box.state_dir / "tasks").iterdir()) == []
+    stub.calls()
+    lofted = box.run("--image", user_image, "--", "true", module="loftd",
+                     LOFTD_LIBKRUN_LIBRARY=str(stub.lib))  # fmt: skip
+    assert lofted.returncode == 7, lofted.stderr
+    seen = stub.report()
+    # loftd's helper runs inside `buildah unshare` (root there) to mount /nix and the workspace
+    assert seen[0] == "uid=0"
+    assert {"root-inode=256", "from-image", "workspace=mine", "nix-writable"} <= set(seen)
+    upper = box.loftd_state_dir / "nix-overlay" / "upper" / "store" / "from-task"
+    assert upper.exists()
+    assert list((box.loftd_state_dir / "tasks").iterdir()) == []
+    calls = stub.calls()
+    assert calls[0] == "krun_init_log 2 0 2 1"
+    assert f"krun_add_disk 7 loftd-containers {box.loftd_state_dir}/loftd-containers.raw 0" in calls

@@ -22,6 +22,19 @@ from agentbox_krun.launchconf import Disk, LaunchConf
 tmp = Path(sys.argv[1])
 krun = load(os.environ, "AGENTBOX_LIBKRUN_LIBRARY")
 print("has_set_root", krun.has("krun_set_root"))
+# one process, one logger: this fork aborts when its logger is set up twice
+if sys.argv[2] == "loftd":
+    print("has_init_log", krun.has("krun_init_log"), krun.has("krun_check_nested_virt"))
+    loftd = LaunchConf(
+        task_rootfs=str(tmp / "rootfs"), ram_mib=512, vcpus=1, workdir="/workspace",
+        exec_path="/bin/loftd-guest-init", argv=("loftd-guest-init", "enter"),
+        disks=(Disk("loftd-containers", str(tmp / "nix.raw"), False),), init_log=True,
+        nested_virt=True,
+    )
+    ctx = configure(krun, loftd)
+    print("loftd configured", ctx >= 0)
+    krun.free_ctx(ctx)
+    sys.exit(0)
 conf = LaunchConf(
     task_rootfs=str(tmp / "rootfs"), ram_mib=512, vcpus=1, workdir="/workspace",
     exec_path="/bin/agentbox-guest-init", argv=("agentbox-guest-init", "microvm", "enter"),
@@ -45,7 +58,8 @@ def real_libkrun() -> Path | None:
     return path if path.exists() else None
 
 
-def test_setup_calls_against_the_real_fork(tmp_path: Path) -> None:
+@pytest.mark.parametrize("order", ["microvm", "loftd"])
+def test_setup_calls_against_the_real_fork(tmp_path: Path, order: str) -> None:
     lib = real_libkrun()
     require(lib is not None, "PyPI's smolmachines (a libkrun build) is not installed")
     require(Path("/usr/lib/x86_64-linux-gnu/libvirglrenderer.so.1").exists(),
@@ -55,14 +69,20 @@ def test_setup_calls_against_the_real_fork(tmp_path: Path) -> None:
     with open(tmp_path / "nix.raw", "wb") as f:
         f.truncate(64 * 1024**2)
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(tmp_path)],
+        [sys.executable, "-c", CHILD, str(tmp_path), order],
         env={**os.environ, "AGENTBOX_LIBKRUN_LIBRARY": str(lib),
              # the wheel's libkrun uses virglrenderer without linking it
              "LD_PRELOAD": "libvirglrenderer.so.1"},
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["has_set_root False", "configured True", "freed"]
+    lines = done.stdout.splitlines()
+    if order == "microvm":
+        assert lines == ["has_set_root False", "configured True", "freed"]
+    else:  # krun_init_log when present (else set_log_level), nested virt asked, no virtiofs
+        assert lines[0] == "has_set_root False"
+        assert lines[1].startswith("has_init_log ")
+        assert lines[2:] == ["loftd configured True"]
 
 
 @pytest.mark.skip(reason="booting a guest is impossible here: /dev/kvm is kvm-pvm, which runs no "

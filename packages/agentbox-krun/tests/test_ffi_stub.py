@@ -104,6 +104,67 @@ def test_start_failure_and_create_failure(stub: Path, tmp_path: Path) -> None:
     assert calls == ["krun_set_log_level 0", "krun_create_ctx"]
 
 
+LOFTD_CONF = LaunchConf(
+    task_rootfs="/s/tasks/t2/rootfs-btrfs-snapshot", ram_mib=4096, vcpus=2, workdir="/workspace",
+    exec_path="/usr/bin/loftd-guest-init", argv=("loftd-guest-init", "enter", "--", "true"),
+    env=("LOFTD_HOST_UID=1000",), disks=(Disk("loftd-containers", "/s/c.raw", False),),
+    init_log=True, nested_virt=True,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("env", "nested"),
+    [
+        ({"KRUN_STUB_FAIL": "krun_check_nested_virt:95"}, []),  # Linux libkrun: EOPNOTSUPP
+        ({}, []),  # 0: not supported
+        ({"KRUN_STUB_NESTED": "1"}, ["krun_set_nested_virt 7 1"]),
+    ],
+)  # fmt: skip
+def test_loftd_call_order(stub: Path, tmp_path: Path, env: dict[str, str], nested: list[str]
+                          ) -> None:  # fmt: skip
+    conf = tmp_path / "launch.conf"
+    launchconf.write(LOFTD_CONF, conf)
+    log = tmp_path / "calls.log"
+    done = subprocess.run(
+        [sys.executable, "-m", "agentbox_krun.helper", "LOFTD_LIBKRUN_LIBRARY", str(conf)],
+        env={"PATH": "/usr/bin:/bin", "LOFTD_LIBKRUN_LIBRARY": str(stub),
+             "KRUN_STUB_LOG": str(log), "KRUN_STUB_EXIT": "9", **env},
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (9, "")
+    assert log.read_text().splitlines() == [
+        "krun_init_log 2 0 2 1",  # stderr, off, no colours, no environment override
+        "krun_create_ctx",
+        "krun_set_vm_config 7 2 4096",
+        "krun_check_nested_virt",
+        *nested,
+        "krun_set_root 7 /s/tasks/t2/rootfs-btrfs-snapshot",
+        "krun_add_disk 7 loftd-containers /s/c.raw 0",
+        "krun_disable_implicit_console 7",
+        "krun_add_virtio_console_default 7 0 1 2",
+        "krun_set_workdir 7 /workspace",  # no virtiofs: the helper grafted the workspace
+        "krun_set_exec 7 /usr/bin/loftd-guest-init",
+        "  argv[0]=loftd-guest-init", "  argv[1]=enter", "  argv[2]=--", "  argv[3]=true",
+        "  env[0]=LOFTD_HOST_UID=1000",
+        "krun_start_enter 7",
+    ]  # fmt: skip
+
+
+def test_a_nested_virt_check_error_is_a_setup_error(stub: Path, tmp_path: Path) -> None:
+    code, calls, _ = run_helper(stub, tmp_path, KRUN_STUB_FAIL="krun_check_nested_virt:5")
+    assert (code, calls[-1]) == (0, "krun_start_enter 7")  # microvm never asks
+    conf = tmp_path / "loftd.conf"
+    launchconf.write(LOFTD_CONF, conf)
+    done = subprocess.run(
+        [sys.executable, "-m", "agentbox_krun.helper", ENV_VAR, str(conf)],
+        env={"PATH": "/usr/bin:/bin", ENV_VAR: str(stub),
+             "KRUN_STUB_FAIL": "krun_check_nested_virt:5"},
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 125
+    assert "krun_check_nested_virt failed: EIO" in done.stderr
+
+
 def test_load_failures_name_every_path(tmp_path: Path) -> None:
     with pytest.raises(KrunLoadError) as caught:
         load({ENV_VAR: str(tmp_path / "nope.so")}, ENV_VAR)

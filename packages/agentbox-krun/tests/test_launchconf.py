@@ -34,7 +34,9 @@ def test_nix_overlay_round_trips(tmp_path: Path) -> None:
     launchconf.write(conf, path)
     assert launchconf.read(path) == conf
     assert f"nix_upper={h('/s/up')}" in path.read_text().splitlines()
-    assert launchconf.read(path).nix_overlay != launchconf.parse(launchconf.render(CONF)).nix_overlay
+    assert (
+        launchconf.read(path).nix_overlay != launchconf.parse(launchconf.render(CONF)).nix_overlay
+    )
 
 
 def test_indexes_are_ordered_numerically() -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from agentbox_krun import launchconf
 from agentbox_krun.errors import KrunError
-from agentbox_krun.launchconf import LaunchConf, NixOverlay
+from agentbox_krun.launchconf import LaunchConf, Mount, NixOverlay
 from agentbox_krun.nsmount import overlay_options
 from agentbox_state.testing import require, require_root
 
@@ -94,6 +94,36 @@ def test_the_guest_sees_the_overlay_and_the_host_does_not(stub: Path, tmp_path: 
     assert (code, out, err) == (5, "guest\n", "")
 
 
+def test_bind_mounts_graft_the_workspace(stub: Path, tmp_path: Path) -> None:
+    require_root("bind mounts in a mount namespace")
+    rootfs = tmp_path / "rootfs"
+    rootfs.mkdir()
+    (rootfs / "etc").mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "README").write_text("mine\n")
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    conf = LaunchConf(
+        task_rootfs=str(rootfs), ram_mib=512, vcpus=1, workdir="/workspace", exec_path="/init",
+        mounts=(Mount(str(project), "/workspace", False), Mount(str(tools), "/opt/tools", True)),
+    )  # fmt: skip
+    code, out, err = helper(stub, conf, tmp_path,
+                            'cat "$1/workspace/README"\n'
+                            'echo made > "$1/workspace/made-in-guest"\n'
+                            'touch "$1/opt/tools/x" 2>/dev/null || echo read-only\n')  # fmt: skip
+    assert (code, out, err) == (5, "mine\nread-only\n", "")
+    assert (project / "made-in-guest").read_text() == "made\n"  # the real project, not a copy
+    assert os.listdir(rootfs / "workspace") == []  # mounted only in the helper's namespace
+    assert not (tools / "x").exists()
+    # an image whose /workspace is a symlink out of the root is refused
+    (rootfs / "workspace").rmdir()
+    (rootfs / "workspace").symlink_to(tmp_path / "elsewhere")
+    code, out, err = helper(stub, conf, tmp_path, "echo never\n")
+    assert (code, out) == (125, "")
+    assert f"{rootfs}/workspace leads through a symlink: refusing to mount there" in err
+
+
 def test_a_failed_mount_stops_before_libkrun(stub: Path, tmp_path: Path) -> None:
     require_root("mounting a kernel overlay")
     (tmp_path / "rootfs" / "nix").mkdir(parents=True)
@@ -101,9 +131,9 @@ def test_a_failed_mount_stops_before_libkrun(stub: Path, tmp_path: Path) -> None
         task_rootfs=str(tmp_path / "rootfs"), ram_mib=512, vcpus=1, workdir="/", exec_path="/i",
         nix_overlay=NixOverlay(str(tmp_path / "missing"), str(tmp_path), str(tmp_path / "w")),
     )  # fmt: skip
-    code, out, err = helper(stub, conf, tmp_path, "echo never\n")
+    code, _, err = helper(stub, conf, tmp_path, "echo never\n")
     assert code == 125
-    assert err.startswith("libkrun helper: the /nix overlay could not be mounted: mount -t "
+    assert err.startswith("libkrun helper: preparing the root failed: mount -t "
                           f"overlay -o lowerdir={tmp_path}/missing,")  # fmt: skip
     assert "ENOENT" in err
     assert not (tmp_path / "calls.log").exists()  # libkrun was never configured

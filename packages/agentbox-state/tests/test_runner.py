@@ -37,13 +37,30 @@ def test_stdin_is_closed_without_input() -> None:
 def test_environment_is_minimal_and_explicit() -> None:
     out = SubprocessRunner(ENV).run(["env"], env={"EXTRA": "1"}).stdout
     seen = dict(line.split("=", 1) for line in out.splitlines())
-    assert seen == {"PATH": "/usr/bin:/bin", "HOME": "/home/u", "LANG": "C.UTF-8", "EXTRA": "1"}
+    assert seen == {"PATH": "/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin", "HOME": "/home/u",
+                    "LANG": "C.UTF-8", "EXTRA": "1"}  # fmt: skip
 
 
 def test_interactive_environment_keeps_the_terminal() -> None:
     env = SubprocessRunner({**ENV, "LANG": "de_DE.UTF-8"}).child_env(None, terminal=True)
-    assert env == {"PATH": "/usr/bin:/bin", "HOME": "/home/u", "TERM": "xterm",
-                   "LANG": "de_DE.UTF-8"}  # fmt: skip
+    assert env == {"PATH": "/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin", "HOME": "/home/u",
+                   "TERM": "xterm", "LANG": "de_DE.UTF-8"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/usr/local/bin:/usr/bin:/bin",
+         "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"),
+        ("/usr/sbin:/usr/bin", "/usr/sbin:/usr/bin:/usr/local/sbin:/sbin"),  # order kept
+        ("/usr/local/sbin:/usr/sbin:/sbin", "/usr/local/sbin:/usr/sbin:/sbin"),
+    ],
+)  # fmt: skip
+def test_sbin_dirs_are_appended_when_missing(path: str, expected: str) -> None:
+    """An ordinary Debian user's PATH lacks sbin, where mkfs.btrfs and blkid live."""
+    from agentbox_state.runner import with_sbin
+
+    assert with_sbin(path) == expected
 
 
 def test_default_path_when_unset() -> None:

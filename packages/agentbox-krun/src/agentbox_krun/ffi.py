@@ -10,6 +10,7 @@ path)``, which is what it does inside libkrun (the PyPI fork lacks ``krun_set_ro
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 from collections.abc import Callable, Mapping, Sequence
 
@@ -111,6 +112,21 @@ class Krun:
     # -- the calls, in libkrun's terms --------------------------------------------------------
     def set_log_level(self, level: int) -> None:
         self.call("krun_set_log_level", level)
+
+    def init_log(self, target_fd: int, level: int, style: int, options: int) -> None:
+        self.call("krun_init_log", target_fd, level, style, options)
+
+    def check_nested_virt(self) -> bool:
+        """Whether the VM can run VMs itself. Linux builds answer EOPNOTSUPP: that is a no."""
+        try:
+            return self.call("krun_check_nested_virt") == 1
+        except KrunError as err:
+            if err.errno == errno.EOPNOTSUPP:
+                return False
+            raise
+
+    def set_nested_virt(self, ctx: int, enabled: bool) -> None:
+        self.call("krun_set_nested_virt", ctx, enabled)
 
     def create_ctx(self) -> int:
         return self.call("krun_create_ctx")

@@ -22,30 +22,39 @@ from agentbox_krun.ffi import Krun, load
 from agentbox_krun.launchconf import LaunchConf
 
 EXIT_SETUP, EXIT_START, EXIT_LOAD, EXIT_USAGE = 125, 126, 127, 2
+LOG_TO_STDERR, LOG_OFF, LOG_STYLE_NEVER, LOG_OPTION_NO_ENV = 2, 0, 2, 1
 
 
-class NixMountError(KrunError):
-    pass
+class RootMountError(KrunError):
+    """A graft into the root failed (before libkrun was configured)."""
 
 
-def prepare_nix(conf: LaunchConf) -> None:
-    """loftd's host /nix: a private mount namespace, then the overlay on the task root's /nix."""
+def prepare_root(conf: LaunchConf) -> None:
+    """loftd's grafts, in a mount namespace of this process only: the /nix overlay on the task
+    root's /nix, then each bind mount (the workspace)."""
     from agentbox_krun import nsmount
 
-    assert conf.nix_overlay is not None
     try:
         nsmount.private_namespace()
-        nsmount.mount_nix(conf.nix_overlay, conf.task_rootfs)
+        if conf.nix_overlay is not None:
+            nsmount.mount_nix(conf.nix_overlay, conf.task_rootfs)
+        for mount in conf.mounts:
+            nsmount.bind(mount, conf.task_rootfs)
     except KrunError as err:
-        raise NixMountError.wrap(err) from err
+        raise RootMountError.wrap(err) from err
 
 
 def configure(krun: Krun, conf: LaunchConf) -> int:
     """Every setup call in the original's order; the context is freed if one fails."""
-    krun.set_log_level(0)
+    if conf.init_log and krun.has("krun_init_log"):
+        krun.init_log(LOG_TO_STDERR, LOG_OFF, LOG_STYLE_NEVER, LOG_OPTION_NO_ENV)
+    else:
+        krun.set_log_level(LOG_OFF)
     ctx = krun.create_ctx()
     try:
         krun.set_vm_config(ctx, conf.vcpus, conf.ram_mib)
+        if conf.nested_virt and krun.has("krun_check_nested_virt") and krun.check_nested_virt():
+            krun.set_nested_virt(ctx, True)
         krun.set_root(ctx, conf.task_rootfs)
         for disk in conf.disks:
             krun.add_disk(ctx, disk.block_id, disk.path, disk.readonly)
@@ -74,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         conf = launchconf.read(Path(conf_path))
         krun = load(os.environ, env_var)
-        if conf.nix_overlay is not None:
-            prepare_nix(conf)
+        if conf.nix_overlay is not None or conf.mounts:
+            prepare_root(conf)
         ctx = configure(krun, conf)
     except LaunchConfError as err:
         print(f"libkrun helper: {err.message}", file=sys.stderr)
@@ -83,10 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     except KrunLoadError as err:
         print(f"libkrun helper: {err.message}\nhint: {err.hint}", file=sys.stderr)
         return EXIT_LOAD
-    except NixMountError as err:
+    except RootMountError as err:
         hint = f"\nhint: {err.hint}" if err.hint else ""
-        print(f"libkrun helper: the /nix overlay could not be mounted: {err.message}{hint}",
-              file=sys.stderr)  # fmt: skip
+        print(f"libkrun helper: preparing the root failed: {err.message}{hint}", file=sys.stderr)
         return EXIT_SETUP
     except KrunError as err:
         print(f"libkrun helper: libkrun setup failed: {err.message}", file=sys.stderr)

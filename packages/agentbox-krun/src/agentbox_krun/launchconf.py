@@ -3,7 +3,12 @@
 One ``key=<hex of the UTF-8 value>`` per line, so no value can break the format. Written 0600 in
 the task's state dir. The parser is strict: unknown or duplicate keys, a line without ``=``,
 bad hex, non-UTF-8 and missing required keys are errors naming the line; indexed keys
-(``argv.N``, ``env.N``, ``disk.N.field``) are ordered numerically.
+(``argv.N``, ``env.N``, ``disk.N.field``, ``mount.N.field``) are ordered numerically.
+
+Two call orders, as the original had them: agentbox microvm (``krun_set_log_level``, the
+workspace over virtiofs) and loftd (``init_log=1``: ``krun_init_log``; ``nested_virt=auto``:
+ask libkrun, enable when supported; the workspace and /nix grafted into the root by the helper,
+``mount.N`` and ``nix_*``, in a mount namespace of its own).
 """
 
 from __future__ import annotations
@@ -17,15 +22,24 @@ from agentbox_krun.errors import LaunchConfError
 
 NIX_KEYS = ("nix_lower", "nix_upper", "nix_work")
 SCALARS = ("task_rootfs", "workspace_source", "workspace_tag", "workspace_target", "ram_mib",
-           "vcpus", "workdir", "exec_path", *NIX_KEYS)  # fmt: skip
+           "vcpus", "workdir", "exec_path", "init_log", "nested_virt", *NIX_KEYS)  # fmt: skip
 REQUIRED = ("task_rootfs", "ram_mib", "vcpus", "workdir", "exec_path")
-DISK_FIELDS = ("id", "path", "readonly")
+GROUPS = {"disk": ("id", "path", "readonly"), "mount": ("source", "target", "readonly")}
 
 
 @dataclass(frozen=True, slots=True)
 class Disk:
     block_id: str
     path: str
+    readonly: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """A host dir bind-mounted into the root at ``target`` (absolute, inside the guest)."""
+
+    source: str
+    target: str
     readonly: bool
 
 
@@ -53,6 +67,9 @@ class LaunchConf:
     workspace_tag: str | None = None
     workspace_target: str | None = None
     nix_overlay: NixOverlay | None = None
+    mounts: tuple[Mount, ...] = ()
+    init_log: bool = False
+    nested_virt: bool = False  # "auto": enabled when krun_check_nested_virt says supported
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def lines(self) -> list[tuple[str, str]]:
@@ -67,11 +84,18 @@ class LaunchConf:
         if self.nix_overlay is not None:
             n = self.nix_overlay
             out += [("nix_lower", n.lower), ("nix_upper", n.upper), ("nix_work", n.work)]
+        if self.init_log:
+            out.append(("init_log", "1"))
+        if self.nested_virt:
+            out.append(("nested_virt", "auto"))
         out += [(f"argv.{i}", a) for i, a in enumerate(self.argv)]
         out += [(f"env.{i}", e) for i, e in enumerate(self.env)]
         for i, d in enumerate(self.disks):
             out += [(f"disk.{i}.id", d.block_id), (f"disk.{i}.path", d.path),
                     (f"disk.{i}.readonly", "1" if d.readonly else "0")]  # fmt: skip
+        for i, m in enumerate(self.mounts):
+            out += [(f"mount.{i}.source", m.source), (f"mount.{i}.target", m.target),
+                    (f"mount.{i}.readonly", "1" if m.readonly else "0")]  # fmt: skip
         return out
 
 
@@ -102,10 +126,26 @@ def _int(fields: Mapping[str, str], key: str) -> int:
     return int(value)
 
 
+def _group(groups: Mapping[str, Mapping[int, Mapping[str, str]]], name: str
+           ) -> list[Mapping[str, str]]:  # fmt: skip
+    """``name.N.field`` entries in index order, each complete, readonly 0 or 1."""
+    found = groups[name]
+    if sorted(found) != list(range(len(found))):
+        raise LaunchConfError(f"{name}.N indexes are not 0..{len(found) - 1}: {sorted(found)}")
+    fields = GROUPS[name]
+    for i in range(len(found)):
+        entry = found[i]
+        if set(entry) != set(fields):
+            raise LaunchConfError(f"{name}.{i} needs {', '.join(fields[:-1])} and {fields[-1]}")
+        if entry["readonly"] not in ("0", "1"):
+            raise LaunchConfError(f"{name}.{i}.readonly is not 0 or 1: {entry['readonly']!r}")
+    return [found[i] for i in range(len(found))]
+
+
 def parse(text: str, source: str = "launch.conf") -> LaunchConf:
     fields: dict[str, str] = {}
     indexed: dict[tuple[str, int], str] = {}
-    disks: dict[int, dict[str, str]] = {}
+    groups: dict[str, dict[int, dict[str, str]]] = {name: {} for name in GROUPS}
     for number, line in enumerate(text.splitlines(), 1):
         where = f"{source}:{number}"
         key, sep, hexed = line.partition("=")
@@ -125,9 +165,9 @@ def parse(text: str, source: str = "launch.conf") -> LaunchConf:
             slot = (parts[0], int(parts[1]))
             seen = slot in indexed
             indexed[(parts[0], int(parts[1]))] = value
-        elif len(parts) == 3 and parts[0] == "disk" and parts[1].isdigit() \
-                and parts[2] in DISK_FIELDS:  # fmt: skip
-            entry = disks.setdefault(int(parts[1]), {})
+        elif len(parts) == 3 and parts[0] in GROUPS and parts[1].isdigit() \
+                and parts[2] in GROUPS[parts[0]]:  # fmt: skip
+            entry = groups[parts[0]].setdefault(int(parts[1]), {})
             seen = parts[2] in entry
             entry[parts[2]] = value
         else:
@@ -137,16 +177,15 @@ def parse(text: str, source: str = "launch.conf") -> LaunchConf:
     missing = [k for k in REQUIRED if k not in fields]
     if missing:
         raise LaunchConfError(f"{source}: missing required keys: {', '.join(missing)}")
-    if sorted(disks) != list(range(len(disks))):
-        raise LaunchConfError(f"disk.N indexes are not 0..{len(disks) - 1}: {sorted(disks)}")
-    disk_list = []
-    for i in range(len(disks)):
-        entry = disks[i]
-        if set(entry) != set(DISK_FIELDS):
-            raise LaunchConfError(f"disk.{i} needs id, path and readonly")
-        if entry["readonly"] not in ("0", "1"):
-            raise LaunchConfError(f"disk.{i}.readonly is not 0 or 1: {entry['readonly']!r}")
-        disk_list.append(Disk(entry["id"], entry["path"], entry["readonly"] == "1"))
+    disks = tuple(Disk(e["id"], e["path"], e["readonly"] == "1") for e in _group(groups, "disk"))
+    mounts = tuple(Mount(e["source"], e["target"], e["readonly"] == "1")
+                   for e in _group(groups, "mount"))  # fmt: skip
+    for m in mounts:
+        if not m.target.startswith("/") or "/../" in m.target + "/":
+            raise LaunchConfError(f"mount target {m.target!r} is not an absolute guest path")
+    for key, allowed in (("init_log", ("0", "1")), ("nested_virt", ("auto",))):
+        if key in fields and fields[key] not in allowed:
+            raise LaunchConfError(f"{key} is not {' or '.join(allowed)}: {fields[key]!r}")
     nix = [k for k in NIX_KEYS if k in fields]
     if nix and len(nix) != len(NIX_KEYS):
         raise LaunchConfError(f"{source}: nix_lower, nix_upper and nix_work go together; "
@@ -154,7 +193,8 @@ def parse(text: str, source: str = "launch.conf") -> LaunchConf:
     return LaunchConf(
         task_rootfs=fields["task_rootfs"], ram_mib=_int(fields, "ram_mib"),
         vcpus=_int(fields, "vcpus"), workdir=fields["workdir"], exec_path=fields["exec_path"],
-        argv=_indexed(indexed, "argv"), env=_indexed(indexed, "env"), disks=tuple(disk_list),
+        argv=_indexed(indexed, "argv"), env=_indexed(indexed, "env"), disks=disks, mounts=mounts,
+        init_log=fields.get("init_log") == "1", nested_virt="nested_virt" in fields,
         workspace_source=fields.get("workspace_source"),
         workspace_tag=fields.get("workspace_tag"),
         workspace_target=fields.get("workspace_target"),

@@ -16,9 +16,12 @@ import errno as errno_names
 import os
 
 from agentbox_krun.errors import KrunError
-from agentbox_krun.launchconf import NixOverlay
+from agentbox_krun.launchconf import Mount, NixOverlay
 
 CLONE_NEWNS = 0x00020000
+MS_RDONLY = 1
+MS_REMOUNT = 32
+MS_BIND = 4096
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 
@@ -77,4 +80,25 @@ def mount_nix(nix: NixOverlay, task_rootfs: str) -> str:
     libc = _libc()
     rc = libc.mount(b"overlay", os.fsencode(target), b"overlay", 0, options.encode())
     _check(rc, f"mount -t overlay -o {options} overlay {target}")
+    return target
+
+
+def bind(mount: Mount, task_rootfs: str) -> str:
+    """Bind ``mount.source`` at ``<task_rootfs><mount.target>`` (made when missing; the task root
+    is this task's own), read-only when asked. Returns the mount point."""
+    target = os.path.join(task_rootfs, mount.target.lstrip("/"))
+    inside = os.path.join(os.path.realpath(task_rootfs), os.path.normpath(mount.target)[1:])
+    if os.path.realpath(target) != inside:
+        raise KrunError.invalid(f"{target} leads through a symlink: refusing to mount there")
+    if not os.path.isdir(mount.source):
+        raise KrunError.invalid(f"{mount.source} is not a directory (for {mount.target})")
+    os.makedirs(target, exist_ok=True)
+    libc = _libc()
+    src, dst = os.fsencode(mount.source), os.fsencode(target)
+    _check(
+        libc.mount(src, dst, None, MS_BIND | MS_REC, None), f"mount --rbind {mount.source} {target}"
+    )
+    if mount.readonly:
+        flags = MS_BIND | MS_REMOUNT | MS_RDONLY
+        _check(libc.mount(None, dst, None, flags, None), f"mount -o remount,bind,ro {target}")
     return target

@@ -59,7 +59,12 @@ int32_t krun_create_ctx(void) { logline("krun_create_ctx"); int32_t r = result("
 int32_t krun_free_ctx(uint32_t ctx) { logline("krun_free_ctx %u", ctx); return result("krun_free_ctx"); }
 int32_t krun_set_vm_config(uint32_t ctx, uint8_t vcpus, uint32_t ram) { logline("krun_set_vm_config %u %u %u", ctx, vcpus, ram); return result("krun_set_vm_config"); }
 int32_t krun_set_nested_virt(uint32_t ctx, bool on) { logline("krun_set_nested_virt %u %d", ctx, on); return result("krun_set_nested_virt"); }
-int32_t krun_check_nested_virt(void) { logline("krun_check_nested_virt"); return result("krun_check_nested_virt"); }
+int32_t krun_check_nested_virt(void) {
+    logline("krun_check_nested_virt");
+    int32_t r = result("krun_check_nested_virt");
+    return r < 0 ? r : atoi(setting("KRUN_STUB_NESTED", "0"));
+}
+int32_t krun_init_log(int fd, uint32_t level, uint32_t style, uint32_t options) { logline("krun_init_log %d %u %u %u", fd, level, style, options); return result("krun_init_log"); }
 int32_t krun_set_root(uint32_t ctx, const char *path) { logline("krun_set_root %u %s", ctx, path); snprintf(root_path, sizeof root_path, "%s", path); return result("krun_set_root"); }
 int32_t krun_add_disk(uint32_t ctx, const char *id, const char *path, bool ro) { logline("krun_add_disk %u %s %s %d", ctx, id, path, ro); return result("krun_add_disk"); }
 int32_t krun_disable_implicit_console(uint32_t ctx) { logline("krun_disable_implicit_console %u", ctx); return result("krun_disable_implicit_console"); }

@@ -9,6 +9,7 @@ a signal ended it), as a shell would.
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import subprocess
@@ -29,6 +30,9 @@ PASSTHROUGH = frozenset({
     # Set by `buildah unshare` / `podman unshare`: without them, a buildah or podman run inside
     # that namespace believes it is real root and reaches for /run/containers/storage.
     "_CONTAINERS_USERNS_CONFIGURED", "_CONTAINERS_ROOTLESS_UID", "_CONTAINERS_ROOTLESS_GID",
+    # Our own Python children (the ingest child, the libkrun helper) must import what this
+    # process imported, also when it was installed on PYTHONPATH rather than in a venv.
+    "PYTHONPATH",
 })  # fmt: skip
 # The terminal's own settings, passed on only to interactive commands.
 TERMINAL = frozenset({"TERM", "COLORTERM", "LANG", "LC_ALL", "LC_CTYPE", "NO_COLOR"})
@@ -124,6 +128,16 @@ def _start_failed(argv: Sequence[str], err: OSError) -> CommandError:
     return CommandError(message, argv=tuple(argv), returncode=None, hint=hint)
 
 
+SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
+def with_sbin(path: str) -> str:
+    """``path`` with the sbin dirs it lacks appended: an ordinary user's PATH on Debian has none,
+    yet mkfs.btrfs, blkid and losetup live there and work for them (pure)."""
+    dirs = path.split(os.pathsep)
+    return os.pathsep.join([*dirs, *(d for d in SBIN if d not in dirs)])
+
+
 class SubprocessRunner:
     """Runs commands for real, with an environment built from ``environ``'s allowed variables."""
 
@@ -139,7 +153,7 @@ class SubprocessRunner:
     def child_env(self, env: Mapping[str, str] | None, *, terminal: bool) -> dict[str, str]:
         allowed = PASSTHROUGH | TERMINAL if terminal else PASSTHROUGH
         out = {k: v for k, v in self._environ.items() if k in allowed}
-        out.setdefault("PATH", DEFAULT_PATH)
+        out["PATH"] = with_sbin(out.get("PATH") or DEFAULT_PATH)
         if not terminal:
             out["LANG"] = "C.UTF-8"  # parseable, untranslated output
         out.update(env or {})

@@ -84,7 +84,8 @@ def _snapshot(source: Path, root: TaskRoot, runner: Runner, userns: Sequence[str
         raise StorageError(
             f"btrfs snapshot of {source} into {root.rootfs} failed: {_tail(err)}",
             hint="the image cache and the task dir must be on one btrfs filesystem; "
-            "otherwise choose --storage fuse-overlay",
+            "otherwise choose the fuse-overlay backend (agentbox microvm --storage, loftd "
+            "--rootfs-backend)",
         ) from err
 
 

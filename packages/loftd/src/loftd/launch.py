@@ -56,7 +56,7 @@ def run(ctx: Context) -> int:
             f"LOFTD_CONTAINERS_DISK_LABEL={LOFTD_CONTAINERS.label}",
             "LOFTD_NIX_HOST_OVERLAY=1",
         ),
-        nix_host_overlay=True,
+        nix_host_overlay=True, workspace_virtiofs=False, loftd_calls=True,
     )  # fmt: skip
     request = TaskRequest(
         image=image, backend=backend, workspace=Path(workspace.path),

@@ -25,7 +25,7 @@ from pathlib import Path
 from agentbox_krun import launchconf
 from agentbox_krun.errors import KrunLoadError
 from agentbox_krun.ffi import load
-from agentbox_krun.launchconf import Disk, LaunchConf, NixOverlay
+from agentbox_krun.launchconf import Disk, LaunchConf, Mount, NixOverlay
 from agentbox_state.errors import AgentboxError
 from agentbox_state.lock import FileLock
 from agentbox_state.profile import Profiler
@@ -52,6 +52,11 @@ class Face:
     # <state>/nix-overlay), mounted by the helper on the task root's /nix; agentbox microvm
     # instead gives the guest a /nix disk and the guest init makes the overlay
     nix_host_overlay: bool = False
+    # agentbox microvm: the workspace over virtiofs (the guest init mounts the tag); loftd: the
+    # helper bind-mounts it into the root, and libkrun's logger and nested-virt check are the
+    # ones loftd uses (krun_init_log, krun_check_nested_virt)
+    workspace_virtiofs: bool = True
+    loftd_calls: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,8 +95,10 @@ def _phase(profiler: Profiler, name: str, label: str) -> Iterator[None]:
 
 def guest_env(face: Face, req: TaskRequest) -> tuple[str, ...]:
     p = face.env_prefix
-    env = [f"{p}MICROVM_WORKSPACE_TAG={face.workspace_tag}" if p == "AGENTBOX_"
-           else f"{p}WORKSPACE_TAG={face.workspace_tag}"]  # fmt: skip
+    env = []
+    if face.workspace_virtiofs:
+        env.append(f"{p}MICROVM_WORKSPACE_TAG={face.workspace_tag}" if p == "AGENTBOX_"
+                   else f"{p}WORKSPACE_TAG={face.workspace_tag}")  # fmt: skip
     if req.uid != 0:
         env += [f"{p}HOST_UID={req.uid}", f"{p}HOST_GID={req.gid}"]
     if req.root or req.uid == 0:
@@ -127,6 +134,23 @@ def run_task(
     with _phase(profiler, "storage_backend_selection",
                 f"{face.name} storage backend selection"):  # fmt: skip
         backends = taskroot.select(req.backend, entry.rootfs)
+    with ExitStack() as leases:  # held until the task is over and cleaned up
+        nix = None
+        if face.nix_host_overlay:  # before the task root: a second task stops here, early
+            with _phase(profiler, "nix_overlay_preparation",
+                        f"{face.name} /nix overlay preparation"):  # fmt: skip
+                nix = leases.enter_context(nix_overlay(req, entry.rootfs))
+        return _in_task_root(face, req, runner, profiler, entry.rootfs, backends, nix, userns,
+                             helper_argv=helper_argv, library=library, notice=notice)  # fmt: skip
+    raise AssertionError("unreachable")  # for mypy: the with block returns
+
+
+def _in_task_root(
+    face: Face, req: TaskRequest, runner: Runner, profiler: Profiler, source: Path,
+    backends: Sequence[Backend], nix: NixOverlay | None, userns: tuple[str, ...], *,
+    helper_argv: Sequence[str], library: str, notice: Callable[[str], None],
+) -> int:  # fmt: skip
+    """Task root → guest init → disks → launch.conf → helper, then cleanup, always."""
     task_dir = req.state_dir / "tasks" / req.task_id
     lock = taskroot.task_lock(task_dir)
     task_dir.mkdir(parents=True, exist_ok=True)
@@ -135,17 +159,11 @@ def run_task(
     try:
         label = f"{face.name} task rootfs materialization"
         with _phase(profiler, "task_rootfs_materialization", label):
-            root = taskroot.materialize_first(backends, entry.rootfs, task_dir, runner,
-                                              userns=userns)  # fmt: skip
+            root = taskroot.materialize_first(backends, source, task_dir, runner, userns=userns)
         profiler.meta("storage_mode", root.backend.value)
         with _phase(profiler, "guest_init_resolution", f"{face.name} guest-init resolution"):
             exec_path = _guest_init(face, req, root)
         with ExitStack() as stack:
-            nix = None
-            if face.nix_host_overlay:
-                with _phase(profiler, "nix_overlay_preparation",
-                            f"{face.name} /nix overlay preparation"):  # fmt: skip
-                    nix = stack.enter_context(nix_overlay(req, entry.rootfs))
             disk_list = []
             with _phase(profiler, "persistent_disk_preparation",
                         f"{face.name} persistent disk preparation"):  # fmt: skip
@@ -153,21 +171,27 @@ def run_task(
                     path = req.state_dir / spec.file_name
                     stack.enter_context(disks.open_disk(path, spec, runner))
                     disk_list.append(Disk(spec.block_id, os.fspath(path), False))
+            workspace = os.fspath(req.workspace)
+            virtiofs = face.workspace_virtiofs
             conf = LaunchConf(
                 task_rootfs=os.fspath(root.rootfs), ram_mib=req.ram_mib, vcpus=req.vcpus,
                 workdir="/workspace", exec_path=str(exec_path),
                 argv=(*face.guest_argv, *(req.command or ("fish", "-l"))),
                 env=guest_env(face, req), disks=tuple(disk_list),
-                workspace_source=os.fspath(req.workspace), workspace_tag=face.workspace_tag,
-                workspace_target="/workspace", nix_overlay=nix,
+                workspace_source=workspace if virtiofs else None,
+                workspace_tag=face.workspace_tag if virtiofs else None,
+                workspace_target="/workspace" if virtiofs else None,
+                mounts=() if virtiofs else (Mount(workspace, "/workspace", False),),
+                nix_overlay=nix, init_log=face.loftd_calls, nested_virt=face.loftd_calls,
             )  # fmt: skip
             conf_path = task_dir / "launch.conf"
             with profiler.phase("launch_config_build"):
                 launchconf.write(conf, conf_path)
             with profiler.phase("helper_session"):
-                # the overlay's lower layer is the cache, whose files only make sense inside the
-                # user namespace that wrote them: rootless, the helper runs there too
-                wrap = userns if nix is not None else ()
+                # grafts need a mount namespace, and the overlay's lower layer is the cache,
+                # whose files only make sense inside the user namespace that wrote them:
+                # rootless, the helper then runs in that namespace too (as the original did)
+                wrap = userns if conf.nix_overlay or conf.mounts else ()
                 return runner.interactive(
                     [*wrap, *helper_argv, os.fspath(conf_path)],
                     env={face.library_env: library},  # the library this process found
