@@ -101,3 +101,31 @@ def test_resize_grows_the_filesystem(image: str, disks: dict[str, str], tmp_path
     super_ = sh("btrfs", "inspect-internal", "dump-super", disks["nix"])
     sizes = [int(line.split()[1]) for line in super_.splitlines() if line.startswith("total_bytes")]
     assert sizes == [1024 * MIB]
+
+
+def run_loftd_guest(image: str, *cmd: str, extra: tuple[str, ...] = ()
+                    ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    contract = {"LOFTD_HOST_UID": "1000", "LOFTD_HOST_GID": "1000", "LOFTD_NIX_HOST_OVERLAY": "1"}
+    argv = ["podman", "run", "--rm", "--privileged", "--runtime", "runc",
+            "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096", *extra,
+            *(f"--env={k}={v}" for k, v in contract.items()),
+            "--entrypoint", "/usr/bin/loftd-guest-init", image, "enter", "--", *cmd]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=600)
+
+
+def test_loftd_host_overlay_serves_the_nix_it_was_given(image: str) -> None:
+    """loftd mounts /nix on the host; the guest init checks it is there and starts the daemon."""
+    script = ("id -un; echo $NIX_REMOTE; test -S /nix/var/nix/daemon-socket/socket && echo socket;"
+              " nix-store --store daemon --version >/dev/null && echo nix-store-ok")  # fmt: skip
+    done = run_loftd_guest(image, "sh", "-c", script)
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert done.stdout.splitlines() == [
+        "dev", "unix:///nix/var/nix/daemon-socket/socket", "socket", "nix-store-ok",
+    ]  # fmt: skip
+    # no /nix/store where the host should have put the overlay: a one-line reason, exit 4
+    empty = run_loftd_guest(image, "true", extra=("--tmpfs", "/nix:notmpcopyup"))
+    assert empty.returncode == 4
+    assert empty.stderr.strip().endswith(
+        "LOFTD_NIX_HOST_OVERLAY=1 but /nix/store is missing: the host did not attach the /nix "
+        "overlay"
+    )

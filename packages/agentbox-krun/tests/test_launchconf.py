@@ -5,7 +5,7 @@ import pytest
 
 from agentbox_krun import launchconf
 from agentbox_krun.errors import LaunchConfError
-from agentbox_krun.launchconf import Disk, LaunchConf, NixOverlay
+from agentbox_krun.launchconf import Disk, LaunchConf, Mount, NixOverlay
 
 CONF = LaunchConf(
     task_rootfs="/s/tasks/t1/rootfs", ram_mib=4096, vcpus=2, workdir="/workspace",
@@ -29,7 +29,10 @@ def test_round_trip(tmp_path: Path) -> None:
 def test_nix_overlay_round_trips(tmp_path: Path) -> None:
     import dataclasses
 
-    conf = dataclasses.replace(CONF, nix_overlay=NixOverlay("/c/rootfs/nix", "/s/up", "/s/wk"))
+    conf = dataclasses.replace(
+        CONF, nix_overlay=NixOverlay("/c/rootfs/nix", "/s/up", "/s/wk"), init_log=True,
+        nested_virt=True, mounts=(Mount("/src/app", "/workspace", False), Mount("/t", "/t", True)),
+    )  # fmt: skip
     path = tmp_path / "launch.conf"
     launchconf.write(conf, path)
     assert launchconf.read(path) == conf
@@ -69,6 +72,16 @@ REQUIRED = [f"task_rootfs={h('/r')}", f"ram_mib={h('1')}", f"vcpus={h('1')}",
         ([f"disk.0.id={h('a')}", f"disk.0.path={h('/p')}", f"disk.0.readonly={h('yes')}"],
          "disk.0.readonly is not 0 or 1: 'yes'"),
         ([f"disk.0.size={h('1')}"], "launch.conf:6: unknown key 'disk.0.size'"),
+        ([f"init_log={h('yes')}"], "init_log is not 0 or 1: 'yes'"),
+        ([f"nested_virt={h('on')}"], "nested_virt is not auto: 'on'"),
+        ([f"mount.0.source={h('/p')}", f"mount.0.target={h('/workspace')}"],
+         "mount.0 needs source, target and readonly"),
+        ([f"mount.0.source={h('/p')}", f"mount.0.target={h('workspace')}",
+          f"mount.0.readonly={h('0')}"], "mount target 'workspace' is not an absolute guest path"),
+        ([f"mount.0.source={h('/p')}", f"mount.0.target={h('/a/../etc')}",
+          f"mount.0.readonly={h('0')}"], "mount target '/a/../etc' is not an absolute guest path"),
+        ([f"mount.1.source={h('/p')}", f"mount.1.target={h('/w')}", f"mount.1.readonly={h('1')}"],
+         "mount.N indexes are not 0..0: [1]"),
         ([f"nix_lower={h('/l')}", f"nix_work={h('/w')}"],
          "launch.conf: nix_lower, nix_upper and nix_work go together; only nix_lower, nix_work "
          "given"),
