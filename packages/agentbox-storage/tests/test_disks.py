@@ -15,7 +15,7 @@ import pytest
 from agentbox_state.errors import LockHeldError
 from agentbox_state.parse import GIB
 from agentbox_state.runner import SubprocessRunner
-from agentbox_state.testing import RecordingRunner, require_root, run_as_user
+from agentbox_state.testing import HidingRunner, RecordingRunner, require_root, run_as_user
 from agentbox_storage import disks
 from agentbox_storage.disks import LIBKRUN_NIX, DiskSpec
 from agentbox_storage.errors import StorageError
@@ -252,7 +252,7 @@ def test_usage_reports_problems_without_raising(tmp_path: Path) -> None:
 
 def test_missing_mkfs_leaves_nothing_behind(tmp_path: Path) -> None:
     path = tmp_path / "d.raw"
-    runner = SubprocessRunner({"PATH": str(tmp_path / "no-tools")})
+    runner = HidingRunner({"PATH": "/usr/bin:/bin"}, hide=["mkfs.btrfs"])
     with pytest.raises(StorageError) as caught:
         disks.ensure_disk(path, SMALL, runner)
     assert caught.value.hint == "install btrfs-progs (apt-get install btrfs-progs)"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agentbox_state.runner import SubprocessRunner
-from agentbox_state.testing import RecordingRunner, require_root, run_as_user
+from agentbox_state.testing import HidingRunner, RecordingRunner, require_root, run_as_user
 from agentbox_storage import taskroot
 from agentbox_storage.backends import Backend
 from agentbox_storage.errors import StorageError
@@ -95,8 +95,8 @@ def test_snapshot_refuses_a_non_btrfs_task_dir(cache: Path, tmp_path: Path) -> N
         f"btrfs snapshot of {cache} into {task_dir}/rootfs-btrfs-snapshot failed: "
     )
     assert caught.value.hint == (
-        "the image cache and the task dir must be on one btrfs filesystem; otherwise choose "
-        "--storage fuse-overlay"
+        "the image cache and the task dir must be on one btrfs filesystem; otherwise choose the "
+        "fuse-overlay backend (agentbox microvm --storage, loftd --rootfs-backend)"
     )
     assert not (task_dir / "rootfs-btrfs-snapshot").exists()
 
@@ -138,14 +138,11 @@ def test_auto_reports_both_failures(tmp_path: Path) -> None:
     for tool in ("sh", "chmod", "rm", "findmnt"):
         (tools / tool).symlink_to(f"/usr/bin/{tool}" if Path(f"/usr/bin/{tool}").exists()
                                   else f"/bin/{tool}")  # fmt: skip
-    runner = SubprocessRunner({"PATH": str(tools)})
+    runner = HidingRunner({"PATH": str(tools)}, hide=["btrfs", "fuse-overlayfs"])
     with pytest.raises(StorageError) as caught:
         taskroot.materialize(Backend.AUTO, tmp_path / "src", tmp_path / "t1", runner)
     lines = caught.value.message.splitlines()
-    assert (
-        lines[0]
-        == "no task root backend worked for auto (it tries btrfs-snapshot, then fuse-overlay):"
-    )
+    assert lines[0] == "no task root backend worked (tried btrfs-snapshot, then fuse-overlay):"
     assert lines[1].startswith("  btrfs-snapshot: ")
     assert lines[2].startswith("  fuse-overlay: ")
     assert not (tmp_path / "t1" / "rootfs-fuse-overlay").exists()

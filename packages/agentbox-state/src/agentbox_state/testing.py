@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentbox_state.parse import env_flag
-from agentbox_state.runner import Completed, command_failed
+from agentbox_state.runner import Completed, SubprocessRunner, command_failed
 
 ENFORCE_VAR = "AGENTBOX_CI_ENFORCE"
 
@@ -87,6 +87,30 @@ class RecordingRunner:
     ) -> int:
         self.calls.append(Call(tuple(argv), dict(env) if env else None))
         return 0
+
+
+class HidingRunner(SubprocessRunner):
+    """A real runner on which the named tools are missing: they are started by a path that does
+    not exist, so the genuine "not installed" failure is what the caller sees (PATH cannot hide
+    them: the runner always adds the sbin dirs)."""
+
+    def __init__(self, environ: Mapping[str, str], hide: Sequence[str]) -> None:
+        super().__init__(environ)
+        self.hide = frozenset(hide)
+
+    def _hidden(self, argv: Sequence[str]) -> list[str]:
+        return [f"/nonexistent/{a}" if i == 0 and a in self.hide else a for i, a in enumerate(argv)]
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,  # noqa: A002
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        check: bool = True,
+    ) -> Completed:
+        return super().run(self._hidden(argv), input=input, env=env, cwd=cwd, check=check)
 
 
 def enforced(environ: Mapping[str, str] | None = None) -> bool:

@@ -195,7 +195,8 @@ def materialize_first(
             if len(backends) == 1:
                 raise
             failures.append(f"{backend.value}: {err.message}")
-    raise StorageError("no task root backend worked (tried in order):\n  " + "\n  ".join(failures),
+    tried = ", then ".join(b.value for b in backends)
+    raise StorageError(f"no task root backend worked (tried {tried}):\n  " + "\n  ".join(failures),
                        hint=AUTO_HINT)  # fmt: skip
 
 
