@@ -96,3 +96,27 @@ def test_backend_names_are_storage_backends() -> None:
     from loftd.schema import BACKENDS
 
     assert [Backend(b) for b in BACKENDS] == [Backend.BTRFS_SNAPSHOT, Backend.FUSE_OVERLAY]
+
+
+@pytest.mark.parametrize(
+    ("explicit", "pull_latest", "local", "chosen"),
+    [
+        ("quay.io/me/box:1", False, True, ("quay.io/me/box:1", "missing")),
+        (None, True, True, ("ghcr.io/x/loftd:latest", "always")),
+        (None, False, True, ("localhost/loftd:latest", "never")),
+        (None, False, False, ("ghcr.io/x/loftd:latest", "missing")),
+    ],
+)
+def test_image_and_pull_policy(
+    explicit: str | None, pull_latest: bool, local: bool, chosen: tuple[str, str]
+) -> None:
+    from loftd.launch import choose_image
+
+    asked: list[bool] = []
+
+    def local_exists() -> bool:
+        asked.append(True)
+        return local
+
+    assert choose_image(explicit, pull_latest, local_exists, "ghcr.io/x/loftd:latest") == chosen
+    assert bool(asked) == (explicit is None and not pull_latest)  # looked only when it matters

@@ -26,6 +26,11 @@ def from_image(ref: str, *, pull: str = "never") -> list[str]:
     return ["buildah", "from", f"--pull={pull}", "--quiet", ref]
 
 
+def image_exists(ref: str) -> list[str]:
+    """Succeeds when ``ref`` is in local storage (no pull, no unshare needed)."""
+    return ["buildah", "inspect", "--type", "image", "--format", "{{.FromImageID}}", ref]
+
+
 def inspect_digest(container: str) -> list[str]:
     return ["buildah", "inspect", "--type", "container", "--format", "{{.FromImageDigest}}",
             container]  # fmt: skip

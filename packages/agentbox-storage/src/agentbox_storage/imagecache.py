@@ -158,10 +158,15 @@ class ImageCache:
         try:
             out = runner.run(ingest_argv(ref, pinned)).stdout
         except CommandError as err:
+            # the child reports like our CLIs: its "hint:" lines are the advice, the rest is why
+            lines = (err.stderr_tail or err.message).splitlines()
+            hints = [
+                h.strip()[len("hint:") :].strip() for h in lines if h.strip().startswith("hint:")
+            ]
+            why = [line for line in lines if not line.strip().startswith("hint:")]
             raise StorageError(
-                f"could not add image {ref} to the image cache:\n  "
-                + (err.stderr_tail or err.message).replace("\n", "\n  "),
-                hint=err.hint or "rerun with --debug to see the ingest command",
+                f"could not add image {ref} to the image cache:\n  " + "\n  ".join(why),
+                hint="; ".join(hints) or err.hint or "rerun with --debug to see the ingest command",
             ) from err
         lines = [line for line in out.splitlines() if line.strip()]
         digest = lines[-1].strip() if lines else ""

@@ -9,6 +9,10 @@ from agentbox_state.cli.app import Context, Verb
 from agentbox_state.cli.args import Option
 from agentbox_state.errors import UsageError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 OPTIONS = (
     Option(
         "--rootfs-backend",
@@ -38,13 +42,15 @@ def run(ctx: Context) -> int:
     mem = ctx.args.value("mem")
     if mem is not None and (not mem.isdigit() or int(mem) == 0):
         raise UsageError(f"invalid --mem {mem!r}", hint="give a whole number of GiB, like 4")
-    # the image and Buildah's pull policy for it
-    if isinstance(ctx.flags.image.value, str):
-        image, pull = ctx.flags.image.value, "missing"
-    elif ctx.flags.pull_latest:
-        image, pull = PUBLISHED_IMAGE, "always"
-    else:
-        image, pull = LOCAL_IMAGE, "never"
+    runner = ctx.runner()
+    explicit = ctx.flags.image.value if isinstance(ctx.flags.image.value, str) else None
+
+    def local_exists() -> bool:
+        from agentbox_podman.buildah import image_exists
+
+        return runner.run(image_exists(LOCAL_IMAGE), check=False).returncode == 0
+
+    image, pull = choose_image(explicit, ctx.flags.pull_latest, local_exists, PUBLISHED_IMAGE)
     workspace = current_workspace()
     face = Face(
         name="loftd", library_env="LOFTD_LIBKRUN_LIBRARY", env_prefix="LOFTD_",
@@ -70,9 +76,25 @@ def run(ctx: Context) -> int:
                 f"task {request.task_id}")  # fmt: skip
         return 0
     return run_task_here(
-        face, request, ctx.runner(), ctx.profiler, program="loftd",
+        face, request, runner, ctx.profiler, program="loftd",
         helper_verb="libkrun-enter", environ=dict(ctx.environ), notice=ctx.err, pull=pull,
     )  # fmt: skip
+
+
+def choose_image(
+    explicit: str | None, pull_latest: bool, local_exists: Callable[[], bool], published: str
+) -> tuple[str, str]:
+    """The image and Buildah's pull policy for it, as the original chose them: ``--image`` with
+    ``missing``; ``--pull-latest``: the published image with ``always``; else the local
+    ``localhost/loftd:latest`` with ``never`` when it exists, the published one with
+    ``missing`` when not."""
+    if explicit is not None:
+        return explicit, "missing"
+    if pull_latest:
+        return published, "always"
+    if local_exists():
+        return LOCAL_IMAGE, "never"
+    return published, "missing"
 
 
 def internal(ctx: Context) -> int:
