@@ -69,7 +69,7 @@ def image() -> Iterator[str]:
 class Stub:
     """The stub library, its call log and the on-enter script's report, in one dir."""
 
-    def __init__(self, where: Path, status: int) -> None:
+    def __init__(self, where: Path, status: int, fail: str | None = None) -> None:
         cc = shutil.which("cc") or shutil.which("gcc")
         require(cc is not None, "a C compiler is missing (apt-get install gcc)")
         assert cc is not None
@@ -82,8 +82,9 @@ class Stub:
         script.chmod(0o755)
         self.lib = where / "libkrun_stub.so"
         # the helper gets a minimal environment: settings are compiled in
+        failing = [f'-DSTUB_FAIL="{fail}"'] if fail else []
         subprocess.run([cc, "-shared", "-fPIC", f'-DSTUB_LOG="{self.log}"',
-                        f'-DSTUB_EXIT="{status}"', f'-DSTUB_ON_ENTER="{script}"',
+                        f'-DSTUB_EXIT="{status}"', f'-DSTUB_ON_ENTER="{script}"', *failing,
                         "-o", str(self.lib), str(STUB)], check=True)  # fmt: skip
 
     def calls(self) -> list[str]:
@@ -177,6 +178,48 @@ def test_btrfs_snapshot_task_root_end_to_end(btrfs_home: Home, agentbox: Path, i
                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "tasks" not in subvolumes  # the task's snapshot was deleted, the cache kept
     assert "images/sha256/" in subvolumes
+
+
+def test_helper_failures_are_told_from_the_guests_status(home: Home, agentbox: Path, image: str,
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    failing = Stub(tmp_path / "failing", 0, fail="krun_set_root:13")
+    out = home.run(agentbox, "--image", image, "microvm", "--", "true",
+                   AGENTBOX_LIBKRUN_LIBRARY=str(failing.lib))  # fmt: skip
+    assert out.returncode == 125
+    assert out.stderr.splitlines() == [
+        "libkrun helper: libkrun setup failed: krun_set_root failed: EACCES (Permission denied)",
+        "agentbox: agentbox microvm: the libkrun helper failed while configuring libkrun (exit "
+        "status 125)",
+        "hint: its own message is above; rerun with --preserve-debug to keep the task root and "
+        "launch.conf for a look",
+    ]
+    assert list((state_of(home) / "tasks").iterdir()) == []  # cleaned up all the same
+    # a guest command exiting 125 is the guest's business: passed on, nothing added
+    guest = Stub(tmp_path / "guest", 125)
+    out = home.run(agentbox, "--image", image, "microvm", "--", "false",
+                   AGENTBOX_LIBKRUN_LIBRARY=str(guest.lib))  # fmt: skip
+    assert (out.returncode, out.stderr) == (125, "")
+
+
+def test_guest_init_override_is_copied_into_the_task_root_only(
+    home: Home, agentbox: Path, image: str, tmp_path: Path
+) -> None:
+    stub = Stub(tmp_path / "stub", 0)
+    (stub.dir / "on-enter").write_text('#!/bin/sh\ncat "$1/usr/bin/agentbox-guest-init" > '
+                                       f'{stub.seen}\n')  # fmt: skip
+    mine = tmp_path / "my-guest-init"
+    mine.write_text("#!/bin/sh\necho my build\n")
+    mine.chmod(0o755)
+    out = home.run(agentbox, "--image", image, "microvm", "--guest-init", str(mine), "--", "true",
+                   AGENTBOX_LIBKRUN_LIBRARY=str(stub.lib))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert stub.report() == ["#!/bin/sh", "echo my build"]  # the guest ran the host build
+    cached = list((home.home / ".local/state/agentbox/images/sha256").glob("*/rootfs"))
+    assert len(cached) == 1
+    assert (cached[0] / "usr/bin/agentbox-guest-init").read_text() == "#!/bin/sh\necho guest\n"
+    missing = home.run(agentbox, "--image", image, "microvm", "--guest-init", "/nonexistent")
+    assert missing.returncode == 2
+    assert "--guest-init /nonexistent is not a file" in missing.stderr
 
 
 def test_preserve_debug_keeps_and_explains(home: Home, agentbox: Path, image: str,
@@ -304,13 +347,18 @@ def user_state(user_tmp: Path, test_user: str) -> Iterator[Path]:
 
 @pytest.fixture
 def user_image(test_user: str) -> Iterator[str]:
-    """The tiny image in the test user's own Buildah storage."""
+    """The tiny image in the test user's own Buildah storage, also as localhost/loftd:latest
+    (that storage is the test user's alone)."""
     require_test_user()
-    argv = ["runuser", "-u", test_user, "--", "env", "-i", f"HOME=/home/{test_user}",
-            "PATH=/usr/bin:/bin", "sh", "-c", BUILD, "build", IMAGE]  # fmt: skip
-    subprocess.run(argv, check=True, capture_output=True, cwd="/tmp")
+    user = ["runuser", "-u", test_user, "--", "env", "-i", f"HOME=/home/{test_user}",
+            "PATH=/usr/bin:/bin"]  # fmt: skip
+    subprocess.run([*user, "sh", "-c", BUILD, "build", IMAGE], check=True, capture_output=True,
+                   cwd="/tmp")  # fmt: skip
+    subprocess.run([*user, "buildah", "tag", IMAGE, "localhost/loftd:latest"], check=True,
+                   capture_output=True, cwd="/tmp")  # fmt: skip
     yield IMAGE
-    subprocess.run([*argv[:6], "buildah", "rmi", IMAGE], check=False, capture_output=True)
+    subprocess.run([*user, "buildah", "rmi", IMAGE, "localhost/loftd:latest"], check=False,
+                   capture_output=True, cwd="/tmp")  # fmt: skip
 
 
 def user_stub(user_tmp: Path, user: UserBox, status: int) -> Stub:
@@ -336,9 +384,11 @@ def test_rootless_microvm_and_loftd(user_box: Callable[..., UserBox], user_state
     assert "from-image" in seen
     assert list((box.state_dir / "tasks").iterdir()) == []
     stub.calls()
-    lofted = box.run("--image", user_image, "--", "true", module="loftd",
+    # no --image: loftd finds localhost/loftd:latest in the user's storage (--pull=never)
+    lofted = box.run("--profile", "--debug", "--", "true", module="loftd",
                      LOFTD_LIBKRUN_LIBRARY=str(stub.lib))  # fmt: skip
     assert lofted.returncode == 7, lofted.stderr
+    assert profile_rows(lofted.stderr)["image"] == "localhost/loftd:latest"
     seen = stub.report()
     # loftd's helper runs inside `buildah unshare` (root there) to mount /nix and the workspace
     assert seen[0] == "uid=0"

@@ -13,6 +13,7 @@ import pytest
 from agentbox_krun import launchconf
 from agentbox_krun.errors import KrunError, KrunLoadError
 from agentbox_krun.ffi import load
+from agentbox_krun.helper import outcome
 from agentbox_krun.launchconf import Disk, LaunchConf
 from agentbox_state.testing import require
 
@@ -79,10 +80,12 @@ def test_call_order_and_exit_status(stub: Path, tmp_path: Path) -> None:
     code, calls, err = run_helper(stub, tmp_path, KRUN_STUB_EXIT="42")
     assert (code, err) == (42, "")
     assert calls == [*SETUP_CALLS, "krun_start_enter 7"]
+    assert outcome(tmp_path) is None  # libkrun took over: 42 is the guest's status
 
 
-SETUP_FUNCTIONS = ["krun_set_vm_config", "krun_set_root", "krun_add_disk", "krun_add_virtiofs3",
-                   "krun_set_workdir", "krun_set_exec"]  # fmt: skip
+SETUP_FUNCTIONS = ["krun_set_vm_config", "krun_set_root", "krun_add_disk",
+                   "krun_disable_implicit_console", "krun_add_virtio_console_default",
+                   "krun_add_virtiofs3", "krun_set_workdir", "krun_set_exec"]  # fmt: skip
 
 
 @pytest.mark.parametrize("fn", SETUP_FUNCTIONS)
@@ -92,6 +95,7 @@ def test_a_failing_setup_call_frees_the_context(stub: Path, tmp_path: Path, fn: 
     assert err == f"libkrun helper: libkrun setup failed: {fn} failed: EINVAL (Invalid argument)\n"
     assert calls[-1] == "krun_free_ctx 7"
     assert "krun_start_enter 7" not in calls
+    assert outcome(tmp_path) == "configuring libkrun"
 
 
 def test_start_failure_and_create_failure(stub: Path, tmp_path: Path) -> None:
@@ -99,6 +103,7 @@ def test_start_failure_and_create_failure(stub: Path, tmp_path: Path) -> None:
     assert code == 126
     assert err == ("libkrun helper: libkrun start failed: krun_start_enter failed: ENOMEM "
                    "(Cannot allocate memory)\n")  # fmt: skip
+    assert outcome(tmp_path) == "starting the VM (krun_start_enter returned)"
     code, calls, err = run_helper(stub, tmp_path, KRUN_STUB_FAIL="krun_create_ctx:1")
     assert code == 125
     assert calls == ["krun_set_log_level 0", "krun_create_ctx"]
@@ -163,6 +168,35 @@ def test_a_nested_virt_check_error_is_a_setup_error(stub: Path, tmp_path: Path) 
     )  # fmt: skip
     assert done.returncode == 125
     assert "krun_check_nested_virt failed: EIO" in done.stderr
+
+
+def test_failures_before_a_context_and_of_loftd_calls(stub: Path, tmp_path: Path) -> None:
+    code, calls, err = run_helper(stub, tmp_path, KRUN_STUB_FAIL="krun_set_log_level:1")
+    assert (code, calls) == (125, ["krun_set_log_level 0"])  # no context yet: nothing to free
+    assert err == "libkrun helper: libkrun setup failed: krun_set_log_level failed: EPERM " \
+        "(Operation not permitted)\n"  # fmt: skip
+    conf = tmp_path / "loftd.conf"
+    launchconf.write(LOFTD_CONF, conf)
+    for fn, nested, last in (("krun_init_log", "0", "krun_init_log 2 0 2 1"),
+                             ("krun_set_nested_virt", "1", "krun_free_ctx 7")):  # fmt: skip
+        log = tmp_path / f"{fn}.log"
+        done = subprocess.run(
+            [sys.executable, "-m", "agentbox_krun.helper", ENV_VAR, str(conf)],
+            env={"PATH": "/usr/bin:/bin", ENV_VAR: str(stub), "KRUN_STUB_LOG": str(log),
+                 "KRUN_STUB_FAIL": f"{fn}:22", "KRUN_STUB_NESTED": nested},
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 125
+        assert f"{fn} failed: EINVAL" in done.stderr
+        assert log.read_text().splitlines()[-1] == last
+
+
+def test_helper_status_before_it_runs_and_unknown(tmp_path: Path) -> None:
+    assert outcome(tmp_path) == "starting (the helper never ran)"
+    (tmp_path / "helper.status").write_text("load\n")
+    assert outcome(tmp_path) == "loading libkrun"
+    (tmp_path / "helper.status").write_text("zzz\n")
+    assert outcome(tmp_path) == "in an unknown phase 'zzz'"
 
 
 def test_load_failures_name_every_path(tmp_path: Path) -> None:

@@ -145,8 +145,7 @@ def test_ensure_reports_the_child_failure(tmp_path: Path) -> None:
     with pytest.raises(StorageError) as caught:
         cache.ensure("x:1", rec, ingest_argv=lambda ref, exp: ["ingest"])
     assert caught.value.message == (
-        "could not add image x:1 to the image cache:\n"
-        "  loftd ingest: image x:1 cannot boot"
+        "could not add image x:1 to the image cache:\n  loftd ingest: image x:1 cannot boot"
     )
     assert caught.value.hint == "build"  # the child's advice, not a second "hint:" line
     assert cache.read_hint("x:1") is None

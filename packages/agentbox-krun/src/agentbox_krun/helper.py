@@ -6,7 +6,10 @@ terminal inherited. ``ENV_VAR`` names the variable that may point at the library
 (``AGENTBOX_LIBKRUN_LIBRARY`` or ``LOFTD_LIBKRUN_LIBRARY``).
 
 Exit codes when libkrun does not take over: 125 a setup call failed, 126 krun_start_enter
-failed, 127 libkrun could not be loaded, 2 bad arguments or launch.conf.
+failed, 127 libkrun could not be loaded, 2 bad arguments or launch.conf. A guest command can
+exit with those numbers too, so the helper also writes how far it got to ``helper.status`` next
+to launch.conf: ``started`` only once krun_start_enter is called; the parent reads it
+(``outcome``) to tell the guest's status from the helper's failure, and in which phase.
 """
 
 from __future__ import annotations
@@ -22,6 +25,34 @@ from agentbox_krun.ffi import Krun, load
 from agentbox_krun.launchconf import LaunchConf
 
 EXIT_SETUP, EXIT_START, EXIT_LOAD, EXIT_USAGE = 125, 126, 127, 2
+STATUS_NAME = "helper.status"
+# phase written before it begins -> what the parent says when the helper ends there
+PHASES = {
+    "read": "reading launch.conf",
+    "load": "loading libkrun",
+    "mount": "mounting /nix and the workspace into the root",
+    "setup": "configuring libkrun",
+    "start-failed": "starting the VM (krun_start_enter returned)",
+}
+STARTED = "started"
+
+
+def _mark(conf_path: str, phase: str) -> None:
+    status = Path(conf_path).with_name(STATUS_NAME)
+    with contextlib.suppress(OSError):  # a status we cannot write must not stop the VM
+        status.write_text(phase + "\n", encoding="ascii")
+
+
+def outcome(task_dir: Path) -> str | None:
+    """None when libkrun took over (the exit status is the guest's), else what the helper was
+    doing when it stopped."""
+    try:
+        phase = (task_dir / STATUS_NAME).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return "starting (the helper never ran)"
+    return None if phase == STARTED else PHASES.get(phase, f"in an unknown phase {phase!r}")
+
+
 LOG_TO_STDERR, LOG_OFF, LOG_STYLE_NEVER, LOG_OPTION_NO_ENV = 2, 0, 2, 1
 
 
@@ -81,10 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     env_var, conf_path = args
     try:
+        _mark(conf_path, "read")
         conf = launchconf.read(Path(conf_path))
+        _mark(conf_path, "load")
         krun = load(os.environ, env_var)
         if conf.nix_overlay is not None or conf.mounts:
+            _mark(conf_path, "mount")
             prepare_root(conf)
+        _mark(conf_path, "setup")
         ctx = configure(krun, conf)
     except LaunchConfError as err:
         print(f"libkrun helper: {err.message}", file=sys.stderr)
@@ -99,10 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     except KrunError as err:
         print(f"libkrun helper: libkrun setup failed: {err.message}", file=sys.stderr)
         return EXIT_SETUP
+    _mark(conf_path, STARTED)
     try:
         krun.start_enter(ctx)
     except KrunError as err:
         print(f"libkrun helper: libkrun start failed: {err.message}", file=sys.stderr)
+    _mark(conf_path, "start-failed")
     return EXIT_START
 
 

@@ -18,6 +18,9 @@ static void logline(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #ifndef STUB_EXIT
 #define STUB_EXIT "0"
 #endif
+#ifndef STUB_FAIL
+#define STUB_FAIL NULL
+#endif
 #ifndef STUB_ON_ENTER
 #define STUB_ON_ENTER NULL
 #endif
@@ -44,7 +47,7 @@ static void logline(const char *fmt, ...) {
 }
 
 static int32_t result(const char *fn) {
-    const char *fail = getenv("KRUN_STUB_FAIL");
+    const char *fail = setting("KRUN_STUB_FAIL", STUB_FAIL);
     size_t n = strlen(fn);
     if (fail && strncmp(fail, fn, n) == 0 && fail[n] == ':') return -atoi(fail + n + 1);
     return 0;

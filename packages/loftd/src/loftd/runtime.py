@@ -25,6 +25,7 @@ from pathlib import Path
 from agentbox_krun import launchconf
 from agentbox_krun.errors import KrunLoadError
 from agentbox_krun.ffi import load
+from agentbox_krun.helper import STATUS_NAME, outcome
 from agentbox_krun.launchconf import Disk, LaunchConf, Mount, NixOverlay
 from agentbox_state.errors import AgentboxError
 from agentbox_state.lock import FileLock
@@ -192,10 +193,21 @@ def _in_task_root(
                 # whose files only make sense inside the user namespace that wrote them:
                 # rootless, the helper then runs in that namespace too (as the original did)
                 wrap = userns if conf.nix_overlay or conf.mounts else ()
-                return runner.interactive(
+                (task_dir / STATUS_NAME).unlink(missing_ok=True)
+                code = runner.interactive(
                     [*wrap, *helper_argv, os.fspath(conf_path)],
                     env={face.library_env: library},  # the library this process found
                 )
+            failed = outcome(task_dir)
+            if failed is None:
+                return code  # the guest's own status (or 128+N if the VM was killed)
+            keep = ("" if req.preserve else "; rerun with --preserve-debug to keep the task root "
+                    "and launch.conf for a look")  # fmt: skip
+            raise PhaseError(
+                f"{face.name}: the libkrun helper failed while {failed} (exit status {code})",
+                hint=f"its own message is above{keep}",
+                exit_code=code or 1,
+            )
     finally:
         lock.release()
         with profiler.phase("task_state_cleanup"):
