@@ -3,7 +3,6 @@ arguments, errno mapping for every failing call, exit status of krun_start_enter
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +14,7 @@ from agentbox_krun.errors import KrunError, KrunLoadError
 from agentbox_krun.ffi import load
 from agentbox_krun.helper import outcome
 from agentbox_krun.launchconf import Disk, LaunchConf
-from agentbox_state.testing import require
 
-STUB_SOURCE = Path(__file__).parent / "stub" / "libkrun_stub.c"
 ENV_VAR = "AGENTBOX_LIBKRUN_LIBRARY"
 
 CONF = LaunchConf(
@@ -49,17 +46,6 @@ SETUP_CALLS = [
     "  env[0]=AGENTBOX_HOST_UID=1000",
     "  env[1]=AGENTBOX_MICROVM_WORKSPACE_TAG=agentbox-workspace",
 ]
-
-
-@pytest.fixture(scope="module")
-def stub(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    require(cc is not None, "a C compiler is missing (apt-get install gcc)")
-    assert cc is not None
-    out = tmp_path_factory.mktemp("stub") / "libkrun_stub.so"
-    subprocess.run([cc, "-shared", "-fPIC", "-Wall", "-Werror", "-o", str(out),
-                    str(STUB_SOURCE)], check=True)  # fmt: skip
-    return out
 
 
 def run_helper(stub: Path, tmp_path: Path, **env: str) -> tuple[int, list[str], str]:

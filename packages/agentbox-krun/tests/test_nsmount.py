@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +16,8 @@ from agentbox_krun import launchconf
 from agentbox_krun.errors import KrunError
 from agentbox_krun.launchconf import LaunchConf, Mount, NixOverlay
 from agentbox_krun.nsmount import overlay_options
-from agentbox_state.testing import require, require_root
+from agentbox_state.testing import require_root
 
-STUB_SOURCE = Path(__file__).parent / "stub" / "libkrun_stub.c"
 ENV_VAR = "LOFTD_LIBKRUN_LIBRARY"
 
 
@@ -35,16 +33,6 @@ def test_options_and_refusals() -> None:
         overlay_options(dataclasses.replace(ok, lower="rootfs/nix"))
     with pytest.raises(KrunError, match="contains ':'"):
         overlay_options(dataclasses.replace(ok, work="/s/w:x"))
-
-
-@pytest.fixture(scope="module")
-def stub(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    require(cc is not None, "a C compiler is missing (apt-get install gcc)")
-    assert cc is not None
-    out = tmp_path_factory.mktemp("stub") / "libkrun_stub.so"
-    subprocess.run([cc, "-shared", "-fPIC", "-o", str(out), str(STUB_SOURCE)], check=True)
-    return out
 
 
 def helper(stub: Path, conf: LaunchConf, tmp: Path, on_enter: str) -> tuple[int, str, str]:
