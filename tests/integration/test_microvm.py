@@ -35,7 +35,7 @@ echo ID=tiny > "$root/etc/os-release"
 printf '#!/bin/sh\necho guest\n' > "$root/usr/bin/agentbox-guest-init"
 chmod 755 "$root/usr/bin/agentbox-guest-init"
 ln -s agentbox-guest-init "$root/usr/bin/loftd-guest-init"
-echo from-image > "$root/nix/store/0000-image/marker"
+echo "${2:-from-image}" > "$root/nix/store/0000-image/marker"
 c=$(buildah from scratch)
 buildah copy --quiet "$c" "$root" / >/dev/null
 buildah commit --quiet --rm "$c" "$1" >/dev/null
@@ -158,6 +158,28 @@ def btrfs_home(tmp_path: Path, home_at: Callable[[Path], Home]) -> Iterator[Home
     """A HOME on a real btrfs, so the image cache and task roots are on btrfs."""
     with btrfs_loop(tmp_path / "disk.img", tmp_path / "mnt") as mnt:
         yield home_at(mnt)
+
+
+def test_a_rebuilt_tag_is_ingested_again(home: Home, agentbox: Path, image: str,
+                                         tmp_path: Path) -> None:  # fmt: skip
+    stub = Stub(tmp_path / "stub", 0)
+
+    def run() -> tuple[str, list[str]]:
+        out = home.run(agentbox, "--image", image, "--profile", "--debug", "microvm", "--",
+                       "true", AGENTBOX_LIBKRUN_LIBRARY=str(stub.lib))  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return profile_rows(out.stderr)["image_cache"], stub.report()
+
+    assert run()[0] == "miss"
+    assert run()[0] == "hit"
+    try:
+        subprocess.run(["sh", "-c", BUILD, "build", image, "rebuilt"], check=True,
+                       capture_output=True)  # fmt: skip
+        cached, seen = run()
+        assert cached == "miss"  # the tag now names other content: not the cached one
+        assert "rebuilt" in seen
+    finally:
+        subprocess.run(["sh", "-c", BUILD, "build", image], check=True, capture_output=True)
 
 
 def test_btrfs_snapshot_task_root_end_to_end(btrfs_home: Home, agentbox: Path, image: str,

@@ -17,8 +17,8 @@ from agentbox_state.testing import RecordingRunner
          ["buildah", "from", "--pull=missing", "--quiet", "x"]),
         (buildah.inspect_digest("c1"),
          ["buildah", "inspect", "--type", "container", "--format", "{{.FromImageDigest}}", "c1"]),
-        (buildah.image_exists("localhost/loftd:latest"),
-         ["buildah", "inspect", "--type", "image", "--format", "{{.FromImageID}}",
+        (buildah.image_digest("localhost/loftd:latest"),
+         ["buildah", "inspect", "--type", "image", "--format", "{{.FromImageDigest}}",
           "localhost/loftd:latest"]),
         (buildah.mount("c1"), ["buildah", "mount", "c1"]),
         (buildah.umount("c1"), ["buildah", "umount", "c1"]),
@@ -84,3 +84,20 @@ def test_unknown_image() -> None:
         "build it first (agentbox image build) or check the name: buildah images"
     )
     assert rec.argvs == [buildah.from_image("nope:1")]
+
+
+def test_local_image_digest() -> None:
+    rec = RecordingRunner()
+    rec.script("buildah", "inspect", stdout="sha256:" + "a" * 64 + "\n")
+    assert buildah.local_image_digest(rec, "localhost/x:1") == "sha256:" + "a" * 64
+    absent = RecordingRunner()
+    absent.script("buildah", "inspect", returncode=125,
+                  stderr="Error: importing settings: localhost/x:1: image not known\n")  # fmt: skip
+    assert buildah.local_image_digest(absent, "localhost/x:1") is None
+    broken = RecordingRunner()
+    broken.script("buildah", "inspect", returncode=125, stderr="Error: database is locked\n")
+    with pytest.raises(PodmanError) as caught:
+        buildah.local_image_digest(broken, "localhost/x:1")
+    assert caught.value.message == (
+        "buildah could not inspect image localhost/x:1 (exit status 125): Error: database is locked"
+    )  # never taken for "not there"

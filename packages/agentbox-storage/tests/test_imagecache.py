@@ -124,6 +124,24 @@ def test_ensure_hits_without_running_anything(tmp_path: Path, image: Path) -> No
     assert (tmp_path / "cache" / "refs" / "x%3A1").read_text() == D1 + "\n"
 
 
+def test_lookup_by_what_local_storage_has_now(tmp_path: Path, image: Path) -> None:
+    cache = ImageCache(tmp_path / "cache")
+    cache.ingest("x:1", DirSource(image, D1), RUNNER, guest_init=GUEST)
+    cache.write_hint("x:1", D1)
+    other = "sha256:" + "b" * 64
+    assert cache.lookup("x:1", current=other) is None  # x:1 was rebuilt: a miss, not the old one
+    assert cache.lookup("x:1", current=None) == cache.entry(D1)  # gone from storage: the hint
+    cache.write_hint("y:2", other)  # a stale hint is corrected by what storage says
+    assert cache.lookup("y:2", current=D1) == cache.entry(D1)
+    assert cache.read_hint("y:2") == D1
+    rec = RecordingRunner()
+    rec.script("ingest", stdout=D1 + "\n")
+    assert cache.ensure("x:1", rec, ingest_argv=lambda r, e: ["ingest"], look=False) == (
+        cache.entry(D1), False,
+    )  # fmt: skip
+    assert rec.argvs == [["ingest"]]  # without look, the child runs even on a cached tag
+
+
 def test_ensure_miss_runs_the_child_and_records_the_hint(tmp_path: Path) -> None:
     cache = ImageCache(tmp_path / "cache")
     rec = RecordingRunner()

@@ -26,9 +26,24 @@ def from_image(ref: str, *, pull: str = "never") -> list[str]:
     return ["buildah", "from", f"--pull={pull}", "--quiet", ref]
 
 
-def image_exists(ref: str) -> list[str]:
-    """Succeeds when ``ref`` is in local storage (no pull, no unshare needed)."""
-    return ["buildah", "inspect", "--type", "image", "--format", "{{.FromImageID}}", ref]
+def image_digest(ref: str) -> list[str]:
+    """The digest of ``ref`` in local storage (no pull; no unshare needed, also rootless)."""
+    return ["buildah", "inspect", "--type", "image", "--format", "{{.FromImageDigest}}", ref]
+
+
+def local_image_digest(runner: Runner, ref: str) -> str | None:
+    """``ref``'s digest in local Buildah storage now, or None when it is not there. Any other
+    failure (storage locked or broken, no buildah) is an error, never taken for absence."""
+    done = runner.run(image_digest(ref), check=False)
+    if done.returncode == 0 and done.stdout.strip().startswith("sha256:"):
+        return done.stdout.strip()
+    if "image not known" in done.stderr:
+        return None
+    raise PodmanError(
+        f"buildah could not inspect image {ref} (exit status {done.returncode}): "
+        + (done.stderr.strip().splitlines() or ["no output"])[-1],
+        hint="check Buildah's storage: buildah images",
+    )
 
 
 def inspect_digest(container: str) -> list[str]:

@@ -125,10 +125,14 @@ class ImageCache:
             return None
         return text
 
-    def lookup(self, ref: str) -> CacheEntry | None:
-        """The valid entry for ``ref`` by its pinned digest or its tag's hint, without Buildah."""
-        digest = pinned_digest(ref) or self.read_hint(ref)
+    def lookup(self, ref: str, *, current: str | None = None) -> CacheEntry | None:
+        """The valid entry for ``ref``: by its pinned digest, else by ``current`` (the digest local
+        storage has for it now, when known: a rebuilt tag is then a miss), else by the tag's
+        hint (an image no longer in local storage still runs from the cache)."""
+        digest = pinned_digest(ref) or current or self.read_hint(ref)
         if digest is not None and self.is_valid(digest):
+            if current is not None and self.read_hint(ref) != digest:
+                self.write_hint(ref, digest)
             return self.entry(digest)
         return None
 
@@ -147,12 +151,14 @@ class ImageCache:
         runner: Runner,
         *,
         ingest_argv: Callable[[str, str | None], list[str]],
+        look: bool = True,
     ) -> tuple[CacheEntry, bool]:
-        """The cache entry for ``ref`` and whether it was a hit. On a miss, runs
-        ``ingest_argv(ref, pinned_digest)`` (a child that calls ``ingest`` inside the right user
-        namespace and prints the digest), checks the entry it made and records the tag hint."""
+        """The cache entry for ``ref`` and whether it was a hit. On a miss (or at once, without
+        ``look``), runs ``ingest_argv(ref, pinned_digest)`` (a child that calls ``ingest`` inside
+        the right user namespace and prints the digest), checks the entry it made and records
+        the tag hint."""
         pinned = pinned_digest(ref)
-        found = self.lookup(ref)
+        found = self.lookup(ref) if look else None
         if found is not None:
             return found, True
         try:

@@ -46,9 +46,9 @@ def run(ctx: Context) -> int:
     explicit = ctx.flags.image.value if isinstance(ctx.flags.image.value, str) else None
 
     def local_exists() -> bool:
-        from agentbox_podman.buildah import image_exists
+        from agentbox_podman.buildah import local_image_digest
 
-        return runner.run(image_exists(LOCAL_IMAGE), check=False).returncode == 0
+        return local_image_digest(runner, LOCAL_IMAGE) is not None
 
     image, pull = choose_image(explicit, ctx.flags.pull_latest, local_exists, PUBLISHED_IMAGE)
     workspace = current_workspace()
@@ -69,7 +69,7 @@ def run(ctx: Context) -> int:
         state_dir=Path(ctx.paths.workspace_dir(workspace)), images_dir=Path(ctx.paths.images),
         task_id=workspace.task_name(), command=ctx.args.command, uid=os.getuid(),
         gid=os.getgid(), ram_mib=int(mem or 4) * 1024, vcpus=min(os.cpu_count() or 1, 6),
-        root=ctx.flags.root, preserve=ctx.args.flag("preserve_debug"),
+        root=ctx.flags.root, preserve=ctx.args.flag("preserve_debug"), pull=pull,
     )  # fmt: skip
     if ctx.flags.dry_run:
         ctx.out(f"loftd: image {image} (pull {pull}), task root {backend.value}, "
@@ -77,7 +77,7 @@ def run(ctx: Context) -> int:
         return 0
     return run_task_here(
         face, request, runner, ctx.profiler, program="loftd",
-        helper_verb="libkrun-enter", environ=dict(ctx.environ), notice=ctx.err, pull=pull,
+        helper_verb="libkrun-enter", environ=dict(ctx.environ), notice=ctx.err,
     )  # fmt: skip
 
 

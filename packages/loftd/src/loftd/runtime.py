@@ -75,6 +75,7 @@ class TaskRequest:
     vcpus: int
     root: bool = False
     preserve: bool = False
+    pull: str = "never"  # Buildah's policy: never, missing, or always (ingest even on a hit)
     guest_init_override: Path | None = None
 
 
@@ -114,6 +115,7 @@ def run_task(
     profiler: Profiler,
     *,
     ingest_argv: Callable[[str, str | None], list[str]],
+    local_digest: Callable[[str], str | None],
     helper_argv: Sequence[str],
     environ: dict[str, str],
     notice: Callable[[str], None],
@@ -128,10 +130,12 @@ def run_task(
         raise PhaseError(f"{face.name} needs libkrun: {err.message}", hint=err.hint) from err
     cache = ImageCache(req.images_dir)
     with _phase(profiler, "image_reference_resolution", f"{face.name} image reference resolution"):
-        found = cache.lookup(req.image)
+        found = None  # --pull-latest: always ingest (Buildah pulls), whatever is cached
+        if req.pull != "always":
+            found = cache.lookup(req.image, current=local_digest(req.image))
         profiler.meta("image_cache", "hit" if found else "miss")
     with _phase(profiler, "image_cache_ensure", f"{face.name} image cache ingestion"):
-        entry = found or cache.ensure(req.image, runner, ingest_argv=ingest_argv)[0]
+        entry = found or cache.ensure(req.image, runner, ingest_argv=ingest_argv, look=False)[0]
     with _phase(profiler, "storage_backend_selection",
                 f"{face.name} storage backend selection"):  # fmt: skip
         backends = taskroot.select(req.backend, entry.rootfs)
@@ -261,16 +265,17 @@ def run_task_here(
     helper_verb: str,
     environ: dict[str, str],
     notice: Callable[[str], None],
-    pull: str = "never",
 ) -> int:
     """``run_task`` wired for a command line: images are ingested by ``loftd.ingest`` in one
     Buildah transaction (inside ``buildah unshare`` when rootless), and the helper is
     ``program internal helper_verb`` again."""
+    from agentbox_podman.buildah import local_image_digest
     from loftd.ingest import ingest_argv
 
     prefix = ["buildah", "unshare"] if req.uid != 0 else []
-    ingest = ingest_argv(prefix, sys.executable, req.images_dir, face.guest_init, pull)
+    ingest = ingest_argv(prefix, sys.executable, req.images_dir, face.guest_init, req.pull)
     return run_task(face, req, runner, profiler, ingest_argv=ingest,
+                    local_digest=lambda ref: local_image_digest(runner, ref),
                     helper_argv=helper_argv(program, helper_verb), environ=environ,
                     notice=notice)  # fmt: skip
 
