@@ -22,8 +22,12 @@ ENV_VAR = "LOFTD_LIBKRUN_LIBRARY"
 
 
 def test_options_and_refusals() -> None:
-    ok = NixOverlay("/c/rootfs/nix", "/s/upper", "/s/work")
+    ok = NixOverlay("/c/rootfs/nix", "/s/upper", "/s/work", "/s/lease")
     assert overlay_options(ok) == "lowerdir=/c/rootfs/nix,upperdir=/s/upper,workdir=/s/work"
+    assert overlay_options(ok, userns=True).endswith(",workdir=/s/work,userxattr")
+    with pytest.raises(KrunError) as backslash:
+        overlay_options(dataclasses.replace(ok, lower="/c/a\\b"))
+    assert "contains '\\\\'" in backslash.value.message
     with pytest.raises(KrunError) as comma:
         overlay_options(dataclasses.replace(ok, upper="/s/a,b"))
     assert comma.value.message == (
@@ -64,7 +68,7 @@ def test_the_guest_sees_the_overlay_and_the_host_does_not(stub: Path, tmp_path: 
     work.mkdir()
     conf = LaunchConf(
         task_rootfs=str(rootfs), ram_mib=512, vcpus=1, workdir="/", exec_path="/init",
-        nix_overlay=NixOverlay(str(lower), str(upper), str(work)),
+        nix_overlay=NixOverlay(str(lower), str(upper), str(work), str(tmp_path / "lease")),
     )  # fmt: skip
     code, out, err = helper(stub, conf, tmp_path,
                             'cat "$1/nix/store/from-image"\n'
@@ -110,6 +114,52 @@ def test_bind_mounts_graft_the_workspace(stub: Path, tmp_path: Path) -> None:
     code, out, err = helper(stub, conf, tmp_path, "echo never\n")
     assert (code, out) == (125, "")
     assert f"{rootfs}/workspace leads through a symlink: refusing to mount there" in err
+    # ...and one whose /workspace is a file: the mkdir's errno, still before libkrun
+    (rootfs / "workspace").unlink()
+    (rootfs / "workspace").write_text("not a dir\n")
+    code, out, err = helper(stub, conf, tmp_path, "echo never\n")
+    assert (code, out) == (125, "")
+    assert f"preparing the root failed: mkdir {rootfs}/workspace failed: EEXIST" in err
+
+
+def test_user_namespace_detection() -> None:
+    from agentbox_krun.nsmount import in_user_namespace
+
+    assert in_user_namespace("         0          0 4294967295\n") is False
+    assert in_user_namespace("         0       1001          1\n         1     100000      65536\n")
+
+
+def test_the_nix_lease_and_a_symlinked_nix(stub: Path, tmp_path: Path) -> None:
+    from agentbox_state.lock import FileLock
+
+    require_root("mounting a kernel overlay")
+    rootfs, lower = tmp_path / "rootfs", tmp_path / "image-nix"
+    (rootfs / "nix").mkdir(parents=True)
+    (lower / "store").mkdir(parents=True)
+    for d in ("upper", "work"):
+        (tmp_path / d).mkdir()
+    overlay = NixOverlay(str(lower), str(tmp_path / "upper"), str(tmp_path / "work"),
+                         str(tmp_path / "lease"))  # fmt: skip
+    conf = LaunchConf(task_rootfs=str(rootfs), ram_mib=512, vcpus=1, workdir="/", exec_path="/i",
+                      nix_overlay=overlay)  # fmt: skip
+    # the helper holds the lease while the VM runs: the script finds it taken
+    code, out, _ = helper(stub, conf, tmp_path,
+                          f"flock -n {tmp_path}/lease true || echo lease-held\n")  # fmt: skip
+    assert (code, out) == (5, "lease-held\n")
+    held = FileLock(tmp_path / "lease", what="a test")
+    held.acquire()
+    try:  # another task holds it: this helper stops before mounting anything
+        code, out, err = helper(stub, conf, tmp_path, "echo never\n")
+    finally:
+        held.release()
+    assert (code, out) == (125, "")
+    assert f"the /nix overlay {tmp_path} is in use: its lock {tmp_path}/lease is held by pid " \
+        f"{os.getpid()}" in err  # fmt: skip
+    (rootfs / "nix").rmdir()
+    (rootfs / "nix").symlink_to("/usr")  # an image pointing /nix at the host's /usr
+    code, out, err = helper(stub, conf, tmp_path, "echo never\n")
+    assert (code, out) == (125, "")
+    assert f"{rootfs}/nix leads through a symlink: refusing to mount there" in err
 
 
 def test_a_failed_mount_stops_before_libkrun(stub: Path, tmp_path: Path) -> None:
@@ -117,7 +167,8 @@ def test_a_failed_mount_stops_before_libkrun(stub: Path, tmp_path: Path) -> None
     (tmp_path / "rootfs" / "nix").mkdir(parents=True)
     conf = LaunchConf(
         task_rootfs=str(tmp_path / "rootfs"), ram_mib=512, vcpus=1, workdir="/", exec_path="/i",
-        nix_overlay=NixOverlay(str(tmp_path / "missing"), str(tmp_path), str(tmp_path / "w")),
+        nix_overlay=NixOverlay(str(tmp_path / "missing"), str(tmp_path), str(tmp_path / "w"),
+                               str(tmp_path / "lease")),
     )  # fmt: skip
     code, _, err = helper(stub, conf, tmp_path, "echo never\n")
     assert code == 125

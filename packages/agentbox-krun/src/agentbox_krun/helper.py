@@ -37,10 +37,16 @@ PHASES = {
 STARTED = "started"
 
 
-def _mark(conf_path: str, phase: str) -> None:
+def _mark(conf_path: str, phase: str) -> bool:
+    """Record ``phase`` atomically (a reader sees the old or the new one, never a torn file)."""
     status = Path(conf_path).with_name(STATUS_NAME)
-    with contextlib.suppress(OSError):  # a status we cannot write must not stop the VM
-        status.write_text(phase + "\n", encoding="ascii")
+    tmp = status.with_name(f".{STATUS_NAME}.tmp")
+    try:
+        tmp.write_text(phase + "\n", encoding="ascii")
+        os.replace(tmp, status)
+    except OSError:
+        return False
+    return True
 
 
 def outcome(task_dir: Path) -> str | None:
@@ -60,14 +66,28 @@ class RootMountError(KrunError):
     """A graft into the root failed (before libkrun was configured)."""
 
 
+_held: list[object] = []  # the /nix lease, held for as long as this process (the VM) lives
+
+
 def prepare_root(conf: LaunchConf) -> None:
     """loftd's grafts, in a mount namespace of this process only: the /nix overlay on the task
-    root's /nix, then each bind mount (the workspace)."""
+    root's /nix (under its lease), then each bind mount (the workspace)."""
     from agentbox_krun import nsmount
+    from agentbox_state.errors import AgentboxError
+    from agentbox_state.lock import FileLock
 
     try:
         nsmount.private_namespace()
         if conf.nix_overlay is not None:
+            lease = FileLock(conf.nix_overlay.lease, what="the /nix overlay "
+                             f"{os.path.dirname(conf.nix_overlay.lease)}")  # fmt: skip
+            try:
+                lease.acquire()
+            except AgentboxError as err:
+                refused = RootMountError.invalid(err.message)
+                refused.hint = err.hint
+                raise refused from err
+            _held.append(lease)
             nsmount.mount_nix(conf.nix_overlay, conf.task_rootfs)
         for mount in conf.mounts:
             nsmount.bind(mount, conf.task_rootfs)
@@ -134,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     except KrunError as err:
         print(f"libkrun helper: libkrun setup failed: {err.message}", file=sys.stderr)
         return EXIT_SETUP
-    _mark(conf_path, STARTED)
+    if not _mark(conf_path, STARTED):  # else the parent could not tell the guest's from ours
+        print(f"libkrun helper: cannot write {Path(conf_path).with_name(STATUS_NAME)}; not "
+              "starting the VM", file=sys.stderr)  # fmt: skip
+        return EXIT_SETUP
     try:
         krun.start_enter(ctx)
     except KrunError as err:

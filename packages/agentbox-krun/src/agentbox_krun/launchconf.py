@@ -14,13 +14,14 @@ ask libkrun, enable when supported; the workspace and /nix grafted into the root
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentbox_krun.errors import LaunchConfError
 
-NIX_KEYS = ("nix_lower", "nix_upper", "nix_work")
+NIX_KEYS = ("nix_lower", "nix_upper", "nix_work", "nix_lease")
 SCALARS = ("task_rootfs", "workspace_source", "workspace_tag", "workspace_target", "ram_mib",
            "vcpus", "workdir", "exec_path", "init_log", "nested_virt", *NIX_KEYS)  # fmt: skip
 REQUIRED = ("task_rootfs", "ram_mib", "vcpus", "workdir", "exec_path")
@@ -46,11 +47,13 @@ class Mount:
 @dataclass(frozen=True, slots=True)
 class NixOverlay:
     """A kernel overlay the helper mounts on ``<task_rootfs>/nix`` in its own mount namespace
-    (loftd's host ``/nix``): the image's /nix below, the workspace's persistent upper above."""
+    (loftd's host ``/nix``): the image's /nix below, the workspace's persistent upper above.
+    ``lease`` is the lock file the helper holds while the VM runs: one overlay per upper."""
 
     lower: str
     upper: str
     work: str
+    lease: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,7 +86,8 @@ class LaunchConf:
                 out.append((key, value))
         if self.nix_overlay is not None:
             n = self.nix_overlay
-            out += [("nix_lower", n.lower), ("nix_upper", n.upper), ("nix_work", n.work)]
+            out += [("nix_lower", n.lower), ("nix_upper", n.upper), ("nix_work", n.work),
+                    ("nix_lease", n.lease)]  # fmt: skip
         if self.init_log:
             out.append(("init_log", "1"))
         if self.nested_virt:
@@ -181,14 +185,17 @@ def parse(text: str, source: str = "launch.conf") -> LaunchConf:
     mounts = tuple(Mount(e["source"], e["target"], e["readonly"] == "1")
                    for e in _group(groups, "mount"))  # fmt: skip
     for m in mounts:
-        if not m.target.startswith("/") or "/../" in m.target + "/":
-            raise LaunchConfError(f"mount target {m.target!r} is not an absolute guest path")
+        # normpath keeps a leading "//" (POSIX lets it mean something else): refused too
+        if m.target == "/" or not m.target.startswith("/") or m.target.startswith("//") or \
+                m.target != posixpath.normpath(m.target):  # fmt: skip
+            raise LaunchConfError(f"mount target {m.target!r} is not a normalised absolute "
+                                  "guest path below /")  # fmt: skip
     for key, allowed in (("init_log", ("0", "1")), ("nested_virt", ("auto",))):
         if key in fields and fields[key] not in allowed:
             raise LaunchConfError(f"{key} is not {' or '.join(allowed)}: {fields[key]!r}")
     nix = [k for k in NIX_KEYS if k in fields]
     if nix and len(nix) != len(NIX_KEYS):
-        raise LaunchConfError(f"{source}: nix_lower, nix_upper and nix_work go together; "
+        raise LaunchConfError(f"{source}: {', '.join(NIX_KEYS)} go together; "
                               f"only {', '.join(nix)} given")  # fmt: skip
     return LaunchConf(
         task_rootfs=fields["task_rootfs"], ram_mib=_int(fields, "ram_mib"),

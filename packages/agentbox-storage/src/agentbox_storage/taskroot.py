@@ -14,6 +14,7 @@ it is empty when running as root.
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import shutil
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from agentbox_state.errors import AgentboxError, CommandError
 from agentbox_state.lock import FileLock
-from agentbox_state.runner import Runner
+from agentbox_state.runner import DEFAULT_PATH, Runner, with_sbin
 from agentbox_storage import argv
 from agentbox_storage.backends import Backend
 from agentbox_storage.errors import StorageError
@@ -142,15 +143,17 @@ def materialize(
     return root
 
 
-AUTO_HINT = ("put the image cache on btrfs, or install fuse-overlayfs; reflink is never chosen "
-             "automatically (--storage reflink)")  # fmt: skip
+AUTO_HINT = (
+    "put the state dir (image cache and task dirs) on one btrfs, or install "
+    "fuse-overlayfs; reflink is never chosen automatically (--storage reflink)"
+)
 
 
 def select(
     backend: Backend,
     source: Path,
     *,
-    which: Callable[[str], str | None] = shutil.which,
+    which: Callable[[str], str | None] | None = None,
     fstype: Callable[[Path], str | None] = filesystem_type,
 ) -> tuple[Backend, ...]:
     """The backends to try, in order, for ``backend`` and the cached rootfs ``source``.
@@ -162,6 +165,9 @@ def select(
     """
     if backend is not Backend.AUTO:
         return (backend,)
+    if which is None:  # where the runner will look: PATH and the sbin dirs
+        path = with_sbin(os.environ.get("PATH") or DEFAULT_PATH)
+        which = functools.partial(shutil.which, path=path)
     chosen, why = [], []
     kind = fstype(source)
     if kind != "btrfs":

@@ -139,15 +139,12 @@ def run_task(
     with _phase(profiler, "storage_backend_selection",
                 f"{face.name} storage backend selection"):  # fmt: skip
         backends = taskroot.select(req.backend, entry.rootfs)
-    with ExitStack() as leases:  # held until the task is over and cleaned up
-        nix = None
-        if face.nix_host_overlay:  # before the task root: a second task stops here, early
-            with _phase(profiler, "nix_overlay_preparation",
-                        f"{face.name} /nix overlay preparation"):  # fmt: skip
-                nix = leases.enter_context(nix_overlay(req, entry.rootfs))
-        return _in_task_root(face, req, runner, profiler, entry.rootfs, backends, nix, userns,
-                             helper_argv=helper_argv, library=library, notice=notice)  # fmt: skip
-    raise AssertionError("unreachable")  # for mypy: the with block returns
+    nix = None
+    if face.nix_host_overlay:  # before the task root: a second task stops here, early
+        with _phase(profiler, "nix_overlay_preparation", f"{face.name} /nix overlay preparation"):
+            nix = nix_overlay(req, entry.rootfs)
+    return _in_task_root(face, req, runner, profiler, entry.rootfs, backends, nix, userns,
+                         helper_argv=helper_argv, library=library, notice=notice)  # fmt: skip
 
 
 def _in_task_root(
@@ -213,20 +210,23 @@ def _in_task_root(
                 exit_code=code or 1,
             )
     finally:
-        lock.release()
-        with profiler.phase("task_state_cleanup"):
-            if root is None:
-                root = taskroot.layout(Backend.BTRFS_SNAPSHOT, task_dir)
-            kept = taskroot.cleanup(root, runner, userns=userns, preserve=req.preserve)
-            if kept:
-                notice(f"{face.name}: kept {task_dir} for debugging; remove it with:\n  "
-                       + "\n  ".join(kept))  # fmt: skip
+        try:
+            with profiler.phase("task_state_cleanup"):
+                if root is None:
+                    root = taskroot.layout(Backend.BTRFS_SNAPSHOT, task_dir)
+                kept = taskroot.cleanup(root, runner, userns=userns, preserve=req.preserve)
+                if kept:
+                    notice(f"{face.name}: kept {task_dir} for debugging; remove it with:\n  "
+                           + "\n  ".join(kept))  # fmt: skip
+        finally:
+            lock.release()  # after cleanup: nobody else takes a half-removed task dir
 
 
-@contextmanager
-def nix_overlay(req: TaskRequest, rootfs: Path) -> Iterator[NixOverlay]:
+def nix_overlay(req: TaskRequest, rootfs: Path) -> NixOverlay:
     """The host /nix overlay's dirs under ``<state>/nix-overlay`` (upper and work persist across
-    tasks), held under an exclusive lease: the kernel refuses a second overlay on one upper."""
+    tasks). Two overlays on one upper corrupt it (the kernel only warns), so the helper holds
+    ``lease`` for as long as the VM runs; here it is only probed, to stop a second task before
+    anything is made for it (a race past the probe still stops at the helper's own lock)."""
     lower = rootfs / "nix"
     if not lower.is_dir() or lower.is_symlink():
         raise AgentboxError(
@@ -236,16 +236,15 @@ def nix_overlay(req: TaskRequest, rootfs: Path) -> Iterator[NixOverlay]:
     from agentbox_krun.nsmount import overlay_options
 
     base = req.state_dir / "nix-overlay"
-    overlay = NixOverlay(os.fspath(lower), os.fspath(base / "upper"), os.fspath(base / "work"))
+    overlay = NixOverlay(os.fspath(lower), os.fspath(base / "upper"), os.fspath(base / "work"),
+                         os.fspath(base / "lease"))  # fmt: skip
     overlay_options(overlay)  # paths overlayfs cannot take are refused before anything is made
-    lease = FileLock(base / "lease", what=f"the /nix overlay {base}")
-    lease.acquire()
-    try:
-        for d in ("upper", "work"):
-            (base / d).mkdir(parents=True, exist_ok=True)
-        yield overlay
-    finally:
-        lease.release()
+    probe = FileLock(base / "lease", what=f"the /nix overlay {base}")
+    probe.acquire()
+    probe.release()
+    for d in ("upper", "work"):
+        (base / d).mkdir(parents=True, exist_ok=True)
+    return overlay
 
 
 def _guest_init(face: Face, req: TaskRequest, root: taskroot.TaskRoot) -> str:
