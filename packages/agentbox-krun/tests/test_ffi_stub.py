@@ -133,7 +133,7 @@ def test_loftd_call_order(stub: Path, tmp_path: Path, env: dict[str, str], neste
         "krun_add_disk 7 loftd-containers /s/c.raw 0",
         "krun_disable_implicit_console 7",
         "krun_add_virtio_console_default 7 0 1 2",
-        "krun_set_workdir 7 /workspace",  # no virtiofs: the helper grafted the workspace
+        "krun_set_workdir 7 /workspace",  # no virtiofs: loftd grafts it (mount.N; none here)
         "krun_set_exec 7 /usr/bin/loftd-guest-init",
         "  argv[0]=loftd-guest-init", "  argv[1]=enter", "  argv[2]=--", "  argv[3]=true",
         "  env[0]=LOFTD_HOST_UID=1000",

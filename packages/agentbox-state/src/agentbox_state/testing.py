@@ -90,9 +90,10 @@ class RecordingRunner:
 
 
 class HidingRunner(SubprocessRunner):
-    """A real runner on which the named tools are missing: they are started by a path that does
-    not exist, so the genuine "not installed" failure is what the caller sees (PATH cannot hide
-    them: the runner always adds the sbin dirs)."""
+    """A real runner on which the named tools are missing from ``run`` (not from
+    ``interactive`` or ``detach``): they are started by a path that does not exist, so the
+    genuine "not installed" failure is what the caller sees (PATH cannot hide them: the runner
+    always adds the sbin dirs)."""
 
     def __init__(self, environ: Mapping[str, str], hide: Sequence[str]) -> None:
         super().__init__(environ)
