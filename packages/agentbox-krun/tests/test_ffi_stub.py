@@ -185,6 +185,43 @@ def test_helper_status_before_it_runs_and_unknown(tmp_path: Path) -> None:
     assert outcome(tmp_path) == "in an unknown phase 'zzz'"
 
 
+def test_without_the_optional_functions(minimal_stub: Path, tmp_path: Path) -> None:
+    krun = load({ENV_VAR: str(minimal_stub)}, ENV_VAR)
+    assert not any(krun.has(f) for f in ("krun_set_root", "krun_add_virtiofs3", "krun_init_log"))
+    with pytest.raises(KrunError) as caught:  # using a missing feature is a clear error
+        krun.init_log(2, 0, 2, 1)
+    assert caught.value.message == (
+        f"{minimal_stub} has no krun_init_log: this feature needs a newer libkrun"
+    )
+    with pytest.raises(KrunError, match=r"cannot share /ro read-only \(no virtiofs3\)"):
+        krun.add_virtiofs(7, "tag", "/ro", readonly=True)
+    # the helper still runs both orders: root through virtiofs "/dev/root", the implicit
+    # console kept, krun_set_log_level for loftd too, no nested-virt question
+    code, calls, err = run_helper(minimal_stub, tmp_path, KRUN_STUB_EXIT="3")
+    assert (code, err) == (3, "")
+    assert calls[:4] == [
+        "krun_set_log_level 0",
+        "krun_create_ctx",
+        "krun_set_vm_config 7 2 4096",
+        "krun_add_virtiofs 7 /dev/root /s/tasks/t1/rootfs-btrfs-snapshot",
+    ]
+    assert "krun_add_virtiofs 7 agentbox-workspace /src/app" in calls
+    assert not [c for c in calls if "console" in c]
+    conf = tmp_path / "loftd.conf"
+    launchconf.write(LOFTD_CONF, conf)
+    log = tmp_path / "loftd.log"
+    done = subprocess.run(
+        [sys.executable, "-m", "agentbox_krun.helper", ENV_VAR, str(conf)],
+        env={"PATH": "/usr/bin:/bin", ENV_VAR: str(minimal_stub), "KRUN_STUB_LOG": str(log)},
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, "")
+    assert log.read_text().splitlines()[:4] == [
+        "krun_set_log_level 0", "krun_create_ctx", "krun_set_vm_config 7 2 4096",
+        "krun_add_virtiofs 7 /dev/root /s/tasks/t2/rootfs-btrfs-snapshot",
+    ]  # fmt: skip
+
+
 def test_load_failures_name_every_path(tmp_path: Path) -> None:
     with pytest.raises(KrunLoadError) as caught:
         load({ENV_VAR: str(tmp_path / "nope.so")}, ENV_VAR)

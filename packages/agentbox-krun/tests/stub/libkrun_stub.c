@@ -1,6 +1,7 @@
 /* A stand-in libkrun for tests: the signatures of libkrun.h, every call appended to the file
  * named by KRUN_STUB_LOG, a chosen call failing with KRUN_STUB_FAIL="function:errno", and
- * krun_start_enter exiting the process with KRUN_STUB_EXIT, as the real one does. */
+ * krun_start_enter exiting the process with KRUN_STUB_EXIT, as the real one does. Built with
+ * -DSTUB_MINIMAL it lacks the optional functions, like PyPI's fork (and older builds). */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -61,23 +62,37 @@ int32_t krun_set_log_level(uint32_t level) { logline("krun_set_log_level %u", le
 int32_t krun_create_ctx(void) { logline("krun_create_ctx"); int32_t r = result("krun_create_ctx"); return r < 0 ? r : 7; }
 int32_t krun_free_ctx(uint32_t ctx) { logline("krun_free_ctx %u", ctx); return result("krun_free_ctx"); }
 int32_t krun_set_vm_config(uint32_t ctx, uint8_t vcpus, uint32_t ram) { logline("krun_set_vm_config %u %u %u", ctx, vcpus, ram); return result("krun_set_vm_config"); }
+#ifndef STUB_MINIMAL
 int32_t krun_set_nested_virt(uint32_t ctx, bool on) { logline("krun_set_nested_virt %u %d", ctx, on); return result("krun_set_nested_virt"); }
+#endif
+#ifndef STUB_MINIMAL
 int32_t krun_check_nested_virt(void) {
     logline("krun_check_nested_virt");
     int32_t r = result("krun_check_nested_virt");
     return r < 0 ? r : atoi(setting("KRUN_STUB_NESTED", "0"));
 }
+#endif
+#ifndef STUB_MINIMAL
 int32_t krun_init_log(int fd, uint32_t level, uint32_t style, uint32_t options) { logline("krun_init_log %d %u %u %u", fd, level, style, options); return result("krun_init_log"); }
+#endif
+#ifndef STUB_MINIMAL
 int32_t krun_set_root(uint32_t ctx, const char *path) { logline("krun_set_root %u %s", ctx, path); snprintf(root_path, sizeof root_path, "%s", path); return result("krun_set_root"); }
+#endif
 int32_t krun_add_disk(uint32_t ctx, const char *id, const char *path, bool ro) { logline("krun_add_disk %u %s %s %d", ctx, id, path, ro); return result("krun_add_disk"); }
+#ifndef STUB_MINIMAL
 int32_t krun_disable_implicit_console(uint32_t ctx) { logline("krun_disable_implicit_console %u", ctx); return result("krun_disable_implicit_console"); }
+#endif
+#ifndef STUB_MINIMAL
 int32_t krun_add_virtio_console_default(uint32_t ctx, int in, int out, int err) { logline("krun_add_virtio_console_default %u %d %d %d", ctx, in, out, err); return result("krun_add_virtio_console_default"); }
+#endif
 int32_t krun_add_virtiofs(uint32_t ctx, const char *tag, const char *path) {
     logline("krun_add_virtiofs %u %s %s", ctx, tag, path);
     if (strcmp(tag, "/dev/root") == 0) snprintf(root_path, sizeof root_path, "%s", path);
     return result("krun_add_virtiofs");
 }
+#ifndef STUB_MINIMAL
 int32_t krun_add_virtiofs3(uint32_t ctx, const char *tag, const char *path, uint64_t shm, bool ro) { logline("krun_add_virtiofs3 %u %s %s %llu %d", ctx, tag, path, (unsigned long long)shm, ro); return result("krun_add_virtiofs3"); }
+#endif
 int32_t krun_set_workdir(uint32_t ctx, const char *dir) { logline("krun_set_workdir %u %s", ctx, dir); return result("krun_set_workdir"); }
 int32_t krun_set_exec(uint32_t ctx, const char *path, const char *const argv[], const char *const envp[]) {
     logline("krun_set_exec %u %s", ctx, path); list("argv", argv); list("env", envp); return result("krun_set_exec");
