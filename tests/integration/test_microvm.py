@@ -51,7 +51,8 @@ r="$1"
   [ -x "$r/usr/bin/agentbox-guest-init" ] && echo guest-init=ok
   cat "$r/nix/store/0000-image/marker" 2>/dev/null
   ls "$r/nix/store"
-  [ -f "$r/workspace/README" ] && echo "workspace=$(cat "$r/workspace/README")"
+  [ -f "$r/workspace/README" ] && echo "workspace=$(cat "$r/workspace/README")" &&
+    echo made > "$r/workspace/made-by-guest"
   echo "task-$$" > "$r/nix/store/from-task" 2>/dev/null && echo nix-writable
   # replace a directory that came from the image (an overlay "opaque" dir: needs working xattrs)
   rm -rf "$r/nix/store/0000-image" && mkdir "$r/nix/store/0000-image" && echo dir-replaced
@@ -421,8 +422,12 @@ def test_rootless_microvm_and_loftd(user_box: Callable[..., UserBox], user_state
     assert {"root-inode=256", "from-image", "workspace=mine", "nix-writable",
             "dir-replaced"} <= set(seen)  # the overlay in a user namespace: userxattr  # fmt: skip
     upper = box.loftd_state_dir / "nix-overlay" / "upper" / "store" / "from-task"
-    assert upper.exists()
+    assert upper.stat().st_uid == box.pw.pw_uid  # the persistent /nix is the user's on the host
+    made = box.project / "made-by-guest"  # ...and so is what the guest wrote in /workspace
+    assert (made.stat().st_uid, made.stat().st_gid) == (box.pw.pw_uid, box.pw.pw_gid)
     assert list((box.loftd_state_dir / "tasks").iterdir()) == []
     calls = stub.calls()
     assert calls[0] == "krun_init_log 2 0 2 1"
+    # root inside, which is the user outside: the guest's shell is root (it owns /workspace)
+    assert "LOFTD_ENTER_AS_ROOT=1" in [c.split("=", 1)[1] for c in calls if c.startswith("  env[")]
     assert f"krun_add_disk 7 loftd-containers {box.loftd_state_dir}/loftd-containers.raw 0" in calls

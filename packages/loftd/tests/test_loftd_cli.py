@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from loftd.main import main
+from loftd.runtime import TaskRequest
 
 
 @pytest.fixture
@@ -120,3 +121,34 @@ def test_image_and_pull_policy(
 
     assert choose_image(explicit, pull_latest, local_exists, "ghcr.io/x/loftd:latest") == chosen
     assert bool(asked) == (explicit is None and not pull_latest)  # looked only when it matters
+
+
+def _request(uid: int, tmp: Path) -> TaskRequest:
+    from agentbox_storage.backends import Backend
+
+    return TaskRequest(image="i", backend=Backend.AUTO, workspace=tmp, state_dir=tmp,
+                       images_dir=tmp, task_id="t", command=(), uid=uid, gid=uid, ram_mib=1,
+                       vcpus=1)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("graft", "uid", "expected"),
+    [
+        (False, 1000, ["X_WORKSPACE_TAG=ws", "X_HOST_UID=1000", "X_HOST_GID=1000"]),
+        (False, 0, ["X_WORKSPACE_TAG=ws", "X_ENTER_AS_ROOT=1"]),
+        # grafted rootless: the helper is in buildah unshare, where the user is root
+        (True, 1000, ["X_HOST_UID=1000", "X_HOST_GID=1000", "X_ENTER_AS_ROOT=1"]),
+        (True, 0, ["X_ENTER_AS_ROOT=1"]),
+    ],
+)  # fmt: skip
+def test_guest_env_and_where_the_helper_runs(
+    graft: bool, uid: int, expected: list[str], tmp_path: Path
+) -> None:
+    from loftd.runtime import Face, guest_env, helper_in_userns
+
+    face = Face(name="x", library_env="X_LIB", env_prefix="X_", guest_init="bin/x",
+                guest_argv=("x",), disks=(), workspace_tag="ws", extra_env=("X_EXTRA=1",),
+                nix_host_overlay=graft, workspace_virtiofs=not graft)  # fmt: skip
+    req = _request(uid, tmp_path)
+    assert list(guest_env(face, req)) == [*expected, "X_EXTRA=1"]
+    assert helper_in_userns(face, req) == (graft and uid != 0)

@@ -95,6 +95,13 @@ def _phase(profiler: Profiler, name: str, label: str) -> Iterator[None]:
             raise PhaseError(f"{label} failed: {err.message}", hint=err.hint) from err
 
 
+def helper_in_userns(face: Face, req: TaskRequest) -> bool:
+    """Whether the helper runs inside ``buildah unshare``: rootless, with mounts to make (the
+    grafts need a mount namespace, and the /nix overlay's lower layer is the cache, whose files
+    only make sense in the user namespace that wrote them; as the original did)."""
+    return req.uid != 0 and (face.nix_host_overlay or not face.workspace_virtiofs)
+
+
 def guest_env(face: Face, req: TaskRequest) -> tuple[str, ...]:
     p = face.env_prefix
     env = []
@@ -103,7 +110,9 @@ def guest_env(face: Face, req: TaskRequest) -> tuple[str, ...]:
                    else f"{p}WORKSPACE_TAG={face.workspace_tag}")  # fmt: skip
     if req.uid != 0:
         env += [f"{p}HOST_UID={req.uid}", f"{p}HOST_GID={req.gid}"]
-    if req.root or req.uid == 0:
+    # in the user namespace the host's you is root, and so owns the grafted workspace: the
+    # guest's shell is root too, so what it writes there is yours on the host
+    if req.root or req.uid == 0 or helper_in_userns(face, req):
         env.append(f"{p}ENTER_AS_ROOT=1")
     return (*env, *face.extra_env)
 
@@ -190,10 +199,7 @@ def _in_task_root(
             with profiler.phase("launch_config_build"):
                 launchconf.write(conf, conf_path)
             with profiler.phase("helper_session"):
-                # grafts need a mount namespace, and the overlay's lower layer is the cache,
-                # whose files only make sense inside the user namespace that wrote them:
-                # rootless, the helper then runs in that namespace too (as the original did)
-                wrap = userns if conf.nix_overlay or conf.mounts else ()
+                wrap = userns if helper_in_userns(face, req) else ()
                 (task_dir / STATUS_NAME).unlink(missing_ok=True)
                 code = runner.interactive(
                     [*wrap, *helper_argv, os.fspath(conf_path)],
