@@ -92,6 +92,21 @@ def test_libkrun_enter_prepares_nix_and_podman(image: str, disks: dict[str, str]
     ]
 
 
+def test_entering_as_root_puts_roots_podman_on_the_disk(image: str,
+                                                       disks: dict[str, str]) -> None:  # fmt: skip
+    """Rootless loftd (and --root) enter as root: root's own Podman storage is the disk."""
+    script = (
+        "set -e; id -un; agentbox-guest-init libkrun podman wait && echo podman-ready; "
+        "findmnt -n -o FSTYPE /var/lib/containers; "
+        "podman info --format '{{.Store.GraphDriverName}} {{.Store.GraphRoot}}'"
+    )
+    done = run_guest(image, disks, "sh", "-c", script, env={"AGENTBOX_ENTER_AS_ROOT": "1"})
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert done.stdout.splitlines() == [
+        "root", "podman-ready", "btrfs", "btrfs /var/lib/containers/storage",
+    ]  # fmt: skip
+
+
 def test_resize_grows_the_filesystem(image: str, disks: dict[str, str], tmp_path: Path) -> None:
     with open(tmp_path / "nix.raw", "r+b") as f:
         f.truncate(1024 * MIB)

@@ -175,16 +175,25 @@ def test_a_rebuilt_tag_is_ingested_again(home: Home, agentbox: Path, image: str,
         assert out.returncode == 0, out.stderr
         return profile_rows(out.stderr)["image_cache"], stub.report()
 
+    def image_id() -> str:
+        return subprocess.run(["buildah", "inspect", "--type", "image", "--format",
+                               "{{.FromImageID}}", image], capture_output=True, text=True,
+                              check=True).stdout.strip()  # fmt: skip
+
     assert run()[0] == "miss"
     assert run()[0] == "hit"
+    replaced = [image_id()]
     try:
         subprocess.run(["sh", "-c", BUILD, "build", image, "rebuilt"], check=True,
                        capture_output=True)  # fmt: skip
+        replaced.append(image_id())
         cached, seen = run()
         assert cached == "miss"  # the tag now names other content: not the cached one
         assert "rebuilt" in seen
     finally:
         subprocess.run(["sh", "-c", BUILD, "build", image], check=True, capture_output=True)
+        # the images the tag no longer names
+        subprocess.run(["buildah", "rmi", *replaced], check=False, capture_output=True)
 
 
 def test_btrfs_snapshot_task_root_end_to_end(btrfs_home: Home, agentbox: Path, image: str,
@@ -423,7 +432,9 @@ def test_rootless_microvm_and_loftd(user_box: Callable[..., UserBox], user_state
             "dir-replaced"} <= set(seen)  # the overlay in a user namespace: userxattr  # fmt: skip
     upper = box.loftd_state_dir / "nix-overlay" / "upper" / "store" / "from-task"
     assert upper.stat().st_uid == box.pw.pw_uid  # the persistent /nix is the user's on the host
-    made = box.project / "made-by-guest"  # ...and so is what the guest wrote in /workspace
+    # the workspace grafted is the real project: what the "guest" (the stub's script, with the
+    # helper's identity: root in the user namespace) writes there is the user's on the host
+    made = box.project / "made-by-guest"
     assert (made.stat().st_uid, made.stat().st_gid) == (box.pw.pw_uid, box.pw.pw_gid)
     assert list((box.loftd_state_dir / "tasks").iterdir()) == []
     calls = stub.calls()

@@ -159,6 +159,12 @@ def test_podman_config_and_subids() -> None:
         'runroot = "/run/user/1000/containers"\n'
     )
     assert 'cgroups = "disabled"' in files["containers.conf"]
+    root = podman_prep.config_files(0)["storage.conf"]  # the shell enters as root
+    assert root == ('[storage]\ndriver = "btrfs"\ngraphroot = "/var/lib/containers/storage"\n'
+                    'runroot = "/run/containers/storage"\n')  # fmt: skip
+    assert (podman_prep.config_dir(0), podman_prep.config_dir(1000)) == (
+        "/etc/containers", "/home/dev/.config/containers",
+    )  # fmt: skip
     assert podman_prep.subid_line(1000) == "dev:100000:65536\n"
     with pytest.raises(contract.GuestError, match="inside the sub-id range"):
         podman_prep.subid_line(100500)

@@ -12,7 +12,7 @@ import pytest
 from agentbox_krun import launchconf
 from agentbox_krun.errors import KrunError, KrunLoadError
 from agentbox_krun.ffi import load
-from agentbox_krun.helper import outcome
+from agentbox_krun.helper import describe, outcome
 from agentbox_krun.launchconf import Disk, LaunchConf
 
 ENV_VAR = "AGENTBOX_LIBKRUN_LIBRARY"
@@ -81,7 +81,7 @@ def test_a_failing_setup_call_frees_the_context(stub: Path, tmp_path: Path, fn: 
     assert err == f"libkrun helper: libkrun setup failed: {fn} failed: EINVAL (Invalid argument)\n"
     assert calls[-1] == "krun_free_ctx 7"
     assert "krun_start_enter 7" not in calls
-    assert outcome(tmp_path) == "configuring libkrun"
+    assert outcome(tmp_path) == "setup"
 
 
 def test_start_failure_and_create_failure(stub: Path, tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ def test_start_failure_and_create_failure(stub: Path, tmp_path: Path) -> None:
     assert code == 126
     assert err == ("libkrun helper: libkrun start failed: krun_start_enter failed: ENOMEM "
                    "(Cannot allocate memory)\n")  # fmt: skip
-    assert outcome(tmp_path) == "starting the VM (krun_start_enter returned)"
+    assert outcome(tmp_path) == "start-failed"
     code, calls, err = run_helper(stub, tmp_path, KRUN_STUB_FAIL="krun_create_ctx:1")
     assert code == 125
     assert calls == ["krun_set_log_level 0", "krun_create_ctx"]
@@ -178,11 +178,14 @@ def test_failures_before_a_context_and_of_loftd_calls(stub: Path, tmp_path: Path
 
 
 def test_helper_status_before_it_runs_and_unknown(tmp_path: Path) -> None:
-    assert outcome(tmp_path) == "starting (the helper never ran)"
+    assert outcome(tmp_path) == "missing"
+    assert describe("missing").startswith("starting: it left no helper.status")
     (tmp_path / "helper.status").write_text("load\n")
-    assert outcome(tmp_path) == "loading libkrun"
+    assert (outcome(tmp_path), describe("load")) == ("load", "loading libkrun")
     (tmp_path / "helper.status").write_text("zzz\n")
-    assert outcome(tmp_path) == "in an unknown phase 'zzz'"
+    assert describe(str(outcome(tmp_path))) == "in an unknown phase 'zzz'"
+    (tmp_path / "helper.status").write_text("started\n")
+    assert outcome(tmp_path) is None
 
 
 def test_without_the_optional_functions(minimal_stub: Path, tmp_path: Path) -> None:

@@ -77,9 +77,8 @@ def dispatch(args: list[str], prog: str = PROG) -> int:
         from agentbox_guest_init import podman_prep
 
         contract = parse(os.environ)
-        if rest[0] == "prep":
-            uid = contract.host_uid
-            gid = contract.host_gid
+        if rest[0] == "prep":  # for whoever the shell runs as: root's storage, or dev's
+            uid, gid = (0, 0) if contract.enter_as_root else (contract.host_uid, contract.host_gid)
             if uid is None or gid is None:
                 raise UsageError(
                     f"{contract.var('HOST_UID')}/{contract.var('HOST_GID')} are needed"

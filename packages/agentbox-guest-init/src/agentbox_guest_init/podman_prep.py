@@ -1,4 +1,5 @@
-"""Rootless Podman for ``dev`` on the container-storage disk, prepared in the background.
+"""Podman on the container-storage disk, prepared in the background: rootless for ``dev``, or
+root's own storage when the shell enters as root (rootless loftd, ``--root``).
 
 ``prepare`` runs in a detached worker (``libkrun podman prep``) that records its progress in
 ``/run/agentbox/podman-prep.status``; ``podman`` wrappers call ``libkrun podman wait`` and the
@@ -25,6 +26,16 @@ RUN_DIR = "/run/agentbox"
 IDMAP_BIN = f"{RUN_DIR}/idmap-bin"
 SUBID_START, SUBID_COUNT = 100000, 65536
 STORAGE_MOUNT = f"{DEV_HOME}/.local/share/containers"
+ROOT_STORAGE_MOUNT = "/var/lib/containers"
+
+
+def storage_mount(uid: int) -> str:
+    return ROOT_STORAGE_MOUNT if uid == 0 else STORAGE_MOUNT
+
+
+def config_dir(uid: int) -> str:
+    """Where Podman reads this user's configuration (root reads the system's)."""
+    return "/etc/containers" if uid == 0 else f"{DEV_HOME}/.config/containers"
 
 
 def subid_line(uid: int) -> str:
@@ -34,13 +45,13 @@ def subid_line(uid: int) -> str:
 
 
 def config_files(uid: int) -> dict[str, str]:
-    """containers config for dev (pure): storage on the btrfs disk, no cgroups in the VM."""
-    runroot = f"/run/user/{uid}/containers"
+    """containers config for ``uid`` (pure): storage on the btrfs disk, no cgroups in the VM."""
+    runroot = "/run/containers/storage" if uid == 0 else f"/run/user/{uid}/containers"
     return {
         "storage.conf": (
             "[storage]\n"
             'driver = "btrfs"\n'
-            f'graphroot = "{STORAGE_MOUNT}/storage"\n'
+            f'graphroot = "{storage_mount(uid)}/storage"\n'
             f'runroot = "{runroot}"\n'
         ),
         "containers.conf": (
@@ -64,28 +75,30 @@ def prepare(uid: int, gid: int, label: str, disk_id: str) -> None:
         write_sysctl("/", "kernel.unprivileged_userns_clone", "1")
     if os.path.exists("/dev/net/tun"):
         os.chmod("/dev/net/tun", 0o666)
-    line = subid_line(uid)
-    for name in ("/etc/subuid", "/etc/subgid"):
-        with open(name, "w", encoding="ascii") as f:
-            f.write(line)
-    os.makedirs(IDMAP_BIN, exist_ok=True)
-    for tool in ("newuidmap", "newgidmap"):
-        found = shutil.which(tool)
-        if found is None:
-            raise GuestError(f"{tool} is missing from the image (package uidmap)")
-        target = f"{IDMAP_BIN}/{tool}"
-        shutil.copy2(found, target)
-        os.chown(target, 0, 0)
-        os.chmod(target, 0o4755)
+    if uid != 0:  # rootless Podman maps sub-ids through setuid helpers
+        line = subid_line(uid)
+        for name in ("/etc/subuid", "/etc/subgid"):
+            with open(name, "w", encoding="ascii") as f:
+                f.write(line)
+        os.makedirs(IDMAP_BIN, exist_ok=True)
+        for tool in ("newuidmap", "newgidmap"):
+            found = shutil.which(tool)
+            if found is None:
+                raise GuestError(f"{tool} is missing from the image (package uidmap)")
+            target = f"{IDMAP_BIN}/{tool}"
+            shutil.copy2(found, target)
+            os.chown(target, 0, 0)
+            os.chmod(target, 0o4755)
     device = find_disk(label, disk_id)
-    os.makedirs(STORAGE_MOUNT, exist_ok=True)
-    if not is_mounted(STORAGE_MOUNT):
-        run(["mount", "-t", "btrfs", device, STORAGE_MOUNT])
-    conf_dir = f"{DEV_HOME}/.config/containers"
-    for d in (f"{STORAGE_MOUNT}/storage", conf_dir, f"/run/user/{uid}/containers"):
+    mount_point = storage_mount(uid)
+    os.makedirs(mount_point, exist_ok=True)
+    if not is_mounted(mount_point):
+        run(["mount", "-t", "btrfs", device, mount_point])
+    conf_dir = config_dir(uid)
+    for d in (f"{mount_point}/storage", conf_dir, f"/run/user/{uid}/containers"):
         os.makedirs(d, exist_ok=True)
         os.chown(d, uid, gid)
-    os.chown(STORAGE_MOUNT, uid, gid)
+    os.chown(mount_point, uid, gid)
     for name, text in config_files(uid).items():
         path = f"{conf_dir}/{name}"
         with open(path, "w", encoding="utf-8") as f:

@@ -206,7 +206,7 @@ def _libkrun_prep(contract: Contract, prof: Profile) -> bool:
                              "the host did not attach the /nix overlay")  # fmt: skip
         prof.step("bootstrap-nix:start-daemon")
         nix.start_daemon()
-    if contract.containers_storage and contract.host_uid is not None:
+    if contract.containers_storage and (contract.host_uid is not None or contract.enter_as_root):
         prof.step("start-podman-prep")
         status = StatusFile(podman_prep.RUN_DIR, "podman-prep")
         argv = [*self_argv(), "libkrun", "podman", "prep"]

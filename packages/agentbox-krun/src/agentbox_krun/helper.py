@@ -28,8 +28,10 @@ EXIT_SETUP, EXIT_START, EXIT_LOAD, EXIT_USAGE = 125, 126, 127, 2
 STATUS_NAME = "helper.status"
 # phase written before it begins -> what the parent says when the helper ends there
 PHASES = {
+    "missing": "starting: it left no helper.status (it never ran, or could not write it)",
     "read": "reading launch.conf",
     "load": "loading libkrun",
+    "lease": "taking the /nix overlay's lease: another task of this project is using it",
     "mount": "mounting /nix and the workspace into the root",
     "setup": "configuring libkrun",
     "start-failed": "starting the VM (krun_start_enter returned)",
@@ -50,13 +52,17 @@ def _mark(conf_path: str, phase: str) -> bool:
 
 
 def outcome(task_dir: Path) -> str | None:
-    """None when libkrun took over (the exit status is the guest's), else what the helper was
-    doing when it stopped."""
+    """None when libkrun took over (the exit status is the guest's), else the phase the helper
+    stopped in (a key of ``PHASES``, or what it wrote)."""
     try:
         phase = (task_dir / STATUS_NAME).read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):
-        return "starting (the helper never ran)"
-    return None if phase == STARTED else PHASES.get(phase, f"in an unknown phase {phase!r}")
+        return "missing"
+    return None if phase == STARTED else phase
+
+
+def describe(phase: str) -> str:
+    return PHASES.get(phase, f"in an unknown phase {phase!r}")
 
 
 LOG_TO_STDERR, LOG_OFF, LOG_STYLE_NEVER, LOG_OPTION_NO_ENV = 2, 0, 2, 1
@@ -69,25 +75,29 @@ class RootMountError(KrunError):
 _held: list[object] = []  # the /nix lease, held for as long as this process (the VM) lives
 
 
-def prepare_root(conf: LaunchConf) -> None:
-    """loftd's grafts, in a mount namespace of this process only: the /nix overlay on the task
-    root's /nix (under its lease), then each bind mount (the workspace)."""
-    from agentbox_krun import nsmount
+def take_lease(path: str) -> None:
+    """Hold the /nix overlay's lease until this process (the VM) ends: one overlay per upper."""
     from agentbox_state.errors import AgentboxError
     from agentbox_state.lock import FileLock
+
+    lease = FileLock(path, what=f"the /nix overlay {os.path.dirname(path)}")
+    try:
+        lease.acquire()
+    except AgentboxError as err:
+        refused = RootMountError.invalid(err.message)
+        refused.hint = err.hint
+        raise refused from err
+    _held.append(lease)
+
+
+def prepare_root(conf: LaunchConf) -> None:
+    """loftd's grafts, in a mount namespace of this process only: the /nix overlay on the task
+    root's /nix (its lease already held), then each bind mount (the workspace)."""
+    from agentbox_krun import nsmount
 
     try:
         nsmount.private_namespace()
         if conf.nix_overlay is not None:
-            lease = FileLock(conf.nix_overlay.lease, what="the /nix overlay "
-                             f"{os.path.dirname(conf.nix_overlay.lease)}")  # fmt: skip
-            try:
-                lease.acquire()
-            except AgentboxError as err:
-                refused = RootMountError.invalid(err.message)
-                refused.hint = err.hint
-                raise refused from err
-            _held.append(lease)
             nsmount.mount_nix(conf.nix_overlay, conf.task_rootfs)
         for mount in conf.mounts:
             nsmount.bind(mount, conf.task_rootfs)
@@ -136,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         conf = launchconf.read(Path(conf_path))
         _mark(conf_path, "load")
         krun = load(os.environ, env_var)
+        if conf.nix_overlay is not None:
+            _mark(conf_path, "lease")
+            take_lease(conf.nix_overlay.lease)
         if conf.nix_overlay is not None or conf.mounts:
             _mark(conf_path, "mount")
             prepare_root(conf)

@@ -14,6 +14,7 @@ Cleanup of the task root and its state dir always runs, even when the helper fai
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -25,7 +26,7 @@ from pathlib import Path
 from agentbox_krun import launchconf
 from agentbox_krun.errors import KrunLoadError
 from agentbox_krun.ffi import load
-from agentbox_krun.helper import STATUS_NAME, outcome
+from agentbox_krun.helper import STATUS_NAME, describe, outcome
 from agentbox_krun.launchconf import Disk, LaunchConf, Mount, NixOverlay
 from agentbox_state.errors import AgentboxError
 from agentbox_state.lock import FileLock
@@ -34,7 +35,7 @@ from agentbox_state.runner import Runner
 from agentbox_storage import disks, taskroot
 from agentbox_storage.backends import Backend
 from agentbox_storage.disks import DiskSpec
-from agentbox_storage.imagecache import ImageCache, check_guest_init
+from agentbox_storage.imagecache import ImageCache, check_guest_init, pinned_digest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,7 +142,8 @@ def run_task(
     with _phase(profiler, "image_reference_resolution", f"{face.name} image reference resolution"):
         found = None  # --pull-latest: always ingest (Buildah pulls), whatever is cached
         if req.pull != "always":
-            found = cache.lookup(req.image, current=local_digest(req.image))
+            current = None if pinned_digest(req.image) else local_digest(req.image)
+            found = cache.lookup(req.image, current=current)
         profiler.meta("image_cache", "hit" if found else "miss")
     with _phase(profiler, "image_cache_ensure", f"{face.name} image cache ingestion"):
         entry = found or cache.ensure(req.image, runner, ingest_argv=ingest_argv, look=False)[0]
@@ -165,7 +167,12 @@ def _in_task_root(
     task_dir = req.state_dir / "tasks" / req.task_id
     lock = taskroot.task_lock(task_dir)
     task_dir.mkdir(parents=True, exist_ok=True)
-    lock.acquire()
+    try:
+        lock.acquire()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            task_dir.rmdir()  # only if empty: nothing of another run's is touched
+        raise
     root: taskroot.TaskRoot | None = None
     try:
         label = f"{face.name} task rootfs materialization"
@@ -205,16 +212,20 @@ def _in_task_root(
                     [*wrap, *helper_argv, os.fspath(conf_path)],
                     env={face.library_env: library},  # the library this process found
                 )
-            failed = outcome(task_dir)
-            if failed is None:
+            phase = outcome(task_dir)
+            if phase is None:
                 return code  # the guest's own status (or 128+N if the VM was killed)
-            keep = ("" if req.preserve else "; rerun with --preserve-debug to keep the task root "
-                    "and launch.conf for a look")  # fmt: skip
+            if phase == "lease":
+                hint = "its own message above names the task holding it: wait for it to end"
+            elif req.preserve:
+                hint = "its own message is above"
+            else:
+                hint = ("its own message is above; rerun with --preserve-debug to keep the task "
+                        "root and launch.conf for a look")  # fmt: skip
             raise PhaseError(
-                f"{face.name}: the libkrun helper failed while {failed} (exit status {code})",
-                hint=f"its own message is above{keep}",
-                exit_code=code or 1,
-            )
+                f"{face.name}: the libkrun helper failed while {describe(phase)} (exit status "
+                f"{code})", hint=hint, exit_code=code or 1,
+            )  # fmt: skip
     finally:
         try:
             with profiler.phase("task_state_cleanup"):
