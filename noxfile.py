@@ -127,10 +127,12 @@ def freeze(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Ratios against the raw tools (prints, never fails): command-line start-up against
-    `python -c pass`; btrfs-snapshot task roots against bare snapshots and `cp -a`."""
+    `python -c pass`; btrfs-snapshot task roots against bare snapshots and `cp -a`; container
+    mode against bare `podman run`; the direct-libkrun host pipeline against snapshot + delete."""
     # Compile bytecode at install time, as pip does for users (uv does not by default).
     session.env["UV_COMPILE_BYTECODE"] = "1"
     install_all(session)
     session.run("python", "bench/startup.py", *session.posargs)
     session.run("python", "bench/storage.py", *session.posargs)
     session.run("python", "bench/container.py", *session.posargs)
+    session.run("python", "bench/microvm.py", *session.posargs)

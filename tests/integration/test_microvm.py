@@ -16,6 +16,7 @@ import pytest
 
 from agentbox_state.testing import btrfs_loop, require, require_root, require_test_user
 from agentbox_state.workspace import Workspace
+from loftd.sizing import vcpus
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,22 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 STUB = ROOT / "packages" / "agentbox-krun" / "tests" / "stub" / "libkrun_stub.c"
 IMAGE = "localhost/agentbox-tiny:microvm"
 
-# A tiny image shaped like the agentbox image: both guest inits (one file, two names) and a /nix.
-BUILD = r"""
-set -eu
-root=$(mktemp -d)
-mkdir -p "$root/usr/bin" "$root/etc" "$root/nix/store/0000-image" "$root/nix/var/nix"
-ln -s usr/bin "$root/bin"
-echo ID=tiny > "$root/etc/os-release"
-printf '#!/bin/sh\necho guest\n' > "$root/usr/bin/agentbox-guest-init"
-chmod 755 "$root/usr/bin/agentbox-guest-init"
-ln -s agentbox-guest-init "$root/usr/bin/loftd-guest-init"
-echo "${2:-from-image}" > "$root/nix/store/0000-image/marker"
-c=$(buildah from scratch)
-buildah copy --quiet "$c" "$root" / >/dev/null
-buildah commit --quiet --rm "$c" "$1" >/dev/null
-rm -rf "$root"
-"""
+# A tiny image shaped like the agentbox image (see the script); also used by bench/microvm.py.
+BUILD = Path(__file__).with_name("tiny-image.sh").read_text()
+
 # What "the guest" reports: its uid, whether its root is a btrfs subvolume (inode 256), the guest
 # init and /nix as it sees them, and the workspace; then it changes /nix.
 ON_ENTER = r"""#!/bin/sh
@@ -123,7 +111,7 @@ def test_full_pipeline_with_the_stub(home: Home, agentbox: Path, image: str,
     calls = stub.calls()
     state = state_of(home)
     assert calls[:3] == ["krun_set_log_level 0", "krun_create_ctx", "krun_set_vm_config 7 "
-                         f"{min(os.cpu_count() or 1, 6)} 4096"]  # fmt: skip
+                         f"{vcpus(os.cpu_count() or 1)} 4096"]  # fmt: skip
     assert calls[3].startswith(f"krun_set_root 7 {state}/tasks/project-")
     assert calls[3].endswith("/rootfs-fuse-overlay")  # /tmp is not btrfs: auto chose the overlay
     assert calls[4:6] == [
@@ -311,7 +299,7 @@ def test_loftd_grafts_nix_and_the_workspace_with_its_contract(
     calls = stub.calls()
     state = state_of(home, "loftd")
     assert calls[:4] == ["krun_init_log 2 0 2 1", "krun_create_ctx",
-                         f"krun_set_vm_config 7 {min(os.cpu_count() or 1, 6)} 4096",
+                         f"krun_set_vm_config 7 {vcpus(os.cpu_count() or 1)} 4096",
                          "krun_check_nested_virt"]  # fmt: skip
     assert calls[4].startswith(f"krun_set_root 7 {state}/tasks/project-")
     assert calls[4].endswith("/rootfs-fuse-overlay")  # the flag overrode the config file

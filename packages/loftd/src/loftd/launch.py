@@ -39,9 +39,10 @@ def run(ctx: Context) -> int:
     allowed = tuple(Backend(b) for b in BACKENDS)
     backend = parse_backend(flag or (configured if isinstance(configured, str) else BACKENDS[0]),
                             allowed=allowed)  # fmt: skip
+    from loftd.sizing import parse_mem, vcpus
+
     mem = ctx.args.value("mem")
-    if mem is not None and (not mem.isdigit() or int(mem) == 0):
-        raise UsageError(f"invalid --mem {mem!r}", hint="give a whole number of GiB, like 4")
+    mem_gib = parse_mem(mem) if mem is not None else 4
     runner = ctx.runner()
     explicit = ctx.flags.image.value if isinstance(ctx.flags.image.value, str) else None
 
@@ -68,7 +69,7 @@ def run(ctx: Context) -> int:
         image=image, backend=backend, workspace=Path(workspace.path),
         state_dir=Path(ctx.paths.workspace_dir(workspace)), images_dir=Path(ctx.paths.images),
         task_id=workspace.task_name(), command=ctx.args.command, uid=os.getuid(),
-        gid=os.getgid(), ram_mib=int(mem or 4) * 1024, vcpus=min(os.cpu_count() or 1, 6),
+        gid=os.getgid(), ram_mib=mem_gib * 1024, vcpus=vcpus(os.cpu_count() or 1),
         root=ctx.flags.root, preserve=ctx.args.flag("preserve_debug"), pull=pull,
     )  # fmt: skip
     if ctx.flags.dry_run:

@@ -10,9 +10,11 @@ from pathlib import Path
 from agentbox_podman.podman import ROLE_LABEL, WORKSPACE_LABEL, Mount, RunSpec
 from agentbox_state.errors import UsageError
 from agentbox_storage.disks import LIBKRUN_CONTAINERS, LIBKRUN_NIX, DiskSpec
+from loftd.sizing import MAX_MEM_GIB, parse_mem, vcpus
+
+__all__ = ["MAX_MEM_GIB", "parse_mem", "vcpus"]  # the libkrun verb imports them from here
 
 GUEST_INIT_PATH = "/bin/agentbox-guest-init"
-MAX_MEM_GIB = (2**32 - 1) // 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,20 +70,6 @@ def default_mem_gib(mem_total_kib: int) -> int:
             hint="give the VM memory explicitly with --mem GIB",
         )
     return gib
-
-
-def vcpus(total: int) -> int:
-    """All CPUs up to 6; beyond that, all but 2 (for the host)."""
-    return total if total <= 6 else total - 2
-
-
-def parse_mem(text: str) -> int:
-    if not text.isdigit() or not text.isascii() or int(text) == 0 or int(text) > MAX_MEM_GIB:
-        raise UsageError(
-            f"invalid --mem {text!r}",
-            hint=f"give a whole number of GiB from 1 to {MAX_MEM_GIB}, without a unit",
-        )
-    return int(text)
 
 
 def plan_libkrun(req: LibkrunRequest, host: KrunHost) -> LibkrunPlan:

@@ -23,12 +23,12 @@ OPTIONS = (
 def run(ctx: Context) -> int:
     from pathlib import Path
 
-    from agentbox_cli.libkrun.plan import parse_mem, vcpus
     from agentbox_podman.images import LOCAL_IMAGE
     from agentbox_state.workspace import current_workspace
     from agentbox_storage.backends import parse_backend
     from agentbox_storage.disks import MICROVM_CONTAINERS, MICROVM_NIX
     from loftd.runtime import Face, TaskRequest, run_task_here
+    from loftd.sizing import parse_mem, vcpus
 
     if ctx.flags.pull_latest:
         raise UsageError(
