@@ -3,17 +3,20 @@ arguments, errno mapping for every failing call, exit status of krun_start_enter
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from agentbox_krun import launchconf
 from agentbox_krun.errors import KrunError, KrunLoadError
 from agentbox_krun.ffi import load
 from agentbox_krun.helper import describe, outcome
 from agentbox_krun.launchconf import Disk, LaunchConf
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from conftest import Launched
 
 ENV_VAR = "AGENTBOX_LIBKRUN_LIBRARY"
 
@@ -48,22 +51,10 @@ SETUP_CALLS = [
 ]
 
 
-def run_helper(stub: Path, tmp_path: Path, **env: str) -> tuple[int, list[str], str]:
-    conf = tmp_path / "launch.conf"
-    launchconf.write(CONF, conf)
-    log = tmp_path / "calls.log"
-    log.unlink(missing_ok=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "agentbox_krun.helper", ENV_VAR, str(conf)],
-        env={"PATH": "/usr/bin:/bin", ENV_VAR: str(stub), "KRUN_STUB_LOG": str(log), **env},
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
-    calls = log.read_text().splitlines() if log.exists() else []
-    return done.returncode, calls, done.stderr
-
-
-def test_call_order_and_exit_status(stub: Path, tmp_path: Path) -> None:
-    code, calls, err = run_helper(stub, tmp_path, KRUN_STUB_EXIT="42")
+def test_call_order_and_exit_status(
+    stub: Path, tmp_path: Path, launch: Callable[..., Launched]
+) -> None:
+    code, calls, _, err = launch(stub, CONF, KRUN_STUB_EXIT="42")
     assert (code, err) == (42, "")
     assert calls == [*SETUP_CALLS, "krun_start_enter 7"]
     assert outcome(tmp_path) is None  # libkrun took over: 42 is the guest's status
@@ -75,8 +66,10 @@ SETUP_FUNCTIONS = ["krun_set_vm_config", "krun_set_root", "krun_add_disk",
 
 
 @pytest.mark.parametrize("fn", SETUP_FUNCTIONS)
-def test_a_failing_setup_call_frees_the_context(stub: Path, tmp_path: Path, fn: str) -> None:
-    code, calls, err = run_helper(stub, tmp_path, KRUN_STUB_FAIL=f"{fn}:22")
+def test_a_failing_setup_call_frees_the_context(
+    stub: Path, tmp_path: Path, fn: str, launch: Callable[..., Launched]
+) -> None:
+    code, calls, _, err = launch(stub, CONF, KRUN_STUB_FAIL=f"{fn}:22")
     assert code == 125
     assert err == f"libkrun helper: libkrun setup failed: {fn} failed: EINVAL (Invalid argument)\n"
     assert calls[-1] == "krun_free_ctx 7"
@@ -84,13 +77,15 @@ def test_a_failing_setup_call_frees_the_context(stub: Path, tmp_path: Path, fn: 
     assert outcome(tmp_path) == "setup"
 
 
-def test_start_failure_and_create_failure(stub: Path, tmp_path: Path) -> None:
-    code, calls, err = run_helper(stub, tmp_path, KRUN_STUB_FAIL="krun_start_enter:12")
+def test_start_failure_and_create_failure(
+    stub: Path, tmp_path: Path, launch: Callable[..., Launched]
+) -> None:
+    code, calls, _, err = launch(stub, CONF, KRUN_STUB_FAIL="krun_start_enter:12")
     assert code == 126
     assert err == ("libkrun helper: libkrun start failed: krun_start_enter failed: ENOMEM "
                    "(Cannot allocate memory)\n")  # fmt: skip
     assert outcome(tmp_path) == "start-failed"
-    code, calls, err = run_helper(stub, tmp_path, KRUN_STUB_FAIL="krun_create_ctx:1")
+    code, calls, _, err = launch(stub, CONF, KRUN_STUB_FAIL="krun_create_ctx:1")
     assert code == 125
     assert calls == ["krun_set_log_level 0", "krun_create_ctx"]
 
@@ -111,19 +106,12 @@ LOFTD_CONF = LaunchConf(
         ({"KRUN_STUB_NESTED": "1"}, ["krun_set_nested_virt 7 1"]),
     ],
 )  # fmt: skip
-def test_loftd_call_order(stub: Path, tmp_path: Path, env: dict[str, str], nested: list[str]
-                          ) -> None:  # fmt: skip
-    conf = tmp_path / "launch.conf"
-    launchconf.write(LOFTD_CONF, conf)
-    log = tmp_path / "calls.log"
-    done = subprocess.run(
-        [sys.executable, "-m", "agentbox_krun.helper", "LOFTD_LIBKRUN_LIBRARY", str(conf)],
-        env={"PATH": "/usr/bin:/bin", "LOFTD_LIBKRUN_LIBRARY": str(stub),
-             "KRUN_STUB_LOG": str(log), "KRUN_STUB_EXIT": "9", **env},
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
-    assert (done.returncode, done.stderr) == (9, "")
-    assert log.read_text().splitlines() == [
+def test_loftd_call_order(
+    stub: Path, env: dict[str, str], nested: list[str], launch: Callable[..., Launched]
+) -> None:
+    done = launch(stub, LOFTD_CONF, env_var="LOFTD_LIBKRUN_LIBRARY", KRUN_STUB_EXIT="9", **env)
+    assert (done.code, done.err) == (9, "")
+    assert done.calls == [
         "krun_init_log 2 0 2 1",  # stderr, off, no colours, no environment override
         "krun_create_ctx",
         "krun_set_vm_config 7 2 4096",
@@ -141,40 +129,29 @@ def test_loftd_call_order(stub: Path, tmp_path: Path, env: dict[str, str], neste
     ]  # fmt: skip
 
 
-def test_a_nested_virt_check_error_is_a_setup_error(stub: Path, tmp_path: Path) -> None:
-    code, calls, _ = run_helper(stub, tmp_path, KRUN_STUB_FAIL="krun_check_nested_virt:5")
+def test_a_nested_virt_check_error_is_a_setup_error(
+    stub: Path, tmp_path: Path, launch: Callable[..., Launched]
+) -> None:
+    code, calls, _, _ = launch(stub, CONF, KRUN_STUB_FAIL="krun_check_nested_virt:5")
     assert (code, calls[-1]) == (0, "krun_start_enter 7")  # microvm never asks
-    conf = tmp_path / "loftd.conf"
-    launchconf.write(LOFTD_CONF, conf)
-    done = subprocess.run(
-        [sys.executable, "-m", "agentbox_krun.helper", ENV_VAR, str(conf)],
-        env={"PATH": "/usr/bin:/bin", ENV_VAR: str(stub),
-             "KRUN_STUB_FAIL": "krun_check_nested_virt:5"},
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 125
-    assert "krun_check_nested_virt failed: EIO" in done.stderr
+    done = launch(stub, LOFTD_CONF, KRUN_STUB_FAIL="krun_check_nested_virt:5")
+    assert done.code == 125
+    assert "krun_check_nested_virt failed: EIO" in done.err
 
 
-def test_failures_before_a_context_and_of_loftd_calls(stub: Path, tmp_path: Path) -> None:
-    code, calls, err = run_helper(stub, tmp_path, KRUN_STUB_FAIL="krun_set_log_level:1")
+def test_failures_before_a_context_and_of_loftd_calls(
+    stub: Path, tmp_path: Path, launch: Callable[..., Launched]
+) -> None:
+    code, calls, _, err = launch(stub, CONF, KRUN_STUB_FAIL="krun_set_log_level:1")
     assert (code, calls) == (125, ["krun_set_log_level 0"])  # no context yet: nothing to free
     assert err == "libkrun helper: libkrun setup failed: krun_set_log_level failed: EPERM " \
         "(Operation not permitted)\n"  # fmt: skip
-    conf = tmp_path / "loftd.conf"
-    launchconf.write(LOFTD_CONF, conf)
     for fn, nested, last in (("krun_init_log", "0", "krun_init_log 2 0 2 1"),
                              ("krun_set_nested_virt", "1", "krun_free_ctx 7")):  # fmt: skip
-        log = tmp_path / f"{fn}.log"
-        done = subprocess.run(
-            [sys.executable, "-m", "agentbox_krun.helper", ENV_VAR, str(conf)],
-            env={"PATH": "/usr/bin:/bin", ENV_VAR: str(stub), "KRUN_STUB_LOG": str(log),
-                 "KRUN_STUB_FAIL": f"{fn}:22", "KRUN_STUB_NESTED": nested},
-            capture_output=True, text=True, check=False, timeout=60,
-        )  # fmt: skip
-        assert done.returncode == 125
-        assert f"{fn} failed: EINVAL" in done.stderr
-        assert log.read_text().splitlines()[-1] == last
+        done = launch(stub, LOFTD_CONF, KRUN_STUB_FAIL=f"{fn}:22", KRUN_STUB_NESTED=nested)
+        assert done.code == 125
+        assert f"{fn} failed: EINVAL" in done.err
+        assert done.calls[-1] == last
 
 
 def test_helper_status_before_it_runs_and_unknown(tmp_path: Path) -> None:
@@ -188,7 +165,9 @@ def test_helper_status_before_it_runs_and_unknown(tmp_path: Path) -> None:
     assert outcome(tmp_path) is None
 
 
-def test_without_the_optional_functions(minimal_stub: Path, tmp_path: Path) -> None:
+def test_without_the_optional_functions(
+    minimal_stub: Path, tmp_path: Path, launch: Callable[..., Launched]
+) -> None:
     krun = load({ENV_VAR: str(minimal_stub)}, ENV_VAR)
     assert not any(krun.has(f) for f in ("krun_set_root", "krun_add_virtiofs3", "krun_init_log"))
     with pytest.raises(KrunError) as caught:  # using a missing feature is a clear error
@@ -200,7 +179,7 @@ def test_without_the_optional_functions(minimal_stub: Path, tmp_path: Path) -> N
         krun.add_virtiofs(7, "tag", "/ro", readonly=True)
     # the helper still runs both orders: root through virtiofs "/dev/root", the implicit
     # console kept, krun_set_log_level for loftd too, no nested-virt question
-    code, calls, err = run_helper(minimal_stub, tmp_path, KRUN_STUB_EXIT="3")
+    code, calls, _, err = launch(minimal_stub, CONF, KRUN_STUB_EXIT="3")
     assert (code, err) == (3, "")
     assert calls[:4] == [
         "krun_set_log_level 0",
@@ -210,16 +189,9 @@ def test_without_the_optional_functions(minimal_stub: Path, tmp_path: Path) -> N
     ]
     assert "krun_add_virtiofs 7 agentbox-workspace /src/app" in calls
     assert not [c for c in calls if "console" in c]
-    conf = tmp_path / "loftd.conf"
-    launchconf.write(LOFTD_CONF, conf)
-    log = tmp_path / "loftd.log"
-    done = subprocess.run(
-        [sys.executable, "-m", "agentbox_krun.helper", ENV_VAR, str(conf)],
-        env={"PATH": "/usr/bin:/bin", ENV_VAR: str(minimal_stub), "KRUN_STUB_LOG": str(log)},
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
-    assert (done.returncode, done.stderr) == (0, "")
-    assert log.read_text().splitlines()[:4] == [
+    done = launch(minimal_stub, LOFTD_CONF)
+    assert (done.code, done.err) == (0, "")
+    assert done.calls[:4] == [
         "krun_set_log_level 0", "krun_create_ctx", "krun_set_vm_config 7 2 4096",
         "krun_add_virtiofs 7 /dev/root /s/tasks/t2/rootfs-btrfs-snapshot",
     ]  # fmt: skip

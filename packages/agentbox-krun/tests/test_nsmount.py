@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from agentbox_krun import launchconf
 from agentbox_krun.errors import KrunError
 from agentbox_krun.launchconf import LaunchConf, Mount, NixOverlay
 from agentbox_krun.nsmount import overlay_options
 from agentbox_state.testing import require_root
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from conftest import Launched
+
+    Runner = Callable[[Path, LaunchConf, str], Launched]
 
 ENV_VAR = "LOFTD_LIBKRUN_LIBRARY"
 
@@ -39,24 +44,16 @@ def test_options_and_refusals() -> None:
         overlay_options(dataclasses.replace(ok, work="/s/w:x"))
 
 
-def helper(stub: Path, conf: LaunchConf, tmp: Path, on_enter: str) -> tuple[int, str, str]:
-    script = tmp / "on-enter"
-    script.write_text("#!/bin/sh\n" + on_enter)
-    script.chmod(0o755)
-    path = tmp / "launch.conf"
-    launchconf.write(conf, path)
-    log = tmp / "calls.log"
-    log.unlink(missing_ok=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "agentbox_krun.helper", ENV_VAR, str(path)],
-        env={"PATH": "/usr/bin:/bin", ENV_VAR: str(stub), "KRUN_STUB_LOG": str(log),
-             "KRUN_STUB_ON_ENTER": str(script), "KRUN_STUB_EXIT": "5"},
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
-    return done.returncode, done.stdout, done.stderr
+@pytest.fixture
+def run(launch: Callable[..., Launched]) -> Callable[[Path, LaunchConf, str], Launched]:
+    """The helper as loftd starts it; ``on_enter`` is what the "guest" runs; VM status 5."""
+    return lambda lib, conf, on_enter: launch(lib, conf, env_var=ENV_VAR, on_enter=on_enter,
+                                              KRUN_STUB_EXIT="5")  # fmt: skip
 
 
-def test_the_guest_sees_the_overlay_and_the_host_does_not(stub: Path, tmp_path: Path) -> None:
+def test_the_guest_sees_the_overlay_and_the_host_does_not(
+    stub: Path, tmp_path: Path, run: Runner
+) -> None:
     require_root("mounting a kernel overlay")
     rootfs = tmp_path / "rootfs"
     (rootfs / "nix").mkdir(parents=True)
@@ -70,8 +67,7 @@ def test_the_guest_sees_the_overlay_and_the_host_does_not(stub: Path, tmp_path: 
         task_rootfs=str(rootfs), ram_mib=512, vcpus=1, workdir="/", exec_path="/init",
         nix_overlay=NixOverlay(str(lower), str(upper), str(work), str(tmp_path / "lease")),
     )  # fmt: skip
-    code, out, err = helper(stub, conf, tmp_path,
-                            'cat "$1/nix/store/from-image"\n'
+    code, _, out, err = run(stub, conf, 'cat "$1/nix/store/from-image"\n'
                             'echo guest > "$1/nix/store/from-guest"\n'
                             'grep -c " $1/nix " /proc/self/mountinfo\n')  # fmt: skip
     assert (code, err) == (5, "")
@@ -82,11 +78,11 @@ def test_the_guest_sees_the_overlay_and_the_host_does_not(stub: Path, tmp_path: 
     with open("/proc/self/mountinfo", encoding="utf-8") as f:
         assert f" {rootfs}/nix " not in f.read()
     # again: the second task sees what the first one wrote
-    code, out, err = helper(stub, conf, tmp_path, 'cat "$1/nix/store/from-guest"\n')
+    code, _, out, err = run(stub, conf, 'cat "$1/nix/store/from-guest"\n')
     assert (code, out, err) == (5, "guest\n", "")
 
 
-def test_bind_mounts_graft_the_workspace(stub: Path, tmp_path: Path) -> None:
+def test_bind_mounts_graft_the_workspace(stub: Path, tmp_path: Path, run: Runner) -> None:
     require_root("bind mounts in a mount namespace")
     rootfs = tmp_path / "rootfs"
     rootfs.mkdir()
@@ -100,8 +96,7 @@ def test_bind_mounts_graft_the_workspace(stub: Path, tmp_path: Path) -> None:
         task_rootfs=str(rootfs), ram_mib=512, vcpus=1, workdir="/workspace", exec_path="/init",
         mounts=(Mount(str(project), "/workspace", False), Mount(str(tools), "/opt/tools", True)),
     )  # fmt: skip
-    code, out, err = helper(stub, conf, tmp_path,
-                            'cat "$1/workspace/README"\n'
+    code, _, out, err = run(stub, conf, 'cat "$1/workspace/README"\n'
                             'echo made > "$1/workspace/made-in-guest"\n'
                             'touch "$1/opt/tools/x" 2>/dev/null || echo read-only\n')  # fmt: skip
     assert (code, out, err) == (5, "mine\nread-only\n", "")
@@ -111,13 +106,13 @@ def test_bind_mounts_graft_the_workspace(stub: Path, tmp_path: Path) -> None:
     # an image whose /workspace is a symlink out of the root is refused
     (rootfs / "workspace").rmdir()
     (rootfs / "workspace").symlink_to(tmp_path / "elsewhere")
-    code, out, err = helper(stub, conf, tmp_path, "echo never\n")
+    code, _, out, err = run(stub, conf, "echo never\n")
     assert (code, out) == (125, "")
     assert f"{rootfs}/workspace leads through a symlink: refusing to mount there" in err
     # ...and one whose /workspace is a file: the mkdir's errno, still before libkrun
     (rootfs / "workspace").unlink()
     (rootfs / "workspace").write_text("not a dir\n")
-    code, out, err = helper(stub, conf, tmp_path, "echo never\n")
+    code, _, out, err = run(stub, conf, "echo never\n")
     assert (code, out) == (125, "")
     assert f"preparing the root failed: mkdir {rootfs}/workspace failed: EEXIST" in err
 
@@ -129,7 +124,7 @@ def test_user_namespace_detection() -> None:
     assert in_user_namespace("         0       1001          1\n         1     100000      65536\n")
 
 
-def test_the_nix_lease_and_a_symlinked_nix(stub: Path, tmp_path: Path) -> None:
+def test_the_nix_lease_and_a_symlinked_nix(stub: Path, tmp_path: Path, run: Runner) -> None:
     from agentbox_state.lock import FileLock
 
     require_root("mounting a kernel overlay")
@@ -143,13 +138,12 @@ def test_the_nix_lease_and_a_symlinked_nix(stub: Path, tmp_path: Path) -> None:
     conf = LaunchConf(task_rootfs=str(rootfs), ram_mib=512, vcpus=1, workdir="/", exec_path="/i",
                       nix_overlay=overlay)  # fmt: skip
     # the helper holds the lease while the VM runs: the script finds it taken
-    code, out, _ = helper(stub, conf, tmp_path,
-                          f"flock -n {tmp_path}/lease true || echo lease-held\n")  # fmt: skip
+    code, _, out, _ = run(stub, conf, f"flock -n {tmp_path}/lease true || echo lease-held\n")
     assert (code, out) == (5, "lease-held\n")
     held = FileLock(tmp_path / "lease", what="a test")
     held.acquire()
     try:  # another task holds it: this helper stops before mounting anything
-        code, out, err = helper(stub, conf, tmp_path, "echo never\n")
+        code, _, out, err = run(stub, conf, "echo never\n")
     finally:
         held.release()
     assert (code, out) == (125, "")
@@ -157,12 +151,12 @@ def test_the_nix_lease_and_a_symlinked_nix(stub: Path, tmp_path: Path) -> None:
         f"{os.getpid()}" in err  # fmt: skip
     (rootfs / "nix").rmdir()
     (rootfs / "nix").symlink_to("/usr")  # an image pointing /nix at the host's /usr
-    code, out, err = helper(stub, conf, tmp_path, "echo never\n")
+    code, _, out, err = run(stub, conf, "echo never\n")
     assert (code, out) == (125, "")
     assert f"{rootfs}/nix leads through a symlink: refusing to mount there" in err
 
 
-def test_a_failed_mount_stops_before_libkrun(stub: Path, tmp_path: Path) -> None:
+def test_a_failed_mount_stops_before_libkrun(stub: Path, tmp_path: Path, run: Runner) -> None:
     require_root("mounting a kernel overlay")
     (tmp_path / "rootfs" / "nix").mkdir(parents=True)
     conf = LaunchConf(
@@ -170,9 +164,9 @@ def test_a_failed_mount_stops_before_libkrun(stub: Path, tmp_path: Path) -> None
         nix_overlay=NixOverlay(str(tmp_path / "missing"), str(tmp_path), str(tmp_path / "w"),
                                str(tmp_path / "lease")),
     )  # fmt: skip
-    code, _, err = helper(stub, conf, tmp_path, "echo never\n")
+    code, calls, _, err = run(stub, conf, "echo never\n")
     assert code == 125
     assert err.startswith("libkrun helper: preparing the root failed: mount -t "
                           f"overlay -o lowerdir={tmp_path}/missing,")  # fmt: skip
     assert "ENOENT" in err
-    assert not (tmp_path / "calls.log").exists()  # libkrun was never configured
+    assert calls == []  # libkrun was never configured
