@@ -262,6 +262,29 @@ def test_preserve_debug_keeps_and_explains(home: Home, agentbox: Path, image: st
     assert list(tasks.iterdir()) == []
 
 
+def test_the_helper_commands_as_the_issue_names_them(home: Home, agentbox: Path, loftd: Path,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    """`agentbox internal krun-enter LAUNCH_CONF` and `loftd internal libkrun-enter LAUNCH_CONF`
+    (with or without `--`) run the helper: the status is krun_start_enter's."""
+    from agentbox_krun import launchconf
+    from agentbox_krun.launchconf import LaunchConf
+
+    stub = Stub(tmp_path / "stub", 17)
+    (tmp_path / "root").mkdir()
+    conf = tmp_path / "launch.conf"
+    launchconf.write(LaunchConf(task_rootfs=str(tmp_path / "root"), ram_mib=512, vcpus=1,
+                                workdir="/", exec_path="/init"), conf)  # fmt: skip
+    for cmd, env in ((agentbox, "AGENTBOX_LIBKRUN_LIBRARY"), (loftd, "LOFTD_LIBKRUN_LIBRARY")):
+        verb = "krun-enter" if cmd == agentbox else "libkrun-enter"
+        for argv in ((verb, str(conf)), (verb, "--", str(conf))):
+            out = home.run(cmd, "internal", *argv, **{env: str(stub.lib)})
+            assert (out.returncode, out.stderr) == (17, "")
+            assert stub.calls()[-2] == "krun_start_enter 7"  # then the on-enter script
+        bad = home.run(cmd, "internal", verb, **{env: str(stub.lib)})
+        assert bad.returncode == 2
+        assert f"internal {verb} LAUNCH_CONF" in bad.stderr
+
+
 def test_without_libkrun_nothing_is_created(home: Home, agentbox: Path, loftd: Path,
                                             tree: Callable[[Path], set[str]]) -> None:  # fmt: skip
     before = tree(home.root)

@@ -132,3 +132,17 @@ def test_default_verbs_options_come_before_any_verb() -> None:
     assert (args.verb, args.values, args.command) == (None, {"publish": ("80:80",)}, ("id",))
     with pytest.raises(UsageError, match="unknown option --json before the verb"):
         parse("tool", ["--json"], GLOBAL, VERBS, None, (), default_verb="run")
+
+
+def test_operands_after_an_action_with_or_without_the_separator() -> None:
+    def operands(*argv: str) -> tuple[str, ...]:
+        args = parse("tool", argv, GLOBAL, VERBS, ACTIONS, operand_verbs=["run"])
+        assert (args.verb, args.action) == ("run", "build")
+        return args.command
+
+    assert operands("run", "build", "/t/launch.conf") == ("/t/launch.conf",)
+    assert operands("run", "build", "--", "/t/launch.conf") == ("/t/launch.conf",)
+    assert operands("run", "build", "a", "--", "-b") == ("a", "-b")  # after --, even dashes
+    # without operand_verbs, a word after the action is still refused
+    with pytest.raises(UsageError, match="unexpected argument 'x' after 'run'"):
+        parse("tool", ["run", "build", "x"], GLOBAL, VERBS, ACTIONS)

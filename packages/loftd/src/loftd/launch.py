@@ -99,17 +99,17 @@ def choose_image(
 
 
 def internal(ctx: Context) -> int:
-    """``loftd internal libkrun-enter -- LAUNCH_CONF``: the helper process (see agentbox_krun)."""
+    """``loftd internal libkrun-enter LAUNCH_CONF``: the helper process (see agentbox_krun)."""
     from agentbox_krun.helper import main as helper
 
     if ctx.args.action != "libkrun-enter" or len(ctx.args.command) != 1:
-        raise UsageError("usage: loftd internal libkrun-enter -- LAUNCH_CONF")
+        raise UsageError("usage: loftd internal libkrun-enter LAUNCH_CONF")
     return helper(["LOFTD_LIBKRUN_LIBRARY", ctx.args.command[0]])
 
 
 INTERNAL = Verb(
     "internal", "helpers loftd runs itself (not for direct use)", internal,
-    actions=("libkrun-enter",), runs_command=True,
+    actions=("libkrun-enter",), runs_command=True, operands=True,
 )  # fmt: skip
 
 

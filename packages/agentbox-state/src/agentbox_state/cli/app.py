@@ -112,7 +112,8 @@ class Context(Record):
 class Verb(Record):
     """A verb: its name, one line of help, its own options, and what it runs."""
 
-    __slots__ = ("action_required", "actions", "help", "name", "options", "run", "runs_command")
+    __slots__ = ("action_required", "actions", "help", "name", "operands", "options", "run",
+                 "runs_command")  # fmt: skip
     name: str
     help: str
     run: Callable[[Context], int]
@@ -120,6 +121,7 @@ class Verb(Record):
     actions: tuple[str, ...]
     action_required: bool
     runs_command: bool
+    operands: bool  # the words after the action are its operands, `--` or not
 
     def __init__(
         self,
@@ -131,6 +133,7 @@ class Verb(Record):
         actions: tuple[str, ...] = (),
         action_required: bool = True,
         runs_command: bool = False,
+        operands: bool = False,
     ) -> None:
         self._set(
             name=name,
@@ -140,6 +143,7 @@ class Verb(Record):
             actions=actions,
             action_required=action_required,
             runs_command=runs_command,
+            operands=operands,
         )
 
 
@@ -201,7 +205,7 @@ def run(
     optional = [v.name for v in verbs if not v.action_required]
     args = parse(
         spec.name, argv, global_options(spec.image_env), table, actions, optional,
-        default_verb=spec.default_verb,
+        default_verb=spec.default_verb, operand_verbs=[v.name for v in verbs if v.operands],
     )  # fmt: skip
     if args.verb is None and spec.default_verb and not (args.help or args.version):
         args = Args(verb=spec.default_verb, values=args.values, command=args.command)

@@ -126,9 +126,11 @@ def parse(
     actions: Mapping[str, Sequence[str]] | None = None,
     optional_actions: Sequence[str] = (),
     default_verb: str | None = None,
+    operand_verbs: Sequence[str] = (),
 ) -> Args:
     """Parse ``argv``; raise ``UsageError`` (exit 2) naming the offending word. A verb listed
-    in ``actions`` takes one action word (``image build``)."""
+    in ``actions`` takes one action word (``image build``); for one in ``operand_verbs`` the
+    words after its action are operands, with or without ``--`` (``internal krun-enter CONF``)."""
     help_hint = f"see '{prog} --help'"
     verb: str | None = None
     action: str | None = None
@@ -141,7 +143,7 @@ def parse(
         word = argv[i]
         i += 1
         if word == "--":
-            command = tuple(argv[i:])
+            command = (*command, *argv[i:])
             break
         if word in ("-h", "--help"):
             wants_help = True
@@ -150,6 +152,9 @@ def parse(
             wants_version = True
             continue
         if not word.startswith("-") or word == "-":
+            if verb in operand_verbs and action is not None:
+                command = (*command, word)
+                continue
             verb, action = _positional(word, verb, action, verbs, acts, help_hint)
             continue
         name, eq, inline = word.partition("=") if word.startswith("--") else (word, "", "")
