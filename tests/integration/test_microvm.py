@@ -274,13 +274,14 @@ def test_the_helper_commands_as_the_issue_names_them(home: Home, agentbox: Path,
     conf = tmp_path / "launch.conf"
     launchconf.write(LaunchConf(task_rootfs=str(tmp_path / "root"), ram_mib=512, vcpus=1,
                                 workdir="/", exec_path="/init"), conf)  # fmt: skip
-    for cmd, env in ((agentbox, "AGENTBOX_LIBKRUN_LIBRARY"), (loftd, "LOFTD_LIBKRUN_LIBRARY")):
-        verb = "krun-enter" if cmd == agentbox else "libkrun-enter"
+    lib = str(stub.lib)
+    for cmd, verb in ((agentbox, "krun-enter"), (loftd, "libkrun-enter")):
         for argv in ((verb, str(conf)), (verb, "--", str(conf))):
-            out = home.run(cmd, "internal", *argv, **{env: str(stub.lib)})
+            out = home.run(cmd, "internal", *argv, AGENTBOX_LIBKRUN_LIBRARY=lib,
+                           LOFTD_LIBKRUN_LIBRARY=lib)  # fmt: skip
             assert (out.returncode, out.stderr) == (17, "")
             assert stub.calls()[-2] == "krun_start_enter 7"  # then the on-enter script
-        bad = home.run(cmd, "internal", verb, **{env: str(stub.lib)})
+        bad = home.run(cmd, "internal", verb, AGENTBOX_LIBKRUN_LIBRARY=lib)
         assert bad.returncode == 2
         assert f"internal {verb} LAUNCH_CONF" in bad.stderr
 
