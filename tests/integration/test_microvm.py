@@ -454,3 +454,13 @@ def test_rootless_microvm_and_loftd(user_box: Callable[..., UserBox], user_state
     # root inside, which is the user outside: the guest's shell is root (it owns /workspace)
     assert "LOFTD_ENTER_AS_ROOT=1" in [c.split("=", 1)[1] for c in calls if c.startswith("  env[")]
     assert f"krun_add_disk 7 loftd-containers {box.loftd_state_dir}/loftd-containers.raw 0" in calls
+    # the same on a fuse-overlay task root (fuse-overlayfs runs as the user, outside the user
+    # namespace; the helper inside it still reaches the mount and grafts onto it)
+    fused = box.run("--rootfs-backend", "fuse-overlay", "--", "true", module="loftd",
+                    LOFTD_LIBKRUN_LIBRARY=str(stub.lib))  # fmt: skip
+    assert fused.returncode == 7, fused.stderr
+    seen = stub.report()
+    assert seen[1] != "root-inode=256"  # not a snapshot this time
+    assert {"from-task", "workspace=mine", "nix-writable"} <= set(seen)  # /nix persisted
+    assert stub.calls()[4].endswith("/rootfs-fuse-overlay")
+    assert list((box.loftd_state_dir / "tasks").iterdir()) == []
