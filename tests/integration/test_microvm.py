@@ -6,6 +6,7 @@ these tests look inside the "VM". As root, and as the ordinary test user."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -244,6 +245,53 @@ def test_guest_init_override_is_copied_into_the_task_root_only(
     missing = home.run(agentbox, "--image", image, "microvm", "--guest-init", "/nonexistent")
     assert missing.returncode == 2
     assert "--guest-init /nonexistent is not a file" in missing.stderr
+
+
+def test_a_killed_run_is_cleaned_by_a_later_one_once_its_vm_is_gone(
+    home: Home, agentbox: Path, image: str, tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    lingering = Stub(tmp_path / "lingering", 0)
+    started = tmp_path / "vm-started"
+    (lingering.dir / "on-enter").write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 60\n")
+    quick = Stub(tmp_path / "quick", 0)
+    first = subprocess.Popen(
+        [str(agentbox), "--image", image, "microvm", "--", "true"], cwd=home.project,
+        env={**home.env, "AGENTBOX_LIBKRUN_LIBRARY": str(lingering.lib)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert time.monotonic() < deadline, "the helper never reached krun_start_enter"
+            time.sleep(0.05)
+        first.kill()  # the command line dies; its "VM" (the helper) keeps running
+        first.wait()
+        tasks = state_of(home) / "tasks"
+        (task,) = tasks.iterdir()
+
+        def later_run() -> str:
+            hour_ago = time.time() - 3600  # past the grace for tasks still being set up
+            os.utime(task, (hour_ago, hour_ago))
+            out = home.run(agentbox, "--image", image, "microvm", "--", "true",
+                           AGENTBOX_LIBKRUN_LIBRARY=str(quick.lib))  # fmt: skip
+            assert out.returncode == 0, out.stderr
+            return out.stderr
+
+        assert later_run() == ""  # the VM still holds the task: left alone
+        assert task.exists()
+        os.killpg(first.pid, signal.SIGKILL)  # now the VM is gone too
+        time.sleep(0.2)
+        assert later_run() == (f"agentbox microvm: removed 1 task root(s) left by killed runs: "
+                               f"{task.name}\n")  # fmt: skip
+        assert list(tasks.iterdir()) == []
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            assert str(task) not in f.read()  # its fuse-overlay is unmounted too
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
 
 
 def test_preserve_debug_keeps_and_explains(home: Home, agentbox: Path, image: str,

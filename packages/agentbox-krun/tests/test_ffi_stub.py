@@ -154,6 +154,18 @@ def test_failures_before_a_context_and_of_loftd_calls(
         assert done.calls[-1] == last
 
 
+def test_the_vm_holds_its_task_lock(stub: Path, tmp_path: Path,
+                                     launch: Callable[..., Launched]) -> None:  # fmt: skip
+    """Shared: the command line holds it too; a garbage collector's exclusive try fails."""
+    import dataclasses
+
+    lock = tmp_path / "task" / ".task.lock"
+    conf = dataclasses.replace(CONF, task_lock=str(lock))
+    probe = f"flock -n -x {lock} true && echo free || echo held; flock -n -s {lock} echo shared\n"
+    done = launch(stub, conf, on_enter=probe)
+    assert (done.code, done.out, done.err) == (0, "held\nshared\n", "")
+
+
 def test_helper_status_before_it_runs_and_unknown(tmp_path: Path) -> None:
     assert outcome(tmp_path) == "missing"
     assert describe("missing").startswith("starting: it left no helper.status")

@@ -31,7 +31,7 @@ def test_nix_overlay_round_trips(tmp_path: Path) -> None:
 
     conf = dataclasses.replace(
         CONF, nix_overlay=NixOverlay("/c/rootfs/nix", "/s/up", "/s/wk", "/s/lease"),
-        init_log=True,
+        init_log=True, task_lock="/s/tasks/t1/.task.lock",
         nested_virt=True, mounts=(Mount("/src/app", "/workspace", False), Mount("/t", "/t", True)),
     )  # fmt: skip
     path = tmp_path / "launch.conf"

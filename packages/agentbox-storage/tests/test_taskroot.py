@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -235,6 +236,23 @@ def test_garbage_collection_takes_only_abandoned_tasks(cache: Path) -> None:
             assert p.stdout is not None
             p.stdout.close()
     assert taskroot.collect_garbage(tasks, RUNNER) == [tasks / "alive"]
+
+
+def test_garbage_collection_spares_young_and_shared_locked_tasks(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks"
+    for name in ("old", "young", "held"):
+        (tasks / name).mkdir(parents=True)
+    hour_ago = time.time() - 3600
+    for name in ("old", "held"):
+        os.utime(tasks / name, (hour_ago, hour_ago))
+    helper = taskroot.task_lock(tasks / "held")
+    helper.acquire(shared=True)  # as the VM helper holds it while its parent is gone
+    try:
+        removed = taskroot.collect_garbage(tasks, RUNNER, min_age=60)
+    finally:
+        helper.release()
+    assert removed == [tasks / "old"]
+    assert sorted(p.name for p in tasks.iterdir()) == ["held", "young"]
 
 
 def test_mountinfo_parsing() -> None:

@@ -31,6 +31,7 @@ PHASES = {
     "missing": "starting: it left no helper.status (it never ran, or could not write it)",
     "read": "reading launch.conf",
     "load": "loading libkrun",
+    "lock": "taking its task's lock",
     "lease": "taking the /nix overlay's lease: another task of this project is using it",
     "mount": "mounting /nix and the workspace into the root",
     "setup": "configuring libkrun",
@@ -75,19 +76,21 @@ class RootMountError(KrunError):
 _held: list[object] = []  # the /nix lease, held for as long as this process (the VM) lives
 
 
-def take_lease(path: str) -> None:
-    """Hold the /nix overlay's lease until this process (the VM) ends: one overlay per upper."""
+def hold(path: str, what: str, *, shared: bool = False) -> None:
+    """Hold a lock until this process (the VM) ends: the /nix overlay's lease (one overlay per
+    upper), or the task's lock (shared with the command line: a task whose holders are all gone
+    is abandoned, and the next run removes it)."""
     from agentbox_state.errors import AgentboxError
     from agentbox_state.lock import FileLock
 
-    lease = FileLock(path, what=f"the /nix overlay {os.path.dirname(path)}")
+    lock = FileLock(path, what=what)
     try:
-        lease.acquire()
+        lock.acquire(shared=shared)
     except AgentboxError as err:
         refused = RootMountError.invalid(err.message)
         refused.hint = err.hint
         raise refused from err
-    _held.append(lease)
+    _held.append(lock)
 
 
 def prepare_root(conf: LaunchConf) -> None:
@@ -146,9 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         conf = launchconf.read(Path(conf_path))
         _mark(conf_path, "load")
         krun = load(os.environ, env_var)
+        if conf.task_lock is not None:
+            _mark(conf_path, "lock")
+            hold(conf.task_lock, f"task {os.path.basename(os.path.dirname(conf.task_lock))}",
+                 shared=True)  # fmt: skip
         if conf.nix_overlay is not None:
             _mark(conf_path, "lease")
-            take_lease(conf.nix_overlay.lease)
+            lease = conf.nix_overlay.lease
+            hold(lease, f"the /nix overlay {os.path.dirname(lease)}")
         if conf.nix_overlay is not None or conf.mounts:
             _mark(conf_path, "mount")
             prepare_root(conf)

@@ -23,7 +23,8 @@ from agentbox_krun.errors import LaunchConfError
 
 NIX_KEYS = ("nix_lower", "nix_upper", "nix_work", "nix_lease")
 SCALARS = ("task_rootfs", "workspace_source", "workspace_tag", "workspace_target", "ram_mib",
-           "vcpus", "workdir", "exec_path", "init_log", "nested_virt", *NIX_KEYS)  # fmt: skip
+           "vcpus", "workdir", "exec_path", "init_log", "nested_virt", "task_lock",
+           *NIX_KEYS)  # fmt: skip
 REQUIRED = ("task_rootfs", "ram_mib", "vcpus", "workdir", "exec_path")
 GROUPS = {"disk": ("id", "path", "readonly"), "mount": ("source", "target", "readonly")}
 
@@ -73,6 +74,7 @@ class LaunchConf:
     mounts: tuple[Mount, ...] = ()
     init_log: bool = False
     nested_virt: bool = False  # "auto": enabled when krun_check_nested_virt says supported
+    task_lock: str | None = None  # held (shared) by the helper while the VM runs
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def lines(self) -> list[tuple[str, str]]:
@@ -80,7 +82,7 @@ class LaunchConf:
             ("task_rootfs", self.task_rootfs), ("ram_mib", str(self.ram_mib)),
             ("vcpus", str(self.vcpus)), ("workdir", self.workdir), ("exec_path", self.exec_path),
         ]  # fmt: skip
-        for key in ("workspace_source", "workspace_tag", "workspace_target"):
+        for key in ("workspace_source", "workspace_tag", "workspace_target", "task_lock"):
             value = getattr(self, key)
             if value is not None:
                 out.append((key, value))
@@ -202,6 +204,7 @@ def parse(text: str, source: str = "launch.conf") -> LaunchConf:
         vcpus=_int(fields, "vcpus"), workdir=fields["workdir"], exec_path=fields["exec_path"],
         argv=_indexed(indexed, "argv"), env=_indexed(indexed, "env"), disks=disks, mounts=mounts,
         init_log=fields.get("init_log") == "1", nested_virt="nested_virt" in fields,
+        task_lock=fields.get("task_lock"),
         workspace_source=fields.get("workspace_source"),
         workspace_tag=fields.get("workspace_tag"),
         workspace_target=fields.get("workspace_target"),

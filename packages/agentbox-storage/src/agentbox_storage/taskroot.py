@@ -19,6 +19,7 @@ import os
 import shlex
 import shutil
 import stat
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,22 +298,36 @@ def cleanup(
 
 
 def task_lock(task_dir: Path) -> FileLock:
-    """Held by the process that owns a task for as long as it runs; free means abandoned."""
+    """Held by the processes that own a task for as long as they run (shared: the command line
+    and the VM helper each hold it); free means abandoned."""
     return FileLock(task_dir / LOCK_NAME, what=f"task {task_dir.name}")
 
 
 def collect_garbage(
-    tasks_dir: Path, runner: Runner, *, userns: Sequence[str] = (), include_preserved: bool = False
+    tasks_dir: Path,
+    runner: Runner,
+    *,
+    userns: Sequence[str] = (),
+    include_preserved: bool = False,
+    min_age: float = 0.0,
 ) -> list[Path]:
-    """Remove task dirs whose owner is gone (their task lock is free); returns what was removed.
+    """Remove task dirs whose owners are gone (their task lock is free); returns what was removed.
 
-    Live tasks (lock held) are never touched; preserved ones only with ``include_preserved``.
+    Live tasks (lock held) are never touched; preserved ones only with ``include_preserved``;
+    none changed in the last ``min_age`` seconds (a task being set up has its dir before its
+    lock).
     """
     removed: list[Path] = []
     if not tasks_dir.is_dir():
         return removed
+    now = time.time()
     for task_dir in sorted(p for p in tasks_dir.iterdir() if p.is_dir() and not p.is_symlink()):
         if (task_dir / PRESERVED_NAME).exists() and not include_preserved:
+            continue
+        try:
+            if now - task_dir.stat().st_mtime < min_age:
+                continue
+        except FileNotFoundError:
             continue
         lock = task_lock(task_dir)
         try:

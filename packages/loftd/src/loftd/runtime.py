@@ -164,11 +164,13 @@ def _in_task_root(
     helper_argv: Sequence[str], library: str, notice: Callable[[str], None],
 ) -> int:  # fmt: skip
     """Task root → guest init → disks → launch.conf → helper, then cleanup, always."""
+    with profiler.phase("task_garbage_collection"):
+        _collect_garbage(face, req, runner, userns, notice)
     task_dir = req.state_dir / "tasks" / req.task_id
     lock = taskroot.task_lock(task_dir)
     task_dir.mkdir(parents=True, exist_ok=True)
     try:
-        lock.acquire()
+        lock.acquire(shared=True)  # shared with the helper (the VM), which holds it too
     except BaseException:
         with contextlib.suppress(OSError):
             task_dir.rmdir()  # only if empty: nothing of another run's is touched
@@ -201,6 +203,7 @@ def _in_task_root(
                 workspace_target="/workspace" if virtiofs else None,
                 mounts=() if virtiofs else (Mount(workspace, "/workspace", False),),
                 nix_overlay=nix, init_log=face.loftd_calls, nested_virt=face.loftd_calls,
+                task_lock=os.fspath(lock.path),
             )  # fmt: skip
             conf_path = task_dir / "launch.conf"
             with profiler.phase("launch_config_build"):
@@ -237,6 +240,25 @@ def _in_task_root(
                            + "\n  ".join(kept))  # fmt: skip
         finally:
             lock.release()  # after cleanup: nobody else takes a half-removed task dir
+
+
+GC_MIN_AGE = 60.0  # seconds: a task dir this young may still be getting its lock
+
+
+def _collect_garbage(face: Face, req: TaskRequest, runner: Runner,
+                     userns: tuple[str, ...], notice: Callable[[str], None]) -> None:  # fmt: skip
+    """Remove what killed runs of this project left (task roots whose command line and VM
+    helper are both gone); a failure here is a warning, not the end of this run."""
+    try:
+        removed = taskroot.collect_garbage(req.state_dir / "tasks", runner, userns=userns,
+                                           min_age=GC_MIN_AGE)  # fmt: skip
+    except AgentboxError as err:
+        notice(f"{face.name}: warning: could not remove a task left by a killed run: "
+               f"{err.message}")  # fmt: skip
+        return
+    if removed:
+        names = ", ".join(p.name for p in removed)
+        notice(f"{face.name}: removed {len(removed)} task root(s) left by killed runs: {names}")
 
 
 def nix_overlay(req: TaskRequest, rootfs: Path) -> NixOverlay:
