@@ -247,30 +247,41 @@ def test_guest_init_override_is_copied_into_the_task_root_only(
     assert "--guest-init /nonexistent is not a file" in missing.stderr
 
 
+def lingering_run(home: Home, agentbox: Path, image: str, tmp_path: Path,
+                  *flags: str) -> subprocess.Popen[bytes]:  # fmt: skip
+    """`agentbox microvm` whose "VM" (the stub's on-enter) stays up; returns once it is up."""
+    import time
+
+    stub = Stub(tmp_path / "lingering", 0)
+    started = tmp_path / "vm-started"
+    (stub.dir / "on-enter").write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 60\n")
+    run = subprocess.Popen(
+        [str(agentbox), "--image", image, "microvm", *flags, "--", "true"], cwd=home.project,
+        env={**home.env, "AGENTBOX_LIBKRUN_LIBRARY": str(stub.lib)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert time.monotonic() < deadline, "the helper never reached krun_start_enter"
+        assert run.poll() is None, "the run ended before its VM started"
+        time.sleep(0.05)
+    return run
+
+
 def test_a_killed_run_is_cleaned_by_a_later_one_once_its_vm_is_gone(
     home: Home, agentbox: Path, image: str, tmp_path: Path
 ) -> None:
     import signal
     import time
 
-    lingering = Stub(tmp_path / "lingering", 0)
-    started = tmp_path / "vm-started"
-    (lingering.dir / "on-enter").write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 60\n")
     quick = Stub(tmp_path / "quick", 0)
-    first = subprocess.Popen(
-        [str(agentbox), "--image", image, "microvm", "--", "true"], cwd=home.project,
-        env={**home.env, "AGENTBOX_LIBKRUN_LIBRARY": str(lingering.lib)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    first = lingering_run(home, agentbox, image, tmp_path, "--storage", "fuse-overlay")
     try:
-        deadline = time.monotonic() + 60
-        while not started.exists():
-            assert time.monotonic() < deadline, "the helper never reached krun_start_enter"
-            time.sleep(0.05)
         first.kill()  # the command line dies; its "VM" (the helper) keeps running
         first.wait()
         tasks = state_of(home) / "tasks"
         (task,) = tasks.iterdir()
+        assert (task / "rootfs-fuse-overlay").is_dir()
 
         def later_run() -> str:
             hour_ago = time.time() - 3600  # past the grace for tasks still being set up
@@ -292,6 +303,27 @@ def test_a_killed_run_is_cleaned_by_a_later_one_once_its_vm_is_gone(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(first.pid, signal.SIGKILL)
+
+
+def test_a_killed_preserve_debug_run_is_kept(home: Home, agentbox: Path, image: str,
+                                             tmp_path: Path) -> None:  # fmt: skip
+    import signal
+    import time
+
+    first = lingering_run(home, agentbox, image, tmp_path, "--preserve-debug")
+    os.killpg(first.pid, signal.SIGKILL)  # command line and VM: nothing ran its cleanup
+    first.wait()
+    tasks = state_of(home) / "tasks"
+    (task,) = tasks.iterdir()
+    hour_ago = time.time() - 3600
+    os.utime(task, (hour_ago, hour_ago))
+    quick = Stub(tmp_path / "quick", 0)
+    out = home.run(agentbox, "--image", image, "microvm", "--", "true",
+                   AGENTBOX_LIBKRUN_LIBRARY=str(quick.lib))  # fmt: skip
+    assert (out.returncode, out.stderr) == (0, "")
+    assert list(tasks.iterdir()) == [task]  # --preserve-debug's task survives the collector
+    subprocess.run(["sh", "-c", f"fusermount3 -u {task}/rootfs-fuse-overlay; rm -rf {task}"],
+                   check=False)  # fmt: skip
 
 
 def test_preserve_debug_keeps_and_explains(home: Home, agentbox: Path, image: str,

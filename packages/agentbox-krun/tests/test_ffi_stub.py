@@ -162,6 +162,12 @@ def test_the_vm_holds_its_task_lock(stub: Path, tmp_path: Path,
     lock = tmp_path / "task" / ".task.lock"
     conf = dataclasses.replace(CONF, task_lock=str(lock))
     probe = f"flock -n -x {lock} true && echo free || echo held; flock -n -s {lock} echo shared\n"
+    gone = launch(stub, conf, on_enter=probe)  # the task was collected: the VM must not start
+    assert (gone.code, gone.out, gone.calls) == (125, "", [])
+    assert gone.err == ("libkrun helper: preparing the root failed: task task is being removed "
+                        "by a later run (the run that made it is gone)\n")  # fmt: skip
+    lock.parent.mkdir()
+    lock.touch()  # as the command line makes it
     done = launch(stub, conf, on_enter=probe)
     assert (done.code, done.out, done.err) == (0, "held\nshared\n", "")
 

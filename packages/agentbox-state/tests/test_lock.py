@@ -123,7 +123,8 @@ def test_unrecorded_holder(tmp_path: Path) -> None:
     try:
         with pytest.raises(LockHeldError) as caught:
             FileLock(path, what="x").acquire()
-        assert "held by another process (it has not recorded its pid yet)" in caught.value.message
+        assert "held by another process (a shared holder, or one that has not recorded its pid " \
+            "yet)" in caught.value.message  # fmt: skip
         assert caught.value.pid is None
         assert caught.value.hint == "wait for that run to finish and retry"
     finally:
@@ -153,3 +154,28 @@ def test_shared_holders_keep_an_exclusive_taker_out(tmp_path: Path) -> None:
         assert lock.held
         with pytest.raises(LockHeldError):
             FileLock(path, what="users").acquire(shared=True)
+
+
+def test_without_create_nothing_is_made_and_a_removed_file_is_gone(tmp_path: Path) -> None:
+    from agentbox_state.lock import LockGoneError
+
+    missing = FileLock(tmp_path / "task" / ".lock", what="task t")
+    with pytest.raises(LockGoneError) as caught:
+        missing.acquire(create=False)
+    assert caught.value.message == f"task t is gone: its lock {tmp_path}/task/.lock does not exist"
+    assert not (tmp_path / "task").exists()  # no dir, no file made
+    there = FileLock(tmp_path / "x.lock", what="x")
+    there.path.touch()
+    there.acquire(create=False)
+    there.release()
+
+
+def test_a_shared_holder_is_described_as_such(tmp_path: Path) -> None:
+    shared = FileLock(tmp_path / "s.lock", what="task s")
+    shared.acquire(shared=True)
+    try:
+        with pytest.raises(LockHeldError) as caught:
+            FileLock(tmp_path / "s.lock", what="task s").acquire()
+        assert "a shared holder, or one that has not recorded its pid yet" in caught.value.message
+    finally:
+        shared.release()

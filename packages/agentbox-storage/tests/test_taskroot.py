@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from agentbox_state.errors import AgentboxError
 from agentbox_state.runner import SubprocessRunner
 from agentbox_state.testing import HidingRunner, RecordingRunner, require_root, run_as_user
-from agentbox_storage import taskroot
+from agentbox_storage import argv, taskroot
 from agentbox_storage.backends import Backend
 from agentbox_storage.errors import StorageError
 from agentbox_storage.mounts import is_mounted, mount_points
@@ -240,19 +241,35 @@ def test_garbage_collection_takes_only_abandoned_tasks(cache: Path) -> None:
 
 def test_garbage_collection_spares_young_and_shared_locked_tasks(tmp_path: Path) -> None:
     tasks = tmp_path / "tasks"
-    for name in ("old", "young", "held"):
+    for name in ("old", "young", "held", "lockless"):
         (tasks / name).mkdir(parents=True)
-    hour_ago = time.time() - 3600
-    for name in ("old", "held"):
-        os.utime(tasks / name, (hour_ago, hour_ago))
+    for name in ("old", "young"):
+        taskroot.task_lock(tasks / name).path.touch()  # locks that were released
     helper = taskroot.task_lock(tasks / "held")
     helper.acquire(shared=True)  # as the VM helper holds it while its parent is gone
+    hour_ago = time.time() - 3600
+    for name in ("old", "held", "lockless"):  # after the lock files: they touch their dirs
+        os.utime(tasks / name, (hour_ago, hour_ago))
     try:
         removed = taskroot.collect_garbage(tasks, RUNNER, min_age=60)
     finally:
         helper.release()
-    assert removed == [tasks / "old"]
+    # "lockless": an owner killed between making its dir and locking it
+    assert removed == [tasks / "lockless", tasks / "old"]
     assert sorted(p.name for p in tasks.iterdir()) == ["held", "young"]
+
+
+def test_garbage_collection_goes_on_past_a_task_it_cannot_remove(tmp_path: Path) -> None:
+    tasks = tmp_path / "tasks"
+    for name in ("a", "b"):
+        (tasks / name).mkdir(parents=True)
+    rec = RecordingRunner()
+    rec.script(*argv.remove_tree(tasks / "a"), returncode=1, stderr="rm: busy\n")
+    failed: list[Path] = []
+    removed = taskroot.collect_garbage(tasks, rec, on_error=lambda p, _err: failed.append(p))
+    assert (removed, failed) == ([tasks / "b"], [tasks / "a"])
+    with pytest.raises(AgentboxError):  # without on_error, the error is raised
+        taskroot.collect_garbage(tasks, rec)
 
 
 def test_mountinfo_parsing() -> None:

@@ -76,19 +76,24 @@ class RootMountError(KrunError):
 _held: list[object] = []  # the /nix lease, held for as long as this process (the VM) lives
 
 
-def hold(path: str, what: str, *, shared: bool = False) -> None:
+def hold(path: str, what: str, *, shared: bool = False, create: bool = True) -> None:
     """Hold a lock until this process (the VM) ends: the /nix overlay's lease (one overlay per
     upper), or the task's lock (shared with the command line: a task whose holders are all gone
     is abandoned, and the next run removes it)."""
-    from agentbox_state.errors import AgentboxError
-    from agentbox_state.lock import FileLock
+    from agentbox_state.errors import AgentboxError, LockHeldError
+    from agentbox_state.lock import FileLock, LockGoneError
 
     lock = FileLock(path, what=what)
     try:
-        lock.acquire(shared=shared)
+        lock.acquire(shared=shared, create=create)
     except AgentboxError as err:
         refused = RootMountError.invalid(err.message)
         refused.hint = err.hint
+        if not create and isinstance(err, (LockGoneError, LockHeldError)):
+            # the command line is gone and a later run is removing (or removed) this task
+            refused = RootMountError.invalid(
+                f"{what} is being removed by a later run (the run that made it is gone)"
+            )
         raise refused from err
     _held.append(lock)
 
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         if conf.task_lock is not None:
             _mark(conf_path, "lock")
             hold(conf.task_lock, f"task {os.path.basename(os.path.dirname(conf.task_lock))}",
-                 shared=True)  # fmt: skip
+                 shared=True, create=False)  # fmt: skip
         if conf.nix_overlay is not None:
             _mark(conf_path, "lease")
             lease = conf.nix_overlay.lease

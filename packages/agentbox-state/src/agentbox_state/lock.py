@@ -23,6 +23,18 @@ if TYPE_CHECKING:
 POLL_SECONDS = 0.05
 
 
+class LockGoneError(AgentboxError):
+    """The lock file (and what it guards) no longer exists."""
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
 def _describe_holder(path: Path) -> tuple[int | None, str]:
     """(pid, "pid N since T") from a lock file's record, as far as it can be read."""
     try:
@@ -34,7 +46,8 @@ def _describe_holder(path: Path) -> tuple[int | None, str]:
         pid = int(fields["pid"])
         since = float(fields["since"])
     except (KeyError, ValueError):
-        return None, "another process (it has not recorded its pid yet)"
+        # shared holders record nothing; an exclusive one may be just starting
+        return None, "another process (a shared holder, or one that has not recorded its pid yet)"
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
     return pid, f"pid {pid} since {stamp}"
 
@@ -61,19 +74,27 @@ class FileLock:
         wait: float = 0.0,
         on_wait: Callable[[str], None] | None = None,
         shared: bool = False,
+        create: bool = True,
     ) -> None:
         """Take the lock; if it is held, retry for up to ``wait`` seconds, then raise.
 
         ``on_wait`` is told once, with the holder's description, when we start waiting. A
         ``shared`` lock may have many holders at once (and records none); it keeps an exclusive
-        taker out until the last one lets go.
+        taker out until the last one lets go. Without ``create`` the lock file must exist
+        already (nothing is made), and one removed or replaced meanwhile is ``LockGoneError``.
         """
         if self._fd is not None:
             raise AgentboxError(f"the lock on {self.what} is already held by this process")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+            fd = os.open(self.path, flags, 0o600)
         except OSError as err:
+            if not create and isinstance(err, FileNotFoundError):
+                raise LockGoneError(
+                    f"{self.what} is gone: its lock {self.path} does not exist"
+                ) from err
             raise AgentboxError(
                 f"cannot open the lock file {self.path} for {self.what}: {err.strerror}",
                 hint="check that the state directory is writable by you",
@@ -104,6 +125,9 @@ class FileLock:
                 on_wait(f"waiting for {self.what}: held by {holder}")
                 told = True
             time.sleep(POLL_SECONDS)
+        if not create and not _same_file(fd, self.path):
+            os.close(fd)
+            raise LockGoneError(f"{self.what} is gone: its lock {self.path} was removed")
         if not shared:
             record = f"pid={os.getpid()}\nsince={time.time():.3f}\n".encode()
             os.ftruncate(fd, 0)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentbox_state.errors import AgentboxError, CommandError
-from agentbox_state.lock import FileLock
+from agentbox_state.lock import FileLock, LockGoneError
 from agentbox_state.runner import DEFAULT_PATH, Runner, with_sbin
 from agentbox_storage import argv
 from agentbox_storage.backends import Backend
@@ -310,12 +310,16 @@ def collect_garbage(
     userns: Sequence[str] = (),
     include_preserved: bool = False,
     min_age: float = 0.0,
+    on_error: Callable[[Path, AgentboxError], None] | None = None,
 ) -> list[Path]:
     """Remove task dirs whose owners are gone (their task lock is free); returns what was removed.
 
     Live tasks (lock held) are never touched; preserved ones only with ``include_preserved``;
     none changed in the last ``min_age`` seconds (a task being set up has its dir before its
-    lock).
+    lock). The lock is taken on the file that is there, never made anew (a dir removed
+    meanwhile by its owner is skipped); a dir with no lock file at all is an owner killed
+    between the two. A dir that cannot be removed goes to ``on_error`` and the rest go on;
+    without ``on_error`` the error is raised.
     """
     removed: list[Path] = []
     if not tasks_dir.is_dir():
@@ -330,8 +334,13 @@ def collect_garbage(
         except FileNotFoundError:
             continue
         lock = task_lock(task_dir)
+        locked = True
         try:
-            lock.acquire()
+            lock.acquire(create=False)
+        except LockGoneError:
+            if not task_dir.is_dir() or lock.path.exists():
+                continue  # removed (or replaced) under us: nothing of ours to do
+            locked = False  # never locked at all
         except AgentboxError:
             continue  # a live task, or one we cannot judge: leave it
         try:
@@ -339,6 +348,11 @@ def collect_garbage(
                 remove_output(layout(backend, task_dir), runner, userns=userns)
             runner.run(argv.remove_tree(task_dir, userns))
             removed.append(task_dir)
+        except AgentboxError as err:
+            if on_error is None:
+                raise
+            on_error(task_dir, err)
         finally:
-            lock.release()
+            if locked:
+                lock.release()
     return removed

@@ -171,6 +171,8 @@ def _in_task_root(
     task_dir.mkdir(parents=True, exist_ok=True)
     try:
         lock.acquire(shared=True)  # shared with the helper (the VM), which holds it too
+        if req.preserve:  # kept even if this run is killed before its cleanup says so
+            (task_dir / taskroot.PRESERVED_NAME).write_text("kept by --preserve-debug\n")
     except BaseException:
         with contextlib.suppress(OSError):
             task_dir.rmdir()  # only if empty: nothing of another run's is touched
@@ -249,13 +251,14 @@ def _collect_garbage(face: Face, req: TaskRequest, runner: Runner,
                      userns: tuple[str, ...], notice: Callable[[str], None]) -> None:  # fmt: skip
     """Remove what killed runs of this project left (task roots whose command line and VM
     helper are both gone); a failure here is a warning, not the end of this run."""
-    try:
-        removed = taskroot.collect_garbage(req.state_dir / "tasks", runner, userns=userns,
-                                           min_age=GC_MIN_AGE)  # fmt: skip
-    except AgentboxError as err:
-        notice(f"{face.name}: warning: could not remove a task left by a killed run: "
-               f"{err.message}")  # fmt: skip
-        return
+
+    def warn(task_dir: Path, err: AgentboxError) -> None:
+        hint = f"\n  hint: {err.hint}" if err.hint else ""
+        notice(f"{face.name}: warning: could not remove {task_dir}, left by a killed run: "
+               f"{err.message}{hint}")  # fmt: skip
+
+    removed = taskroot.collect_garbage(req.state_dir / "tasks", runner, userns=userns,
+                                       min_age=GC_MIN_AGE, on_error=warn)  # fmt: skip
     if removed:
         names = ", ".join(p.name for p in removed)
         notice(f"{face.name}: removed {len(removed)} task root(s) left by killed runs: {names}")
