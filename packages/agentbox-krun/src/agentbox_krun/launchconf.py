@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from agentbox_krun.errors import LaunchConfError
@@ -75,7 +75,6 @@ class LaunchConf:
     init_log: bool = False
     nested_virt: bool = False  # "auto": enabled when krun_check_nested_virt says supported
     task_lock: str | None = None  # held (shared) by the helper while the VM runs
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     def lines(self) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = [
