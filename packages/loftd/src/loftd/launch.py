@@ -13,14 +13,19 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+# shared with `agentbox microvm`, the same runtime
+PRESERVE_DEBUG = Option(
+    "--preserve-debug", "keep the task root and state, and print how to remove them"
+)
+MEM = Option("--mem", "VM memory in whole GiB (default 4)", metavar="GIB")
 OPTIONS = (
     Option(
         "--rootfs-backend",
         "btrfs-snapshot or fuse-overlay (overrides [task-rootfs].backend)",
         metavar="BACKEND",
     ),
-    Option("--preserve-debug", "keep the task root and state, and print how to remove them"),
-    Option("--mem", "VM memory in whole GiB (default 4)", metavar="GIB"),
+    PRESERVE_DEBUG,
+    MEM,
 )
 LOCAL_IMAGE = "localhost/loftd:latest"
 

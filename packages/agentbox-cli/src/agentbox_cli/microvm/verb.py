@@ -7,6 +7,7 @@ import os
 from agentbox_state.cli.app import Context, Verb
 from agentbox_state.cli.args import Option
 from agentbox_state.errors import UsageError
+from loftd.launch import MEM, PRESERVE_DEBUG
 
 OPTIONS = (
     Option(
@@ -14,8 +15,8 @@ OPTIONS = (
         "task root: auto, btrfs-snapshot, fuse-overlay or reflink (default auto)",
         metavar="BACKEND",
     ),
-    Option("--preserve-debug", "keep the task root and state, and print how to remove them"),
-    Option("--mem", "VM memory in whole GiB (default 4)", metavar="GIB"),
+    PRESERVE_DEBUG,
+    MEM,
     Option("--guest-init", "copy a host-built guest init over the image's", metavar="PATH"),
 )
 
