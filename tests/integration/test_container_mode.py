@@ -58,10 +58,12 @@ def test_idle_grace_keeps_then_removes_the_sidecar(box: UserBox) -> None:
     assert [n for n in names if n.startswith("agentbox-nix-")]
     second = box.run("container", "--", "true", AGENTBOX_SIDECAR_IDLE_GRACE="3")
     assert second.returncode == 0, second.stderr
+    clean = {"containers": [], "fuse_mounts": 0}
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and box.leftovers()["containers"]:
+    # the reaper removes the sidecar, then unmounts its overlay: wait for both, not the first
+    while time.monotonic() < deadline and box.leftovers() != clean:
         time.sleep(0.5)
-    assert box.leftovers() == {"containers": [], "fuse_mounts": 0}
+    assert box.leftovers() == clean
 
 
 def test_two_at_once_share_one_sidecar(box: UserBox) -> None:
