@@ -101,3 +101,97 @@ def test_local_image_digest() -> None:
     assert caught.value.message == (
         "buildah could not inspect image localhost/x:1 (exit status 125): Error: database is locked"
     )  # never taken for "not there"
+
+
+# buildah(1), GLOBAL OPTIONS: "--log-level value  The log level to be used. Either "trace",
+# "debug", "info", "warn", "error", "fatal", or "panic", defaulting to "warn"." Like every
+# Buildah flag it also takes "--log-level=debug" (checked with buildah 1.28.2 on the test host:
+# `buildah --log-level=debug images` logs at debug on stderr), the spelling podman uses, so both
+# tools get the same word. It goes before the verb.
+D = "--log-level=debug"
+
+
+@pytest.mark.parametrize(
+    ("built", "expected"),
+    [
+        (buildah.from_image("x", pull="missing", debug=True),
+         ["buildah", D, "from", "--pull=missing", "--quiet", "x"]),
+        (buildah.image_digest("x", debug=True),
+         ["buildah", D, "inspect", "--type", "image", "--format", "{{.FromImageDigest}}", "x"]),
+        (buildah.inspect_digest("c1", debug=True),
+         ["buildah", D, "inspect", "--type", "container", "--format", "{{.FromImageDigest}}",
+          "c1"]),
+        (buildah.mount("c1", debug=True), ["buildah", D, "mount", "c1"]),
+        (buildah.umount("c1", debug=True), ["buildah", D, "umount", "c1"]),
+        (buildah.rm("c1", debug=True), ["buildah", D, "rm", "c1"]),
+        (buildah.unshare("python3", "-m", "x", debug=True),
+         ["buildah", D, "unshare", "python3", "-m", "x"]),
+        (buildah.unshare(), ["buildah", "unshare"]),
+        (buildah.unshare(debug=True), ["buildah", D, "unshare"]),
+        (buildah.from_scratch(debug=True), ["buildah", D, "from", "--quiet", "scratch"]),
+        (buildah.add("c1", "/b.tar", debug=True),
+         ["buildah", D, "add", "--quiet", "c1", "/b.tar", "/"]),
+        (buildah.copy("c1", "/src", "/dst", debug=True),
+         ["buildah", D, "copy", "--quiet", "c1", "/src", "/dst"]),
+        (buildah.run("c1", ["true"], debug=True),
+         ["buildah", D, "run", "--isolation", "chroot", "--network", "host", "c1", "--", "true"]),
+        (buildah.config("c1", labels={"k": "v"}, debug=True),
+         ["buildah", D, "config", "--label", "k=v", "c1"]),
+        (buildah.commit("c1", "localhost/a:1", debug=True),
+         ["buildah", D, "commit", "--quiet", "--rm", "c1", "localhost/a:1"]),
+        (buildah.image_label("localhost/a:1", "l", debug=True),
+         ["buildah", D, "inspect", "--type", "image", "--format",
+          '{{index .OCIv1.Config.Labels "l"}}', "localhost/a:1"]),
+        (buildah.tag("a", "b", debug=True), ["buildah", D, "tag", "a", "b"]),
+    ],
+    ids=["from", "image-digest", "inspect-digest", "mount", "umount", "rm", "unshare",
+         "unshare-prefix", "unshare-prefix-debug", "from-scratch", "add", "copy", "run", "config",
+         "commit", "image-label", "tag"],
+)  # fmt: skip
+def test_debug_is_buildahs_own_log_level_before_the_verb(
+    built: list[str], expected: list[str]
+) -> None:
+    assert built == expected
+
+
+def test_open_with_debug() -> None:
+    rec = RecordingRunner()
+    rec.script("buildah", D, "from", stdout="c1\n")
+    rec.script("buildah", D, "inspect", stdout="sha256:abc\n")
+    rec.script("buildah", D, "mount", stdout="/m\n")
+    with BuildahImageSource(rec, pull="missing", debug=True).open("x:1") as image:
+        assert image == OpenedImage("x:1", "sha256:abc", Path("/m"), "c1")
+    assert rec.argvs == [
+        ["buildah", D, "from", "--pull=missing", "--quiet", "x:1"],
+        ["buildah", D, "inspect", "--type", "container", "--format", "{{.FromImageDigest}}",
+         "c1"],
+        ["buildah", D, "mount", "c1"], ["buildah", D, "umount", "c1"], ["buildah", D, "rm", "c1"],
+    ]  # fmt: skip
+
+
+# `buildah --log-level=debug inspect --type image ... localhost/nope:latest` on the test host:
+# the error is followed by one more record, so "the last line" is not the error.
+ABSENT_DEBUG = """\
+time="2026-12-01T19:59:01Z" level=debug msg="Looking up image \\"localhost/x:1\\" in local containers storage"
+Error: importing settings: localhost/x:1: image not known
+time="2026-12-01T19:59:01Z" level=debug msg="shutting down the store"
+"""  # noqa: E501
+
+
+def test_local_image_digest_with_debug() -> None:
+    found = RecordingRunner()
+    found.script("buildah", D, "inspect", stdout="sha256:" + "b" * 64 + "\n",
+                 stderr='time="t" level=debug msg="shutting down the store"\n')  # fmt: skip
+    assert buildah.local_image_digest(found, "localhost/x:1", debug=True) == "sha256:" + "b" * 64
+    assert found.argvs == [buildah.image_digest("localhost/x:1", debug=True)]
+    absent = RecordingRunner()
+    absent.script("buildah", D, "inspect", returncode=125, stderr=ABSENT_DEBUG)
+    assert buildah.local_image_digest(absent, "localhost/x:1", debug=True) is None
+    broken = RecordingRunner()
+    broken.script("buildah", D, "inspect", returncode=125,
+                  stderr="Error: database is locked\n" + ABSENT_DEBUG.splitlines()[-1])  # fmt: skip
+    with pytest.raises(PodmanError) as caught:
+        buildah.local_image_digest(broken, "localhost/x:1", debug=True)
+    assert caught.value.message == (
+        "buildah could not inspect image localhost/x:1 (exit status 125): Error: database is locked"
+    )

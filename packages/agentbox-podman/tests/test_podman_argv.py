@@ -52,3 +52,64 @@ def test_minimal_run() -> None:
 )  # fmt: skip
 def test_builders(built: list[str], expected: list[str]) -> None:
     assert built == expected
+
+
+D = "--log-level=debug"  # podman(1): the global "--log-level=level", given before the verb
+
+
+@pytest.mark.parametrize(
+    ("built", "expected"),
+    [
+        (podman.image_exists("img", debug=True), ["podman", D, "image", "exists", "img"]),
+        (podman.pull("img", debug=True), ["podman", D, "pull", "--quiet", "img"]),
+        (podman.container_state("c", debug=True),
+         ["podman", D, "container", "inspect", "--format",
+          "{{.State.Running}} {{.State.ConmonPid}} {{.Id}} {{.ImageName}}", "c"]),
+        (podman.remove("c", debug=True), ["podman", D, "rm", "--force", "--ignore", "c"]),
+        (podman.ps_json([("a", "1")], all_states=True, debug=True),
+         ["podman", D, "ps", "--format", "json", "--all", "--filter", "label=a=1"]),
+        (podman.ps_ids(), ["podman", "ps", "--quiet", "--no-trunc"]),
+        (podman.ps_ids(debug=True), ["podman", D, "ps", "--quiet", "--no-trunc"]),
+        (podman.inspect_annotations(["i1", "i2"]),
+         ["podman", "inspect", "--format", "{{.Name}} {{json .Config.Annotations}}", "i1", "i2"]),
+        (podman.inspect_annotations(["i1"], debug=True),
+         ["podman", D, "inspect", "--format", "{{.Name}} {{json .Config.Annotations}}", "i1"]),
+        (podman.unshare("sh", "-c", "x", debug=True), ["podman", D, "unshare", "sh", "-c", "x"]),
+        (podman.unshare(debug=True), ["podman", D, "unshare"]),
+        (podman.info_graph_driver(debug=True),
+         ["podman", D, "info", "--format", "{{.Store.GraphDriverName}}"]),
+        (podman.logs("c", debug=True), ["podman", D, "logs", "--tail", "20", "c"]),
+        (podman.port("c", debug=True), ["podman", D, "port", "c"]),
+        (podman.image_mount("img", debug=True), ["podman", D, "image", "mount", "img"]),
+        (podman.image_unmount("img", debug=True), ["podman", D, "image", "unmount", "img"]),
+        (RunSpec(image="img", name="n", debug=True).argv(),
+         ["podman", D, "run", "--rm", "--name", "n", "img"]),
+    ],
+    ids=["image-exists", "pull", "container-state", "remove", "ps-json", "ps-ids",
+         "ps-ids-debug", "inspect-annotations", "inspect-annotations-debug", "unshare",
+         "unshare-prefix", "info", "logs", "port", "image-mount", "image-unmount", "run"],
+)  # fmt: skip
+def test_debug_is_podmans_own_log_level_before_the_verb(
+    built: list[str], expected: list[str]
+) -> None:
+    assert built == expected
+
+
+# What `podman --log-level=debug container inspect nope` wrote to stderr on the test host
+# (podman 4.3.1, stderr not a terminal), shortened: the error comes before the last records.
+DEBUG_STDERR = """\
+time="2026-12-01T20:00:50Z" level=info msg="podman filtering at log level debug"
+time="2026-12-01T20:00:50Z" level=debug msg="Called inspect.PersistentPreRunE(podman --log-level=debug container inspect nope)"
+time="2026-12-01T20:00:50Z" level=warning msg="\\"/\\" is not a shared mount"
+Error: inspecting object: no such container nope
+time="2026-12-01T20:00:50Z" level=debug msg="Shutting down engines"
+DEBU[0000] Shutting down engines
+"""  # noqa: E501
+
+
+def test_tool_messages_drop_only_what_debug_adds() -> None:
+    assert podman.tool_messages(DEBUG_STDERR) == [
+        'time="2026-12-01T20:00:50Z" level=warning msg="\\"/\\" is not a shared mount"',
+        "Error: inspecting object: no such container nope",
+    ]
+    assert podman.tool_messages("Error: x\n\n") == ["Error: x"]

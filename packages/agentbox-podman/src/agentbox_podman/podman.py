@@ -1,4 +1,9 @@
-"""Podman: pure, typed builders for every podman command the modes issue."""
+"""Podman: pure, typed builders for every podman command the modes issue.
+
+Every builder takes ``debug``: agentbox's ``--debug`` becomes Podman's own global
+``--log-level=debug`` (right after ``podman``, before the verb). Podman writes its log to
+stderr, so what callers parse from stdout (``--format``, ``json``, exit codes) is the same.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,12 @@ from pathlib import Path
 ROLE_LABEL = "agentbox.role"
 WORKSPACE_LABEL = "agentbox.workspace"
 SIDECAR_LABEL = "agentbox.sidecar"
+DEBUG_LOG_LEVEL = "--log-level=debug"  # podman(1) and buildah(1): the global --log-level
+
+
+def podman_argv(*, debug: bool = False) -> list[str]:
+    """``podman`` and its global options: the start of every podman command line."""
+    return ["podman", DEBUG_LOG_LEVEL] if debug else ["podman"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +57,11 @@ class RunSpec:
     tmpfs: tuple[str, ...] = ()
     devices: tuple[str, ...] = ()
     publish: tuple[str, ...] = ()
-    global_options: tuple[str, ...] = field(default=())  # before "run": --log-level=debug
+    debug: bool = False  # podman --log-level=debug run ...
+    global_options: tuple[str, ...] = field(default=())  # any other, before "run"
 
     def argv(self) -> list[str]:
-        argv = ["podman", *self.global_options, "run"]
+        argv = [*podman_argv(debug=self.debug), *self.global_options, "run"]
         if self.remove:
             argv.append("--rm")
         if self.detach:
@@ -83,27 +95,29 @@ class RunSpec:
         return [*argv, self.image, *self.command]
 
 
-def image_exists(image: str) -> list[str]:
+def image_exists(image: str, *, debug: bool = False) -> list[str]:
     """Exit 0 when the image is in local storage, 1 when not."""
-    return ["podman", "image", "exists", image]
+    return [*podman_argv(debug=debug), "image", "exists", image]
 
 
-def pull(image: str) -> list[str]:
-    return ["podman", "pull", "--quiet", image]
+def pull(image: str, *, debug: bool = False) -> list[str]:
+    return [*podman_argv(debug=debug), "pull", "--quiet", image]
 
 
-def container_state(name: str) -> list[str]:
+def container_state(name: str, *, debug: bool = False) -> list[str]:
     """Prints ``<running> <conmon pid> <id> <image name>``; fails when there is no container."""
-    return ["podman", "container", "inspect", "--format",
+    return [*podman_argv(debug=debug), "container", "inspect", "--format",
             "{{.State.Running}} {{.State.ConmonPid}} {{.Id}} {{.ImageName}}", name]  # fmt: skip
 
 
-def remove(name: str) -> list[str]:
-    return ["podman", "rm", "--force", "--ignore", name]
+def remove(name: str, *, debug: bool = False) -> list[str]:
+    return [*podman_argv(debug=debug), "rm", "--force", "--ignore", name]
 
 
-def ps_json(labels: Sequence[tuple[str, str]], *, all_states: bool = False) -> list[str]:
-    argv = ["podman", "ps", "--format", "json"]
+def ps_json(
+    labels: Sequence[tuple[str, str]], *, all_states: bool = False, debug: bool = False
+) -> list[str]:
+    argv = [*podman_argv(debug=debug), "ps", "--format", "json"]
     if all_states:
         argv.append("--all")
     for key, value in labels:
@@ -111,27 +125,55 @@ def ps_json(labels: Sequence[tuple[str, str]], *, all_states: bool = False) -> l
     return argv
 
 
-def unshare(*argv: str) -> list[str]:
+def ps_ids(*, debug: bool = False) -> list[str]:
+    """Prints the full id of every running container, one a line."""
+    return [*podman_argv(debug=debug), "ps", "--quiet", "--no-trunc"]
+
+
+def inspect_annotations(ids: Sequence[str], *, debug: bool = False) -> list[str]:
+    """Prints ``<name> <annotations as JSON>`` for each container, one a line."""
+    return [*podman_argv(debug=debug), "inspect", "--format",
+            "{{.Name}} {{json .Config.Annotations}}", *ids]  # fmt: skip
+
+
+def unshare(*argv: str, debug: bool = False) -> list[str]:
     """Run ``argv`` in rootless Podman's user and mount namespace (where its mounts live)."""
-    return ["podman", "unshare", *argv]
+    return [*podman_argv(debug=debug), "unshare", *argv]
 
 
-def info_graph_driver() -> list[str]:
-    return ["podman", "info", "--format", "{{.Store.GraphDriverName}}"]
+def info_graph_driver(*, debug: bool = False) -> list[str]:
+    return [*podman_argv(debug=debug), "info", "--format", "{{.Store.GraphDriverName}}"]
 
 
-def logs(name: str, tail: int = 20) -> list[str]:
-    return ["podman", "logs", "--tail", str(tail), name]
+def logs(name: str, tail: int = 20, *, debug: bool = False) -> list[str]:
+    return [*podman_argv(debug=debug), "logs", "--tail", str(tail), name]
 
 
-def port(name: str) -> list[str]:
-    return ["podman", "port", name]
+def port(name: str, *, debug: bool = False) -> list[str]:
+    return [*podman_argv(debug=debug), "port", name]
 
 
-def image_mount(image: str) -> list[str]:
+def image_mount(image: str, *, debug: bool = False) -> list[str]:
     """Prints the mount point; rootless only inside ``podman unshare``."""
-    return ["podman", "image", "mount", image]
+    return [*podman_argv(debug=debug), "image", "mount", image]
 
 
-def image_unmount(image: str) -> list[str]:
-    return ["podman", "image", "unmount", image]
+def image_unmount(image: str, *, debug: bool = False) -> list[str]:
+    return [*podman_argv(debug=debug), "image", "unmount", image]
+
+
+def tool_messages(stderr: str) -> list[str]:
+    """The non-empty lines of a podman or buildah stderr without the debug, info and trace log
+    records that ``--log-level=debug`` adds (``time="..." level=debug msg=...`` when stderr is
+    not a terminal, ``DEBU[0000] ...`` when it is), which can bury the tool's own ``Error: ...``
+    line. Warnings and errors are kept: they are printed without ``--debug`` too."""
+    return [line for line in stderr.splitlines() if line.strip() and not _is_debug_record(line)]
+
+
+_DEBUG_LEVELS = ("trace", "debug", "info")
+
+
+def _is_debug_record(line: str) -> bool:
+    if line.startswith('time="'):
+        return any(f" level={level} " in line for level in _DEBUG_LEVELS)
+    return line.startswith(("TRAC[", "DEBU[", "INFO["))

@@ -41,14 +41,15 @@ def api_socket(environ: Mapping[str, str]) -> str | None:
 
 
 def containers_with_labels(
-    labels: Sequence[tuple[str, str]], runner: Runner, *, api: str | None
+    labels: Sequence[tuple[str, str]], runner: Runner, *, api: str | None, debug: bool = False
 ) -> list[str]:
     """Names of running containers carrying every label; raises ``PodmanError`` when Podman
-    cannot be asked (callers fail closed)."""
+    cannot be asked (callers fail closed). ``debug`` is Podman's ``--log-level=debug`` for the
+    command; the API has no such thing (see ``_via_api``)."""
     if api is not None:
         return _via_api(labels, api)
     try:
-        out = runner.run(podman.ps_json(labels)).stdout
+        out = runner.run(podman.ps_json(labels, debug=debug)).stdout
         return sorted(str(c["Names"][0]) for c in json.loads(out or "[]") or [])
     except (CommandError, ValueError, KeyError, IndexError) as err:
         raise PodmanError(f"cannot list containers: {err}") from err
@@ -59,6 +60,9 @@ def _via_api(labels: Sequence[tuple[str, str]], api: str) -> list[str]:
     from podman.errors import APIError
     from podman.errors import PodmanError as ClientError
 
+    # No --debug here: a log level is a property of the podman process, and this asks the API
+    # service that is already running (one HTTP request); its log level is whatever the
+    # service was started with (podman --log-level=debug system service), not ours to set.
     # podman-py sends one label filter correctly but not a list of them: ask for the first,
     # check the rest here.
     first = {"label": f"{labels[0][0]}={labels[0][1]}"} if labels else {}
