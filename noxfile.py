@@ -100,7 +100,8 @@ def unit(session: nox.Session, pkg: str) -> None:
 @nox.session
 def integration(session: nox.Session) -> None:
     """Cross-package and real-tool tests (top-level tests/) against the installed commands."""
-    install_all(session, PYTEST, "nox")
+    # smolmachines: a real libkrun and libkrunfw for the whole-command-line microvm test
+    install_all(session, PYTEST, "nox", "smolmachines")
     session.run("pytest", *(session.posargs or ["tests"]))
 
 

@@ -34,10 +34,12 @@ class Home:
         self.project = root / "work" / "project"
         self.home.mkdir()
         self.project.mkdir(parents=True)
+        self.extra_env: dict[str, str] = {}  # set by a test module for all of its runs
 
     @property
     def env(self) -> dict[str, str]:
-        return {"HOME": str(self.home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        return {"HOME": str(self.home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                **self.extra_env}  # fmt: skip
 
     def config(self, app: str, text: str) -> Path:
         path = self.home / ".config" / app / f"{app}.toml"

@@ -17,6 +17,7 @@ import pytest
 
 from agentbox_state.testing import btrfs_loop, require, require_root, require_test_user
 from agentbox_state.workspace import Workspace
+from loftd.guest import STATUS_PATH
 from loftd.sizing import vcpus
 
 TYPE_CHECKING = False
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 STUB = ROOT / "packages" / "agentbox-krun" / "tests" / "stub" / "libkrun_stub.c"
 IMAGE = "localhost/agentbox-tiny:microvm"
+# The stub is no VM: the kvm check (which refuses this host's kvm-pvm) is skipped for its runs,
+# as the README documents; test_the_kvm_check_* run without it.
+SKIP_KVM = {"AGENTBOX_SKIP_KVM_CHECK": "1", "LOFTD_SKIP_KVM_CHECK": "1"}
 
 # A tiny image shaped like the agentbox image (see the script); also used by bench/microvm.py.
 BUILD = Path(__file__).with_name("tiny-image.sh").read_text()
@@ -58,10 +62,28 @@ def image() -> Iterator[str]:
     subprocess.run(["buildah", "rmi", IMAGE], check=False, capture_output=True)
 
 
-class Stub:
-    """The stub library, its call log and the on-enter script's report, in one dir."""
+def report_line(status: int | None) -> str:
+    """The guest init's report at the end of an on-enter script (None: it reports nothing),
+    in the guest report's format (agentbox_guest_init.report; read by loftd.guest)."""
+    if status is None:
+        return ""
+    path = '"$1"' + STATUS_PATH
+    return f'mkdir -p "$(dirname {path})" && echo "exited {status}" > {path}\n'
 
-    def __init__(self, where: Path, status: int, fail: str | None = None) -> None:
+
+@pytest.fixture
+def home(home: Home) -> Home:
+    home.extra_env = dict(SKIP_KVM)
+    return home
+
+
+class Stub:
+    """The stub library, its call log and the on-enter script's report, in one dir. Its "guest"
+    reports that the command exited with ``status`` (the status libkrun then exits with) unless
+    ``reports`` is False."""
+
+    def __init__(self, where: Path, status: int, fail: str | None = None, *,
+                 reports: bool = True) -> None:  # fmt: skip
         cc = shutil.which("cc") or shutil.which("gcc")
         require(cc is not None, "a C compiler is missing (apt-get install gcc)")
         assert cc is not None
@@ -69,15 +91,21 @@ class Stub:
         self.dir = where
         self.log = where / "calls.log"
         self.seen = where / "seen.txt"
+        self.reported = status if reports else None
         script = where / "on-enter"
-        script.write_text(ON_ENTER)
-        script.chmod(0o755)
+        self.on_enter(ON_ENTER)
         self.lib = where / "libkrun_stub.so"
         # the helper gets a minimal environment: settings are compiled in
         failing = [f'-DSTUB_FAIL="{fail}"'] if fail else []
         subprocess.run([cc, "-shared", "-fPIC", f'-DSTUB_LOG="{self.log}"',
                         f'-DSTUB_EXIT="{status}"', f'-DSTUB_ON_ENTER="{script}"', *failing,
                         "-o", str(self.lib), str(STUB)], check=True)  # fmt: skip
+
+    def on_enter(self, body: str) -> None:
+        """What "the guest" does (a shell script; $1 is its root), then its report."""
+        script = self.dir / "on-enter"
+        script.write_text(body.rstrip("\n") + "\n" + report_line(self.reported))
+        script.chmod(0o755)
 
     def calls(self) -> list[str]:
         calls = self.log.read_text().splitlines()
@@ -151,7 +179,9 @@ def test_full_pipeline_with_the_stub(home: Home, agentbox: Path, image: str,
 def btrfs_home(tmp_path: Path, home_at: Callable[[Path], Home]) -> Iterator[Home]:
     """A HOME on a real btrfs, so the image cache and task roots are on btrfs."""
     with btrfs_loop(tmp_path / "disk.img", tmp_path / "mnt") as mnt:
-        yield home_at(mnt)
+        home = home_at(mnt)
+        home.extra_env = dict(SKIP_KVM)
+        yield home
 
 
 def test_a_rebuilt_tag_is_ingested_again(home: Home, agentbox: Path, image: str,
@@ -230,8 +260,7 @@ def test_guest_init_override_is_copied_into_the_task_root_only(
     home: Home, agentbox: Path, image: str, tmp_path: Path
 ) -> None:
     stub = Stub(tmp_path / "stub", 0)
-    (stub.dir / "on-enter").write_text('#!/bin/sh\ncat "$1/usr/bin/agentbox-guest-init" > '
-                                       f'{stub.seen}\n')  # fmt: skip
+    stub.on_enter(f'#!/bin/sh\ncat "$1/usr/bin/agentbox-guest-init" > {stub.seen}\n')
     mine = tmp_path / "my-guest-init"
     mine.write_text("#!/bin/sh\necho my build\n")
     mine.chmod(0o755)
@@ -254,7 +283,7 @@ def lingering_run(home: Home, agentbox: Path, image: str, tmp_path: Path,
 
     stub = Stub(tmp_path / "lingering", 0)
     started = tmp_path / "vm-started"
-    (stub.dir / "on-enter").write_text(f"#!/bin/sh\ntouch {started}\nexec sleep 60\n")
+    stub.on_enter(f"#!/bin/sh\ntouch {started}\nsleep 60\n")
     run = subprocess.Popen(
         [str(agentbox), "--image", image, "microvm", *flags, "--", "true"], cwd=home.project,
         env={**home.env, "AGENTBOX_LIBKRUN_LIBRARY": str(stub.lib)},
@@ -383,6 +412,191 @@ def test_without_libkrun_nothing_is_created(home: Home, agentbox: Path, loftd: P
     assert "--pull-latest microvm is not supported" in pulled.stderr
 
 
+def test_the_guests_report_tells_a_vm_failure_from_the_commands_status(
+    home: Home, agentbox: Path, loftd: Path, image: str, tmp_path: Path
+) -> None:
+    """libkrun exits with the guest's status, and with its own when the VM stopped early: only
+    what the guest init reported through the task root tells them apart."""
+    silent = Stub(tmp_path / "silent", 1, reports=False)  # the VM died before the guest ran
+    for cmd, name, var in ((agentbox, "agentbox microvm", "AGENTBOX_LIBKRUN_LIBRARY"),
+                           (loftd, "loftd", "LOFTD_LIBKRUN_LIBRARY")):  # fmt: skip
+        args = ["--image", image, *(["microvm"] if cmd == agentbox else []), "--", "sh", "-c",
+                "exit 7"]  # fmt: skip
+        out = home.run(cmd, *args, **{var: str(silent.lib)})
+        assert out.returncode == 1
+        assert out.stderr.splitlines() == [
+            f"{cmd.name}: {name}: the VM stopped before the guest started (exit 1 from libkrun)",
+            "hint: libkrun's and the guest's own messages, if any, are above; rerun with --debug "
+            "for more; --preserve-debug keeps the task root for a look",
+        ]
+        app = "agentbox" if cmd == agentbox else "loftd"
+        assert list((state_of(home, app) / "tasks").iterdir()) == []  # cleaned up all the same
+    # the guest said it started, then nothing: the VM stopped under the command
+    started = Stub(tmp_path / "started", 143, reports=False)
+    started.on_enter(f'#!/bin/sh\nmkdir -p "$(dirname "$1"{STATUS_PATH})"\n'
+                     f'echo started > "$1"{STATUS_PATH}\n')  # fmt: skip
+    out = home.run(agentbox, "--image", image, "microvm", "--", "true",
+                   AGENTBOX_LIBKRUN_LIBRARY=str(started.lib))  # fmt: skip
+    assert out.returncode == 143
+    assert out.stderr.splitlines()[0] == (
+        "agentbox: agentbox microvm: the VM stopped while the command was running (libkrun's "
+        "process was killed by SIGTERM); the command's own status is unknown"
+    )
+    # the guest init itself failed (exit 4), before any command
+    failed = Stub(tmp_path / "failed", 4, reports=False)
+    failed.on_enter(f'#!/bin/sh\nmkdir -p "$(dirname "$1"{STATUS_PATH})"\n'
+                    f'echo failed 4 > "$1"{STATUS_PATH}\n')  # fmt: skip
+    out = home.run(agentbox, "--image", image, "microvm", "--", "true",
+                   AGENTBOX_LIBKRUN_LIBRARY=str(failed.lib))  # fmt: skip
+    assert out.returncode == 4
+    assert out.stderr.splitlines() == [
+        "agentbox: agentbox microvm: the guest init failed before the command ran (exit 4)",
+        "hint: its own message is above; --preserve-debug keeps the task root for a look",
+    ]
+    # a guest that reports is honoured, whatever the number
+    honest = Stub(tmp_path / "honest", 7)
+    out = home.run(agentbox, "--image", image, "microvm", "--", "sh", "-c", "exit 7",
+                   AGENTBOX_LIBKRUN_LIBRARY=str(honest.lib))  # fmt: skip
+    assert (out.returncode, out.stderr) == (7, "")
+
+
+def test_the_helper_sees_the_loader_and_libkrun_log_variables(
+    home: Home, agentbox: Path, loftd: Path, image: str, tmp_path: Path
+) -> None:
+    """The helper is the user's VMM: LD_LIBRARY_PATH, LD_PRELOAD and RUST_LOG reach it (libkrun
+    opens libkrunfw by name), other variables of the user's still do not."""
+    stub = Stub(tmp_path / "stub", 0)
+    stub.on_enter(f"#!/bin/sh\nenv > {stub.seen}\n")
+    loader = {"LD_LIBRARY_PATH": f"{tmp_path}/lib", "LD_PRELOAD": "", "RUST_LOG": "debug",
+              "SOME_SECRET": "x"}  # fmt: skip
+    for cmd, var in ((agentbox, "AGENTBOX_LIBKRUN_LIBRARY"), (loftd, "LOFTD_LIBKRUN_LIBRARY")):
+        args = ["--image", image, *(["microvm"] if cmd == agentbox else []), "--", "true"]
+        out = home.run(cmd, *args, **loader, **{var: str(stub.lib)})
+        assert out.returncode == 0, out.stderr
+        seen = dict(line.split("=", 1) for line in stub.report() if "=" in line)
+        assert seen["LD_LIBRARY_PATH"] == f"{tmp_path}/lib"
+        assert seen["RUST_LOG"] == "debug"
+        assert seen[var] == str(stub.lib)
+        assert "LD_PRELOAD" not in seen  # set but empty: not passed on
+        assert "SOME_SECRET" not in seen
+
+
+def test_the_kvm_check_before_anything_is_created(
+    home: Home, agentbox: Path, loftd: Path, image: str, tmp_path: Path,
+    tree: Callable[[Path], set[str]],
+) -> None:  # fmt: skip
+    """Without the opt-out, a host whose /dev/kvm boots no ordinary guest (this kind of machine:
+    kvm-pvm) is refused at once, naming what was found; a host that can boot passes on."""
+    from agentbox_krun import kvm
+
+    stub = Stub(tmp_path / "stub", 0)
+    home.extra_env = {}
+    reason = kvm.problem(kvm.probe())
+    for cmd, name, prefix in ((agentbox, "agentbox microvm", "AGENTBOX_"),
+                              (loftd, "loftd", "LOFTD_")):  # fmt: skip
+        before = tree(home.root)
+        args = ["--image", image, *(["microvm"] if cmd == agentbox else []), "--", "true"]
+        out = home.run(cmd, *args, **{f"{prefix}LIBKRUN_LIBRARY": str(stub.lib)})
+        if reason is None:  # a host with hardware virtualization: the check lets it through
+            assert out.returncode == 0, out.stderr
+            continue
+        assert out.returncode == 1
+        assert out.stderr.splitlines() == [
+            f"{cmd.name}: {name} cannot start a VM here: {reason}",
+            f"hint: {kvm.hint(kvm.probe(), prefix + 'SKIP_KVM_CHECK')}",
+        ]
+        assert f"{prefix}SKIP_KVM_CHECK=1" in out.stderr
+        assert tree(home.root) == before  # nothing was made: no cache, no disks, no task
+        assert not stub.log.exists()
+
+
+def test_a_cleanup_failure_after_a_failed_run_reports_both(
+    btrfs_home: Home, agentbox: Path, image: str, tmp_path: Path
+) -> None:
+    home = btrfs_home
+    stub = Stub(tmp_path / "stub", 1, reports=False)  # the run fails: the VM stopped early
+    stub.on_enter('#!/bin/sh\ntouch "$1/stuck" && chattr +i "$1/stuck"\n')
+    out = home.run(agentbox, "--image", image, "microvm", "--storage", "btrfs-snapshot", "--",
+                   "true", AGENTBOX_LIBKRUN_LIBRARY=str(stub.lib))  # fmt: skip
+    (task,) = (state_of(home) / "tasks").iterdir()
+    try:
+        assert out.returncode == 1
+        lines = out.stderr.splitlines()
+        assert lines[0] == ("agentbox: agentbox microvm: the VM stopped before the guest started "
+                            "(exit 1 from libkrun)")  # fmt: skip
+        assert lines[1].startswith(f"agentbox microvm: cleaning up the task {task} failed: ")
+        assert lines[-1].startswith("hint: libkrun's and the guest's own messages")
+    finally:
+        subprocess.run(["chattr", "-i", str(task / "rootfs-btrfs-snapshot" / "stuck")],
+                       check=True)  # fmt: skip
+        subprocess.run(["btrfs", "subvolume", "delete", str(task / "rootfs-btrfs-snapshot")],
+                       check=False, capture_output=True)  # fmt: skip
+        shutil.rmtree(task, ignore_errors=True)
+
+
+def smol_libkrun() -> Path | None:
+    """The real libkrun fork in PyPI's smolmachines wheel, with its libkrunfw beside it."""
+    try:
+        import smol  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    path = Path(smol.__file__).parent / "libkrun.so"
+    return path if path.exists() and path.with_name("libkrunfw.so.5").exists() else None
+
+
+def test_the_real_libkrun_through_the_whole_command_line(
+    home: Home, agentbox: Path, loftd: Path, image: str, tree: Callable[[Path], set[str]]
+) -> None:
+    """`agentbox microvm -- true` and `loftd -- true` with the real library, its libkrunfw
+    reachable only through LD_LIBRARY_PATH (as Nix and custom prefixes install it): refused at
+    once by the kvm check here; with the opt-out, every setup call and krun_start_enter go
+    through (libkrunfw is found by the helper), and the VM that then cannot boot on kvm-pvm is
+    reported as a VM failure, not as the command's status."""
+    import re
+    import time
+
+    from agentbox_krun import kvm
+
+    lib = smol_libkrun()
+    require(lib is not None, "PyPI's smolmachines (a real libkrun and libkrunfw) is missing")
+    assert lib is not None
+    require(Path("/usr/lib/x86_64-linux-gnu/libvirglrenderer.so.1").exists(),
+            "libvirglrenderer1 is missing (apt-get install libvirglrenderer1)")  # fmt: skip
+    if kvm.problem(kvm.probe()) is None:
+        pytest.skip("this host boots VMs: a guest would really start here (the boot tier)")
+    home.extra_env = {}
+    # the wheel's libkrun uses virglrenderer without linking it (HOST-NOTES)
+    env = {**home.env, "LD_LIBRARY_PATH": str(lib.parent), "LD_PRELOAD": "libvirglrenderer.so.1",
+           "AGENTBOX_LIBKRUN_LIBRARY": str(lib), "LOFTD_LIBKRUN_LIBRARY": str(lib)}  # fmt: skip
+    runs = {"agentbox microvm": [str(agentbox), "--image", image, "microvm", "--", "true"],
+            "loftd": [str(loftd), "--image", image, "--", "true"]}  # fmt: skip
+    before = tree(home.root)
+    for name, argv in runs.items():
+        start = time.monotonic()
+        refused = subprocess.run(argv, cwd=home.project, env=env, capture_output=True,
+                                 text=True, check=False, timeout=60)  # fmt: skip
+        assert time.monotonic() - start < 10, "the kvm check must refuse at once"
+        assert refused.returncode == 1
+        assert f"{name} cannot start a VM here: /dev/kvm is served by kvm_pvm" in refused.stderr
+        assert tree(home.root) == before
+    # both at once: each spins for about a minute before libkrun gives up
+    opted_out = {**env, **SKIP_KVM}
+    procs = [subprocess.Popen(argv, cwd=home.project, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=opted_out)
+             for argv in runs.values()]  # fmt: skip
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=600)
+        finally:
+            proc.kill()
+        assert "libkrunfw" not in err, err  # the helper found it through LD_LIBRARY_PATH
+        assert "libkrun helper:" not in err, err  # no setup call failed, start_enter went on
+        found = re.search(r"the VM stopped before the guest started \(exit (\d+) from libkrun\)",
+                          err)  # fmt: skip
+        assert found is not None, err
+        assert proc.returncode == int(found.group(1)) != 0
+
+
 def mounted_under(path: Path) -> list[str]:
     with open("/proc/self/mountinfo", encoding="utf-8") as f:
         return [line for line in f if f" {path}/" in line]
@@ -498,7 +712,7 @@ def user_stub(user_tmp: Path, user: UserBox, status: int) -> Stub:
 
 def test_rootless_microvm_and_loftd(user_box: Callable[..., UserBox], user_state: Path,
                                     user_image: str, user_tmp: Path) -> None:  # fmt: skip
-    box = user_box(XDG_STATE_HOME=str(user_state))
+    box = user_box(XDG_STATE_HOME=str(user_state), **SKIP_KVM)
     (box.project / "README").write_text("mine\n")
     stub = user_stub(user_tmp, box, 7)
     lib = {"AGENTBOX_LIBKRUN_LIBRARY": str(stub.lib)}

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 from pathlib import Path
 
@@ -150,5 +151,25 @@ def test_guest_env_and_where_the_helper_runs(
                 guest_argv=("x",), disks=(), workspace_tag="ws", extra_env=("X_EXTRA=1",),
                 nix_host_overlay=graft, workspace_virtiofs=not graft)  # fmt: skip
     req = _request(uid, tmp_path)
-    assert list(guest_env(face, req)) == [*expected, "X_EXTRA=1"]
+    status = "X_GUEST_STATUS_FILE=/.agentbox-task/guest.status"
+    assert list(guest_env(face, req)) == [*expected, status, "X_EXTRA=1"]
     assert helper_in_userns(face, req) == (graft and uid != 0)
+    # --profile with --debug: the guest init prints its own report (it needs both)
+    shown = dataclasses.replace(req, profile=True, debug=True)
+    assert list(guest_env(face, shown)) == [*expected, status, "X_GUEST_PROFILE=1",
+                                            "X_GUEST_DEBUG=1", "X_EXTRA=1"]  # fmt: skip
+
+
+def test_the_helper_gets_the_loader_and_libkrun_log_variables() -> None:
+    from loftd.runtime import Face, helper_env
+
+    face = Face(name="x", library_env="X_LIB", env_prefix="X_", guest_init="bin/x",
+                guest_argv=("x",), disks=(), workspace_tag="ws")  # fmt: skip
+    environ = {"LD_LIBRARY_PATH": "/opt/krun/lib", "LD_PRELOAD": "libvirglrenderer.so.1",
+               "RUST_LOG": "debug", "X_LIB": "ignored: the one found wins", "HOME": "/h",
+               "LD_AUDIT": "", "SECRET": "s"}  # fmt: skip
+    assert helper_env(face, "/opt/krun/lib/libkrun.so", environ) == {
+        "LD_LIBRARY_PATH": "/opt/krun/lib", "LD_PRELOAD": "libvirglrenderer.so.1",
+        "RUST_LOG": "debug", "X_LIB": "/opt/krun/lib/libkrun.so",
+    }  # fmt: skip
+    assert helper_env(face, "libkrun.so.1", {"LD_LIBRARY_PATH": ""}) == {"X_LIB": "libkrun.so.1"}

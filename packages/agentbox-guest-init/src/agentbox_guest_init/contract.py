@@ -59,6 +59,9 @@ TEXT = {
     "containers_disk_label": ("LIBKRUN_CONTAINERS_DISK_LABEL", "AGENTBOX_CONTAINERS"),
     "workspace_tag": ("MICROVM_WORKSPACE_TAG", ""),
     "workspace_target": ("MICROVM_WORKSPACE_TARGET", "/workspace"),
+    # the VM modes: where the guest init reports that it started and how the command ended,
+    # inside the task root the host reads after the VM is gone (see report.py)
+    "status_file": ("GUEST_STATUS_FILE", ""),
 }
 LOFTD_TEXT = {
     "nix_disk_id": ("NIX_DISK_ID", "loftd-nix"),
@@ -67,6 +70,7 @@ LOFTD_TEXT = {
     "containers_disk_label": ("CONTAINERS_DISK_LABEL", "LOFTD_CONTAINERS"),
     "workspace_tag": ("WORKSPACE_TAG", ""),
     "workspace_target": ("WORKSPACE_TARGET", "/workspace"),
+    "status_file": ("GUEST_STATUS_FILE", ""),
 }
 
 
@@ -94,8 +98,8 @@ class Contract:
     __slots__ = (
         "containers_disk_id", "containers_disk_label", "containers_storage", "debug",
         "enter_as_root", "host_gid", "host_uid", "kvm_drop_to_dev", "nix_disk_id",
-        "nix_disk_label", "nix_host_overlay", "nix_overlay", "prefix", "profile", "use_passt",
-        "workspace_tag", "workspace_target",
+        "nix_disk_label", "nix_host_overlay", "nix_overlay", "prefix", "profile", "status_file",
+        "use_passt", "workspace_tag", "workspace_target",
     )  # fmt: skip
 
     prefix: str
@@ -115,6 +119,7 @@ class Contract:
     containers_disk_label: str
     workspace_tag: str
     workspace_target: str
+    status_file: str
 
     @property
     def libkrun(self) -> bool:
@@ -143,6 +148,10 @@ def parse(env: Mapping[str, str], prefix: str = "AGENTBOX_") -> Contract:
     if not c.workspace_target.startswith("/"):
         raise ContractError(
             f"{prefix}{text['workspace_target'][0]}={c.workspace_target!r} is not an absolute path"
+        )
+    if c.status_file and not c.status_file.startswith("/"):
+        raise ContractError(
+            f"{prefix}{text['status_file'][0]}={c.status_file!r} is not an absolute path"
         )
     return c
 

@@ -12,7 +12,9 @@ Usage::
 
 Exit codes: 0 success; 2 usage error; 3 malformed host contract; 4 a preparation step failed;
 126/127 the command is not executable / not found; otherwise the command's own status (it
-replaces this process).
+replaces this process). In the VM modes the host names a file in the task root
+(``*_GUEST_STATUS_FILE``) where the guest init reports ``started``, ``exited N`` or ``failed N``
+(see ``report``).
 """
 
 from __future__ import annotations
@@ -99,10 +101,21 @@ def _run(args: list[str], prog: str, dispatcher: Callable[[list[str], str], int]
         return dispatcher(args, prog)
     except GuestError as err:
         print(f"{prog}: {err.reason}", file=sys.stderr)
-        return err.code
+        return _failed(prog, err.code)
     except OSError as err:
         print(f"{prog}: {err}", file=sys.stderr)
-        return 4
+        return _failed(prog, 4)
+
+
+def _failed(prog: str, code: int) -> int:
+    """Tell the host (VM modes) that the guest init itself failed, before any command ran."""
+    prefix = "LOFTD_" if prog.startswith("loftd") else "AGENTBOX_"
+    path = os.environ.get(prefix + "GUEST_STATUS_FILE", "")
+    if path.startswith("/"):
+        from agentbox_guest_init import report
+
+        report.write(path, report.failed(code), prog)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -98,9 +98,17 @@ def exec_command(
     As PID 1 (a container's first process) we do not exec: the kernel ignores SIGTERM for a
     PID 1 without a handler, so ``podman stop`` or a forwarded Ctrl-C would not reach the
     command, and orphans would never be reaped. There we fork the command, pass signals on,
-    reap every child and exit with the command's status."""
+    reap every child and exit with the command's status. With a status file (the VM modes) we
+    fork too, and report to the host that the command started and how it ended."""
     prof.step("exec")
     prof.emit()
+    if contract.status_file:  # the VM modes: the host learns how the command ended
+        from agentbox_guest_init import report
+
+        report.write(contract.status_file, report.STARTED, prof.prog)
+        status = supervise(lambda: _become(cmd, uid, gid, env))
+        report.write(contract.status_file, report.exited(status), prof.prog)
+        sys.exit(status)
     if os.getpid() == 1:
         sys.exit(supervise(lambda: _become(cmd, uid, gid, env)))
     _become(cmd, uid, gid, env)

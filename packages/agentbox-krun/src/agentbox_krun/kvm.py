@@ -96,7 +96,9 @@ def hint(facts: KvmFacts, skip_var: str) -> str:
             "this check (for a guest kernel that does run here)")  # fmt: skip
 
 
-def check(environ: Mapping[str, str], prefix: str, mode: str, facts: KvmFacts | None = None) -> None:
+def check(
+    environ: Mapping[str, str], prefix: str, mode: str, facts: KvmFacts | None = None
+) -> None:
     """Raise ``KvmUnavailableError`` naming ``mode`` unless the host can boot a VM, or
     ``<prefix>SKIP_KVM_CHECK=1`` says not to ask."""
     skip_var = prefix + SKIP_SUFFIX

@@ -76,6 +76,7 @@ def run(ctx: Context) -> int:
         task_id=workspace.task_name(), command=ctx.args.command, uid=os.getuid(),
         gid=os.getgid(), ram_mib=mem_gib * 1024, vcpus=vcpus(os.cpu_count() or 1),
         root=ctx.flags.root, preserve=ctx.args.flag("preserve_debug"), pull=pull,
+        profile=ctx.flags.profile, debug=ctx.flags.debug,
     )  # fmt: skip
     if ctx.flags.dry_run:
         ctx.out(f"loftd: image {image} (pull {pull}), task root {backend.value}, "

@@ -18,12 +18,12 @@ import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentbox_krun import launchconf
+from agentbox_krun import kvm, launchconf
 from agentbox_krun.errors import KrunLoadError
 from agentbox_krun.ffi import load
 from agentbox_krun.helper import STATUS_NAME, describe, outcome
@@ -36,6 +36,7 @@ from agentbox_storage import disks, taskroot
 from agentbox_storage.backends import Backend
 from agentbox_storage.disks import DiskSpec
 from agentbox_storage.imagecache import ImageCache, check_guest_init, pinned_digest
+from loftd import guest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +79,8 @@ class TaskRequest:
     preserve: bool = False
     pull: str = "never"  # Buildah's policy: never, missing, or always (ingest even on a hit)
     guest_init_override: Path | None = None
+    profile: bool = False  # with debug: the guest init prints its own profile report
+    debug: bool = False
 
 
 class PhaseError(AgentboxError):
@@ -115,7 +118,27 @@ def guest_env(face: Face, req: TaskRequest) -> tuple[str, ...]:
     # guest's shell is root too, so what it writes there is yours on the host
     if req.root or req.uid == 0 or helper_in_userns(face, req):
         env.append(f"{p}ENTER_AS_ROOT=1")
+    env.append(f"{p}GUEST_STATUS_FILE={guest.STATUS_PATH}")
+    if req.profile:
+        env.append(f"{p}GUEST_PROFILE=1")
+    if req.debug:
+        env.append(f"{p}GUEST_DEBUG=1")
     return (*env, *face.extra_env)
+
+
+# What the helper (the user's own VMM process) inherits beyond the runner's usual few: how the
+# dynamic loader finds libkrun's own dependencies (libkrun opens libkrunfw.so.N by name when the
+# VM starts, so a library found through LD_LIBRARY_PATH here must be found there too) and
+# libkrun's logging filter (RUST_LOG; krun_init_log with NO_ENV ignores it).
+HELPER_PASSTHROUGH = ("LD_LIBRARY_PATH", "LD_PRELOAD", "RUST_LOG")
+
+
+def helper_env(face: Face, library: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The helper's extra environment (pure): the library this process found, and the user's
+    loader and logging variables."""
+    env = {k: environ[k] for k in HELPER_PASSTHROUGH if environ.get(k)}
+    env[face.library_env] = library
+    return env
 
 
 def run_task(
@@ -138,6 +161,8 @@ def run_task(
         library = load(environ, face.library_env).name
     except KrunLoadError as err:
         raise PhaseError(f"{face.name} needs libkrun: {err.message}", hint=err.hint) from err
+    with profiler.phase("kvm_check"):
+        kvm.check(environ, face.env_prefix, face.name)
     cache = ImageCache(req.images_dir)
     with _phase(profiler, "image_reference_resolution", f"{face.name} image reference resolution"):
         found = None  # --pull-latest: always ingest (Buildah pulls), whatever is cached
@@ -155,13 +180,14 @@ def run_task(
         with _phase(profiler, "nix_overlay_preparation", f"{face.name} /nix overlay preparation"):
             nix = nix_overlay(req, entry.rootfs)
     return _in_task_root(face, req, runner, profiler, entry.rootfs, backends, nix, userns,
-                         helper_argv=helper_argv, library=library, notice=notice)  # fmt: skip
+                         helper_argv=helper_argv, helper_env=helper_env(face, library, environ),
+                         notice=notice)  # fmt: skip
 
 
 def _in_task_root(
     face: Face, req: TaskRequest, runner: Runner, profiler: Profiler, source: Path,
     backends: Sequence[Backend], nix: NixOverlay | None, userns: tuple[str, ...], *,
-    helper_argv: Sequence[str], library: str, notice: Callable[[str], None],
+    helper_argv: Sequence[str], helper_env: Mapping[str, str], notice: Callable[[str], None],
 ) -> int:  # fmt: skip
     """Task root → guest init → disks → launch.conf → helper, then cleanup, always."""
     with profiler.phase("task_garbage_collection"):
@@ -177,71 +203,122 @@ def _in_task_root(
         with contextlib.suppress(OSError):
             task_dir.rmdir()  # only if empty: nothing of another run's is touched
         raise
-    root: taskroot.TaskRoot | None = None
+    made: list[taskroot.TaskRoot] = []  # the task root, once there is one
     try:
-        label = f"{face.name} task rootfs materialization"
-        with _phase(profiler, "task_rootfs_materialization", label):
-            root = taskroot.materialize_first(backends, source, task_dir, runner, userns=userns)
-        profiler.meta("storage_mode", root.backend.value)
-        with _phase(profiler, "guest_init_resolution", f"{face.name} guest-init resolution"):
-            exec_path = _guest_init(face, req, root)
-        with ExitStack() as stack:
-            disk_list = []
-            with _phase(profiler, "persistent_disk_preparation",
-                        f"{face.name} persistent disk preparation"):  # fmt: skip
-                for spec in face.disks:
-                    path = req.state_dir / spec.file_name
-                    stack.enter_context(disks.open_disk(path, spec, runner))
-                    disk_list.append(Disk(spec.block_id, os.fspath(path), False))
-            workspace = os.fspath(req.workspace)
-            virtiofs = face.workspace_virtiofs
-            conf = LaunchConf(
-                task_rootfs=os.fspath(root.rootfs), ram_mib=req.ram_mib, vcpus=req.vcpus,
-                workdir="/workspace", exec_path=str(exec_path),
-                argv=(*face.guest_argv, *(req.command or ("fish", "-l"))),
-                env=guest_env(face, req), disks=tuple(disk_list),
-                workspace_source=workspace if virtiofs else None,
-                workspace_tag=face.workspace_tag if virtiofs else None,
-                workspace_target="/workspace" if virtiofs else None,
-                mounts=() if virtiofs else (Mount(workspace, "/workspace", False),),
-                nix_overlay=nix, init_log=face.loftd_calls, nested_virt=face.loftd_calls,
-                task_lock=os.fspath(lock.path),
-            )  # fmt: skip
-            conf_path = task_dir / "launch.conf"
-            with profiler.phase("launch_config_build"):
-                launchconf.write(conf, conf_path)
-            with profiler.phase("helper_session"):
-                wrap = userns if helper_in_userns(face, req) else ()
-                (task_dir / STATUS_NAME).unlink(missing_ok=True)
-                code = runner.interactive(
-                    [*wrap, *helper_argv, os.fspath(conf_path)],
-                    env={face.library_env: library},  # the library this process found
-                )
-            phase = outcome(task_dir)
-            if phase is None:
-                return code  # the guest's own status (or 128+N if the VM was killed)
-            if phase == "lease":
-                hint = "its own message above names the task holding it: wait for it to end"
-            elif req.preserve:
-                hint = "its own message is above"
-            else:
-                hint = ("its own message is above; rerun with --preserve-debug to keep the task "
-                        "root and launch.conf for a look")  # fmt: skip
-            raise PhaseError(
-                f"{face.name}: the libkrun helper failed while {describe(phase)} (exit status "
-                f"{code})", hint=hint, exit_code=code or 1,
-            )  # fmt: skip
+        code = _launch(
+            face,
+            req,
+            runner,
+            profiler,
+            source,
+            backends,
+            nix,
+            userns,
+            task_dir,
+            lock.path,
+            made,
+            helper_argv=helper_argv,
+            helper_env=helper_env,
+        )
+    except BaseException as failure:
+        _clean_up_after(face, req, runner, profiler, task_dir, made, userns, lock, notice,
+                        failure=failure)  # fmt: skip
+        raise
+    _clean_up_after(face, req, runner, profiler, task_dir, made, userns, lock, notice,
+                    exit_status=code)  # fmt: skip
+    return code
+
+
+def _clean_up_after(
+    face: Face, req: TaskRequest, runner: Runner, profiler: Profiler, task_dir: Path,
+    made: list[taskroot.TaskRoot], userns: tuple[str, ...], lock: FileLock,
+    notice: Callable[[str], None], *, failure: BaseException | None = None,
+    exit_status: int = 0,
+) -> None:  # fmt: skip
+    """Remove the task root and its state (or keep them with --preserve-debug). A cleanup that
+    fails after the run failed reports both; after the run ended, it names the run's status."""
+    try:
+        with profiler.phase("task_state_cleanup"):
+            root = made[0] if made else taskroot.layout(Backend.BTRFS_SNAPSHOT, task_dir)
+            kept = taskroot.cleanup(root, runner, userns=userns, preserve=req.preserve)
+            if kept:
+                notice(f"{face.name}: kept {task_dir} for debugging; remove it with:\n  "
+                       + "\n  ".join(kept))  # fmt: skip
+    except AgentboxError as err:
+        what = f"{face.name}: cleaning up the task {task_dir} failed: {err.message}"
+        if isinstance(failure, AgentboxError):
+            hints = "; ".join(h for h in (failure.hint, err.hint) if h) or None
+            raise PhaseError(f"{failure.message}\n{what}", hint=hints,
+                             exit_code=failure.exit_code) from err  # fmt: skip
+        if failure is not None:  # an interrupt, or a bug: it goes on, but not silently
+            notice(f"{what}" + (f"\n  hint: {err.hint}" if err.hint else ""))
+            return
+        ended = f" (the command itself exited {exit_status})" if exit_status else ""
+        raise PhaseError(what + ended, hint=err.hint, exit_code=exit_status or 1) from err
     finally:
-        try:
-            with profiler.phase("task_state_cleanup"):
-                if root is None:
-                    root = taskroot.layout(Backend.BTRFS_SNAPSHOT, task_dir)
-                kept = taskroot.cleanup(root, runner, userns=userns, preserve=req.preserve)
-                if kept:
-                    notice(f"{face.name}: kept {task_dir} for debugging; remove it with:\n  "
-                           + "\n  ".join(kept))  # fmt: skip
-        finally:
-            lock.release()  # after cleanup: nobody else takes a half-removed task dir
+        lock.release()  # after cleanup: nobody else takes a half-removed task dir
+
+
+def _launch(
+    face: Face, req: TaskRequest, runner: Runner, profiler: Profiler, source: Path,
+    backends: Sequence[Backend], nix: NixOverlay | None, userns: tuple[str, ...],
+    task_dir: Path, lock_path: Path, made: list[taskroot.TaskRoot], *,
+    helper_argv: Sequence[str], helper_env: Mapping[str, str],
+) -> int:  # fmt: skip
+    """Task root → guest init → disks → launch.conf → helper; the guest command's status."""
+    label = f"{face.name} task rootfs materialization"
+    with _phase(profiler, "task_rootfs_materialization", label):
+        root = taskroot.materialize_first(backends, source, task_dir, runner, userns=userns)
+    made.append(root)
+    profiler.meta("storage_mode", root.backend.value)
+    with _phase(profiler, "guest_init_resolution", f"{face.name} guest-init resolution"):
+        exec_path = _guest_init(face, req, root)
+    with ExitStack() as stack:
+        disk_list = []
+        with _phase(profiler, "persistent_disk_preparation",
+                    f"{face.name} persistent disk preparation"):  # fmt: skip
+            for spec in face.disks:
+                path = req.state_dir / spec.file_name
+                stack.enter_context(disks.open_disk(path, spec, runner))
+                disk_list.append(Disk(spec.block_id, os.fspath(path), False))
+        workspace = os.fspath(req.workspace)
+        virtiofs = face.workspace_virtiofs
+        conf = LaunchConf(
+            task_rootfs=os.fspath(root.rootfs), ram_mib=req.ram_mib, vcpus=req.vcpus,
+            workdir="/workspace", exec_path=str(exec_path),
+            argv=(*face.guest_argv, *(req.command or ("fish", "-l"))),
+            env=guest_env(face, req), disks=tuple(disk_list),
+            workspace_source=workspace if virtiofs else None,
+            workspace_tag=face.workspace_tag if virtiofs else None,
+            workspace_target="/workspace" if virtiofs else None,
+            mounts=() if virtiofs else (Mount(workspace, "/workspace", False),),
+            nix_overlay=nix, init_log=face.loftd_calls, nested_virt=face.loftd_calls,
+            task_lock=os.fspath(lock_path),
+        )  # fmt: skip
+        conf_path = task_dir / "launch.conf"
+        with profiler.phase("launch_config_build"):
+            launchconf.write(conf, conf_path)
+        with profiler.phase("helper_session"):
+            wrap = userns if helper_in_userns(face, req) else ()
+            (task_dir / STATUS_NAME).unlink(missing_ok=True)
+            guest.status_file(root.rootfs).unlink(missing_ok=True)
+            code = runner.interactive([*wrap, *helper_argv, os.fspath(conf_path)],
+                                      env=helper_env)  # fmt: skip
+        phase = outcome(task_dir)
+        if phase is None:  # libkrun took over: did the guest say how its command ended?
+            report = guest.read(root.rootfs)
+            return guest.verdict(face.name, report, code, preserve=req.preserve)
+        if phase == "lease":
+            hint = "its own message above names the task holding it: wait for it to end"
+        elif req.preserve:
+            hint = "its own message is above"
+        else:
+            hint = ("its own message is above; rerun with --preserve-debug to keep the task "
+                    "root and launch.conf for a look")  # fmt: skip
+        raise PhaseError(
+            f"{face.name}: the libkrun helper failed while {describe(phase)} (exit status "
+            f"{code})", hint=hint, exit_code=code or 1,
+        )  # fmt: skip
 
 
 GC_MIN_AGE = 60.0  # seconds: a task dir this young may still be getting its lock

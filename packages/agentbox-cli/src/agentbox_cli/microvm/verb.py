@@ -66,6 +66,7 @@ def run(ctx: Context) -> int:
         vcpus=vcpus(os.cpu_count() or 1), root=ctx.flags.root,
         preserve=ctx.args.flag("preserve_debug"),
         guest_init_override=Path(guest_init).absolute() if guest_init else None,
+        profile=ctx.flags.profile, debug=ctx.flags.debug,
     )  # fmt: skip
     if ctx.flags.dry_run:
         ctx.out(f"{face.name}: image {image}, task root {backend.value}, task {request.task_id}")
