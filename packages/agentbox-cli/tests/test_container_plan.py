@@ -1,3 +1,4 @@
+import shlex
 from pathlib import Path
 
 from agentbox_cli.container.plan import ContainerRequest, HostFacts, plan_container
@@ -53,7 +54,7 @@ def test_command_without_a_terminal_root_and_debug() -> None:
     task = plan_container(req, host).task
     assert (task.interactive, task.tty, task.command) == (True, False, ("make", "test"))
     assert ("AGENTBOX_ENTER_AS_ROOT", "1") in task.env
-    assert task.global_options == ("--log-level=debug",)
+    assert task.argv()[:3] == ["podman", "--log-level=debug", "run"]
     on_tty = plan_container(dataclasses.replace(REQ, command=("true",)), HOST).task
     assert (on_tty.interactive, on_tty.tty) == (False, True)
 
@@ -66,3 +67,69 @@ def test_root_host_runs_the_sandbox_as_root() -> None:
     assert plan.sidecar.userns == ()
     assert ("AGENTBOX_ENTER_AS_ROOT", "1") in plan.task.env
     assert not [k for k, _ in plan.task.env if k.startswith("AGENTBOX_HOST_")]
+
+
+D = "--log-level=debug"
+
+
+def test_debug_and_profile_reach_every_podman_call_and_the_guest() -> None:
+    import dataclasses
+
+    plan = plan_container(dataclasses.replace(REQ, debug=True, profile=True), HOST)
+    assert plan.task.argv() == [
+        "podman", D, "run", "--rm", "--interactive", "--tty", "--name", "app-00112233aabbccdd",
+        "--userns", "keep-id", "--user", "0:0", "--hostname", "app-agentbox",
+        "--workdir", "/workspace", "--label", "agentbox.role=task",
+        "--label", "agentbox.workspace=app-0123456789ab",
+        "--label", "agentbox.sidecar=agentbox-nix-app-0123456789ab",
+        "--env", "AGENTBOX_HOST_UID=1000", "--env", "AGENTBOX_HOST_GID=1000",
+        "--env", "NIX_REMOTE=unix:///nix/var/nix/daemon-socket/socket",
+        "--env", "SCCACHE_DIR=/home/dev/.cache/sccache",
+        "--env", "AGENTBOX_GUEST_PROFILE=1", "--env", "AGENTBOX_GUEST_DEBUG=1",
+        "--volume", "/src/app:/workspace", "--volume", "/s/ws/nix/merged:/nix:ro",
+        "--volume", "/home/u/.codex:/home/dev/.codex", "--volume", "/home/u/.pi:/home/dev/.pi",
+        "--volume", "/s/ws/cargo:/home/dev/.cargo",
+        "--volume", "/s/sccache:/home/dev/.cache/sccache",
+        "--tmpfs", "/tmp:rw,exec,mode=1777", "localhost/agentbox:latest",
+    ]  # fmt: skip
+    sidecar = plan.sidecar
+    assert sidecar.run.argv() == [
+        "podman", D, "run", "--detach", "--name", "agentbox-nix-app-0123456789ab",
+        "--entrypoint", "/usr/libexec/agentbox/nix-sidecar",
+        "--label", "agentbox.role=nix-sidecar", "--label", "agentbox.workspace=app-0123456789ab",
+        "--volume", "/s/ws/nix/merged:/nix", "localhost/agentbox:latest",
+    ]  # fmt: skip
+    assert sidecar.userns == ("podman", D, "unshare")
+    assert sidecar.mount_script() == (
+        f"set -eu; m=$(podman {D} image mount localhost/agentbox:latest); "
+        "mkdir -p /s/ws/nix/upper /s/ws/nix/work /s/ws/nix/merged; "
+        'fuse-overlayfs -o "lowerdir=$m/nix,upperdir=/s/ws/nix/upper,workdir=/s/ws/nix/work" '
+        "/s/ws/nix/merged"
+    )
+    assert sidecar.unmount_script() == (
+        "if grep -qs ' /s/ws/nix/merged ' /proc/self/mountinfo; then "
+        "fusermount3 -u /s/ws/nix/merged 2>/dev/null || fusermount -u /s/ws/nix/merged "
+        "2>/dev/null || umount /s/ws/nix/merged 2>/dev/null || umount -l /s/ws/nix/merged; fi; "
+        f"podman {D} image unmount localhost/agentbox:latest >/dev/null 2>&1 || true"
+    )
+    assert plan.describe()[1] == f"  podman {D} unshare sh -c {shlex.quote(sidecar.mount_script())}"
+
+
+def test_profile_alone_or_debug_alone_sets_only_its_own_variable() -> None:
+    import dataclasses
+
+    def guest_vars(*, profile: bool, debug: bool) -> list[str]:
+        req = dataclasses.replace(REQ, profile=profile, debug=debug)
+        env = plan_container(req, HOST).task.env
+        return [f"{k}={v}" for k, v in env if k.startswith("AGENTBOX_GUEST_")]
+
+    assert guest_vars(profile=False, debug=False) == []
+    assert guest_vars(profile=True, debug=False) == ["AGENTBOX_GUEST_PROFILE=1"]
+    assert guest_vars(profile=False, debug=True) == ["AGENTBOX_GUEST_DEBUG=1"]
+    plain = plan_container(REQ, HOST)
+    assert plain.sidecar.mount_script().startswith(
+        "set -eu; m=$(podman image mount localhost/agentbox:latest); "
+    )
+    assert plain.sidecar.unmount_script().endswith(
+        "podman image unmount localhost/agentbox:latest >/dev/null 2>&1 || true"
+    )

@@ -18,3 +18,13 @@ def test_quiet_on_overlay(tmp_path: Path) -> None:
     rec.script("podman", "info", stdout="overlay\n")
     assert vfs_warning(rec, tmp_path / "m") is None
     assert not (tmp_path / "m").exists()
+
+
+def test_debug_is_podmans_log_level(tmp_path: Path) -> None:
+    rec = RecordingRunner()
+    rec.script("podman", "--log-level=debug", "info", stdout="vfs\n",
+               stderr='time="t" level=debug msg="Shutting down engines"\n')  # fmt: skip
+    assert vfs_warning(rec, tmp_path / "m", debug=True) == VFS_FIX
+    assert rec.argvs == [
+        ["podman", "--log-level=debug", "info", "--format", "{{.Store.GraphDriverName}}"],
+    ]

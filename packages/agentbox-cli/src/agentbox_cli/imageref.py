@@ -13,26 +13,28 @@ from agentbox_state.runner import Runner
 BUILD_HINT = "build it on this machine: agentbox image build"
 
 
-def _pull(image: str, runner: Runner) -> None:
+def _pull(image: str, runner: Runner, *, debug: bool) -> None:
     try:
-        runner.run(podman.pull(image))
+        runner.run(podman.pull(image, debug=debug))
     except CommandError as err:
-        raise PodmanError(f"cannot pull {image}: {err.stderr_tail or err.message}",
+        said = "\n".join(podman.tool_messages(err.stderr_tail))  # without --debug's records
+        raise PodmanError(f"cannot pull {image}: {said or err.message}",
                           hint=BUILD_HINT) from err  # fmt: skip
 
 
 def resolve_image(flags: GlobalFlags, runner: Runner, *, known: str | None = None) -> str:
     """The image reference to run. ``known`` is what a running sidecar already proves exists
-    (skips the lookup on the hot path)."""
+    (skips the lookup on the hot path). ``flags.debug`` is Podman's ``--log-level=debug``."""
+    debug = flags.debug
     if isinstance(flags.image.value, str):
         return flags.image.value
     if flags.pull_latest:
-        _pull(PUBLISHED_IMAGE, runner)
+        _pull(PUBLISHED_IMAGE, runner, debug=debug)
         return PUBLISHED_IMAGE
     if known == LOCAL_IMAGE:
         return LOCAL_IMAGE
-    if runner.run(podman.image_exists(LOCAL_IMAGE), check=False).returncode == 0:
+    if runner.run(podman.image_exists(LOCAL_IMAGE, debug=debug), check=False).returncode == 0:
         return LOCAL_IMAGE
-    if runner.run(podman.image_exists(PUBLISHED_IMAGE), check=False).returncode != 0:
-        _pull(PUBLISHED_IMAGE, runner)
+    if runner.run(podman.image_exists(PUBLISHED_IMAGE, debug=debug), check=False).returncode:
+        _pull(PUBLISHED_IMAGE, runner, debug=debug)
     return PUBLISHED_IMAGE

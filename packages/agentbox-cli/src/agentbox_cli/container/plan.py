@@ -15,6 +15,7 @@ from agentbox_podman.podman import (
     RunSpec,
     image_mount,
     image_unmount,
+    unshare,
 )
 
 NIX_SOCKET = "/nix/var/nix/daemon-socket/socket"
@@ -43,8 +44,9 @@ class ContainerRequest:
     sccache: Path
     command: tuple[str, ...]
     root: bool
-    debug: bool
+    debug: bool  # podman --log-level=debug everywhere; the guest init's AGENTBOX_GUEST_DEBUG
     grace: int
+    profile: bool = False  # AGENTBOX_GUEST_PROFILE: with debug, the guest init's own report
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,12 +59,13 @@ class SidecarPlan:
     state_file: Path
     userns: tuple[str, ...]  # `podman unshare` when rootless: where the overlay lives
     run: RunSpec
+    debug: bool = False  # every podman command, also those in the scripts
 
     def mount_script(self) -> str:
         """Mount the image, then the overlay of its /nix; prints nothing on success."""
         q = shlex.quote
         return (
-            f"set -eu; m=$({shlex.join(image_mount(self.image))}); "
+            f"set -eu; m=$({shlex.join(image_mount(self.image, debug=self.debug))}); "
             f"mkdir -p {q(os.fspath(self.upper))} {q(os.fspath(self.work))} "
             f"{q(os.fspath(self.merged))}; "
             f'fuse-overlayfs -o "lowerdir=$m/nix,upperdir={os.fspath(self.upper)},'
@@ -75,7 +78,7 @@ class SidecarPlan:
             f"if grep -qs ' {os.fspath(self.merged)} ' /proc/self/mountinfo; then "
             f"fusermount3 -u {m} 2>/dev/null || fusermount -u {m} 2>/dev/null || umount {m} "
             f"2>/dev/null || umount -l {m}; fi; "
-            f"{shlex.join(image_unmount(self.image))} >/dev/null 2>&1 || true"
+            f"{shlex.join(image_unmount(self.image, debug=self.debug))} >/dev/null 2>&1 || true"
         )
 
     def wait_script(self, tries: int = 100, interval: float = 0.1) -> str:
@@ -123,18 +126,17 @@ def plan_sidecar(
         entrypoint=SIDECAR_ENTRYPOINT,
         labels=((ROLE_LABEL, "nix-sidecar"), (WORKSPACE_LABEL, workspace_key)),
         mounts=(Mount(nix / "merged", "/nix"),),
-        global_options=("--log-level=debug",) if debug else (),
+        debug=debug,
     )
     return SidecarPlan(
         name=name, image=image, upper=nix / "upper", work=nix / "work",
         merged=nix / "merged", state_file=state_dir / "nix-sidecar.state",
-        userns=("podman", "unshare") if rootless else (), run=run,
+        userns=tuple(unshare(debug=debug)) if rootless else (), run=run, debug=debug,
     )  # fmt: skip
 
 
 def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
     rootless = host.uid != 0
-    global_options = ("--log-level=debug",) if req.debug else ()
     nix = req.state_dir / "nix"
     sidecar = plan_sidecar(req.image, req.workspace_key, req.state_dir, rootless=rootless,
                            debug=req.debug)  # fmt: skip
@@ -158,6 +160,11 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
     ]
     if req.root or not rootless:
         env.append(("AGENTBOX_ENTER_AS_ROOT", "1"))
+    # as in libkrun mode: the guest init prints its own profile report when both are set
+    if req.profile:
+        env.append(("AGENTBOX_GUEST_PROFILE", "1"))
+    if req.debug:
+        env.append(("AGENTBOX_GUEST_DEBUG", "1"))
     interactive_shell = not req.command
     task = RunSpec(
         image=req.image,
@@ -173,7 +180,7 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
         env=tuple(env),
         mounts=mounts,
         tmpfs=("/tmp:rw,exec,mode=1777",),
-        global_options=global_options,
+        debug=req.debug,
     )
     host_dirs = (host.home / ".codex", host.home / ".pi", cargo, req.sccache)
     return ContainerPlan(sidecar=sidecar, task=task, host_dirs=host_dirs, grace=req.grace)

@@ -70,18 +70,15 @@ def ensure(plan: SidecarPlan, runner: Runner) -> str:
         runner.run(plan.run.argv())
         waited = runner.run([*plan.userns, "sh", "-c", plan.wait_script()], check=False)
         if waited.returncode != 0:
-            logs = runner.run(podman.logs(plan.name), check=False)
+            logs = runner.run(podman.logs(plan.name, debug=plan.debug), check=False)
+            said = "\n".join(podman.tool_messages(logs.stderr)).strip()  # the sidecar's own
             raise PodmanError(
                 f"the Nix sidecar {plan.name} did not open its daemon socket within 10 s"
-                + (
-                    f":\n  {logs.stderr.strip() or logs.stdout.strip()}"
-                    if logs.returncode == 0
-                    else ""
-                ),
+                + (f":\n  {said or logs.stdout.strip()}" if logs.returncode == 0 else ""),
                 hint="check that the image has nix-daemon (agentbox image build) and rerun with "
                 "--debug",
             )
-        info = runner.run(podman.container_state(plan.name)).stdout.split()
+        info = runner.run(podman.container_state(plan.name, debug=plan.debug)).stdout.split()
     except BaseException:
         teardown(plan, runner)
         raise
@@ -92,7 +89,7 @@ def ensure(plan: SidecarPlan, runner: Runner) -> str:
 
 def teardown(plan: SidecarPlan, runner: Runner) -> None:
     """Remove the sidecar container and the overlay (in the namespace it lives in)."""
-    runner.run(podman.remove(plan.name), check=False)
+    runner.run(podman.remove(plan.name, debug=plan.debug), check=False)
     runner.run([*plan.userns, "sh", "-c", plan.unmount_script()], check=False)
     plan.state_file.unlink(missing_ok=True)
 
@@ -102,7 +99,8 @@ def tasks_running(plan: SidecarPlan, runner: Runner) -> bool:
     from agentbox_podman.query import api_socket, containers_with_labels
 
     labels = [(podman.SIDECAR_LABEL, plan.name)]
-    return bool(containers_with_labels(labels, runner, api=api_socket(os.environ)))
+    found = containers_with_labels(labels, runner, api=api_socket(os.environ), debug=plan.debug)
+    return bool(found)
 
 
 REMOVED, IN_USE, ORPHANS, UNKNOWN = "removed", "in-use", "orphans", "unknown"
@@ -136,8 +134,10 @@ def remove_if_idle(plan: SidecarPlan, state_dir: Path, runner: Runner) -> str:
 
 
 def schedule_removal(state_dir: Path, plan: SidecarPlan, grace: int, runner: Runner) -> None:
-    """A detached reaper that removes the sidecar ``grace`` seconds from now if still idle."""
-    argv = [sys.executable, "-m", "agentbox_cli", "internal", "sidecar-reap", "--",
+    """A detached reaper that removes the sidecar ``grace`` seconds from now if still idle;
+    under ``--debug`` it runs with ``--debug`` too (its commands go to its log)."""
+    debug = ["--debug"] if plan.debug else []
+    argv = [sys.executable, "-m", "agentbox_cli", *debug, "internal", "sidecar-reap", "--",
             str(state_dir), plan.image, str(grace)]  # fmt: skip
     # the reaper is this program again: it needs whatever made it importable here
     env = {k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ}

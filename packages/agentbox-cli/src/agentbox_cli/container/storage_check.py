@@ -16,11 +16,11 @@ VFS_FIX = (
 )
 
 
-def vfs_warning(runner: Runner, marker: Path) -> str | None:
+def vfs_warning(runner: Runner, marker: Path, *, debug: bool = False) -> str | None:
     """The warning text the first time the driver is vfs (remembered in ``marker``)."""
     if marker.exists():
         return None
-    driver = runner.run(podman.info_graph_driver(), check=False).stdout.strip()
+    driver = runner.run(podman.info_graph_driver(debug=debug), check=False).stdout.strip()
     if driver != "vfs":
         return None
     marker.parent.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,7 @@ def run(ctx: Context) -> int:
         image=image, workspace_key=workspace.key, slug=workspace.slug,
         hostname=workspace.hostname, task_name=workspace.task_name(), state_dir=state_dir,
         sccache=Path(ctx.paths.sccache), command=ctx.args.command, root=ctx.flags.root,
-        debug=ctx.flags.debug, grace=grace_seconds(ctx),
+        debug=ctx.flags.debug, grace=grace_seconds(ctx), profile=ctx.flags.profile,
     )  # fmt: skip
     plan = plan_container(request, host)
     if ctx.flags.dry_run:
@@ -61,7 +61,8 @@ def run(ctx: Context) -> int:
             if status == "started":  # the cold path: a good moment for a one-time check
                 from agentbox_cli.container.storage_check import vfs_warning
 
-                warning = vfs_warning(runner, Path(ctx.paths.base) / "vfs-warned")
+                warning = vfs_warning(runner, Path(ctx.paths.base) / "vfs-warned",
+                                      debug=ctx.flags.debug)  # fmt: skip
                 if warning:
                     ctx.err(warning)
             if ctx.args.action == "sidecar":
@@ -115,7 +116,7 @@ def internal(ctx: Context) -> int:
         raise UsageError("usage: agentbox internal sidecar-reap STATE_DIR IMAGE GRACE")
     state_dir, image, grace = Path(words[0]), words[1], int(words[2])
     plan = plan_sidecar(image, state_dir.name, state_dir, rootless=os.getuid() != 0,
-                        debug=False)  # fmt: skip
+                        debug=ctx.flags.debug)  # fmt: skip
     return sidecar.reap(plan, state_dir, grace, ctx.runner())
 
 

@@ -20,8 +20,8 @@ class ImageBuildError(AgentboxError):
     pass
 
 
-def _exists_with_key(runner: Runner, image: str, key: str) -> bool:
-    found = runner.run(buildah.image_label(image, KEY_LABEL), check=False)
+def _exists_with_key(runner: Runner, image: str, key: str, *, debug: bool) -> bool:
+    found = runner.run(buildah.image_label(image, KEY_LABEL, debug=debug), check=False)
     return found.returncode == 0 and found.stdout.strip() == key
 
 
@@ -47,35 +47,37 @@ def make_base(plan: BuildPlan, runner: Runner, *, is_root: bool) -> None:
 
 
 def _build_stage(stage: Stage, parent: str | None, base_tar: Path, runner: Runner,
-                 key: str) -> str:  # fmt: skip
+                 key: str, *, debug: bool) -> str:  # fmt: skip
     image = stage_image(stage, key)
-    from_argv = buildah.from_scratch() if parent is None else buildah.from_image(parent)
+    d = debug
+    from_argv = (buildah.from_scratch(debug=d) if parent is None
+                 else buildah.from_image(parent, debug=d))  # fmt: skip
     container = runner.run(from_argv).stdout.strip()
     try:
         if parent is None:
-            runner.run(buildah.add(container, os.fspath(base_tar), "/"))
+            runner.run(buildah.add(container, os.fspath(base_tar), "/", debug=d))
         for source, dest in stage.copies:
-            runner.run(buildah.copy(container, os.fspath(source), dest))
+            runner.run(buildah.copy(container, os.fspath(source), dest, debug=d))
         with tempfile.TemporaryDirectory() as tmp:
             for f in stage.files:
                 local = Path(tmp) / f.path.strip("/").replace("/", "_")
                 local.write_text(f.text)
                 local.chmod(f.mode)
-                runner.run(buildah.copy(container, os.fspath(local), f.path))
+                runner.run(buildah.copy(container, os.fspath(local), f.path, debug=d))
         for cmd in stage.runs:
-            runner.run(buildah.run(container, list(cmd)))
+            runner.run(buildah.run(container, list(cmd), debug=d))
         cfg = stage.config
         labels = {**dict(cfg.labels if cfg else ()), KEY_LABEL: key}
         if cfg is None:
-            runner.run(buildah.config(container, labels=labels))
+            runner.run(buildah.config(container, labels=labels, debug=d))
         else:
             runner.run(buildah.config(
                 container, entrypoint=list(cfg.entrypoint), cmd=list(cfg.cmd),
-                env=dict(cfg.env), labels=labels, workingdir=cfg.workingdir,
+                env=dict(cfg.env), labels=labels, workingdir=cfg.workingdir, debug=d,
             ))  # fmt: skip
-        runner.run(buildah.commit(container, image))
+        runner.run(buildah.commit(container, image, debug=d))
     except BaseException:
-        runner.run(buildah.rm(container), check=False)
+        runner.run(buildah.rm(container, debug=d), check=False)
         raise
     return image
 
@@ -97,11 +99,11 @@ def execute(
         t0 = time.monotonic()
         key = stage_key(key, stage)
         image = stage_image(stage, key)
-        if _exists_with_key(runner, image, key):
+        if _exists_with_key(runner, image, key, debug=plan.debug):
             status = "reused"
         else:
             try:
-                _build_stage(stage, parent, plan.base_tar, runner, key)
+                _build_stage(stage, parent, plan.base_tar, runner, key, debug=plan.debug)
                 status = "built"
             except (CommandError, PodmanError) as err:
                 if stage.optional is None:
@@ -117,6 +119,6 @@ def execute(
                  f"({time.monotonic() - t0:.1f} s)")  # fmt: skip
         parent = image
     assert parent is not None
-    runner.run(buildah.tag(parent, plan.tag))
+    runner.run(buildah.tag(parent, plan.tag, debug=plan.debug))
     progress(f"image build: {plan.tag} ready ({time.monotonic() - started:.1f} s)")
     return plan.tag

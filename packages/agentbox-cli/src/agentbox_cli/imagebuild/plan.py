@@ -51,6 +51,7 @@ class BuildRequest:
     # and pip work during the build and agents work inside the sandbox.
     host_ca_dir: Path | None = None
     host_ca_digest: str = ""
+    debug: bool = False  # buildah --log-level=debug for every command; no part of any stage key
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,7 @@ class BuildPlan:
     base_from: str  # "cache", "base-dir", or "debootstrap"
     debootstrap: tuple[str, ...]
     stages: tuple[Stage, ...]
+    debug: bool = False  # buildah --log-level=debug for every command
 
     def describe(self) -> list[str]:
         lines = [f"image {self.tag}", f"base {self.base_tar} (from {self.base_from})"]
@@ -218,4 +220,4 @@ def plan_build(req: BuildRequest, source_digest: str) -> BuildPlan:
     )
     debootstrap = ("debootstrap", "--variant=minbase", req.suite, "<dir>", req.mirror)
     return BuildPlan(tag=req.tag, base_tar=base_tar, base_from=base_from,
-                     debootstrap=debootstrap, stages=stages)  # fmt: skip
+                     debootstrap=debootstrap, stages=stages, debug=req.debug)  # fmt: skip

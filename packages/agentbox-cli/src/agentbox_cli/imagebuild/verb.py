@@ -61,6 +61,7 @@ def run(ctx: Context) -> int:
         guest_init_version=agentbox_guest_init.__version__,
         host_ca_dir=host_ca if any(host_ca.glob("*.crt")) else None,
         host_ca_digest=tree_digest(host_ca) if host_ca.is_dir() else "",
+        debug=ctx.flags.debug,
     )
     plan = plan_build(request, tree_digest(source))
 
