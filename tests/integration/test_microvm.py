@@ -412,6 +412,12 @@ def test_without_libkrun_nothing_is_created(home: Home, agentbox: Path, loftd: P
     assert "--pull-latest microvm is not supported" in pulled.stderr
 
 
+def run_args(cmd: Path, image: str, *command: str) -> list[str]:
+    """`agentbox microvm` or `loftd` (on fuse-overlay: /tmp is no btrfs) with ``command``."""
+    mode = ["microvm"] if cmd.name == "agentbox" else ["--rootfs-backend", "fuse-overlay"]
+    return ["--image", image, *mode, "--", *command]
+
+
 def test_the_guests_report_tells_a_vm_failure_from_the_commands_status(
     home: Home, agentbox: Path, loftd: Path, image: str, tmp_path: Path
 ) -> None:
@@ -420,9 +426,7 @@ def test_the_guests_report_tells_a_vm_failure_from_the_commands_status(
     silent = Stub(tmp_path / "silent", 1, reports=False)  # the VM died before the guest ran
     for cmd, name, var in ((agentbox, "agentbox microvm", "AGENTBOX_LIBKRUN_LIBRARY"),
                            (loftd, "loftd", "LOFTD_LIBKRUN_LIBRARY")):  # fmt: skip
-        args = ["--image", image, *(["microvm"] if cmd == agentbox else []), "--", "sh", "-c",
-                "exit 7"]  # fmt: skip
-        out = home.run(cmd, *args, **{var: str(silent.lib)})
+        out = home.run(cmd, *run_args(cmd, image, "sh", "-c", "exit 7"), **{var: str(silent.lib)})
         assert out.returncode == 1
         assert out.stderr.splitlines() == [
             f"{cmd.name}: {name}: the VM stopped before the guest started (exit 1 from libkrun)",
@@ -470,8 +474,7 @@ def test_the_helper_sees_the_loader_and_libkrun_log_variables(
     loader = {"LD_LIBRARY_PATH": f"{tmp_path}/lib", "LD_PRELOAD": "", "RUST_LOG": "debug",
               "SOME_SECRET": "x"}  # fmt: skip
     for cmd, var in ((agentbox, "AGENTBOX_LIBKRUN_LIBRARY"), (loftd, "LOFTD_LIBKRUN_LIBRARY")):
-        args = ["--image", image, *(["microvm"] if cmd == agentbox else []), "--", "true"]
-        out = home.run(cmd, *args, **loader, **{var: str(stub.lib)})
+        out = home.run(cmd, *run_args(cmd, image, "true"), **loader, **{var: str(stub.lib)})
         assert out.returncode == 0, out.stderr
         seen = dict(line.split("=", 1) for line in stub.report() if "=" in line)
         assert seen["LD_LIBRARY_PATH"] == f"{tmp_path}/lib"
@@ -495,8 +498,8 @@ def test_the_kvm_check_before_anything_is_created(
     for cmd, name, prefix in ((agentbox, "agentbox microvm", "AGENTBOX_"),
                               (loftd, "loftd", "LOFTD_")):  # fmt: skip
         before = tree(home.root)
-        args = ["--image", image, *(["microvm"] if cmd == agentbox else []), "--", "true"]
-        out = home.run(cmd, *args, **{f"{prefix}LIBKRUN_LIBRARY": str(stub.lib)})
+        out = home.run(cmd, *run_args(cmd, image, "true"),
+                       **{f"{prefix}LIBKRUN_LIBRARY": str(stub.lib)})  # fmt: skip
         if reason is None:  # a host with hardware virtualization: the check lets it through
             assert out.returncode == 0, out.stderr
             continue
@@ -515,7 +518,7 @@ def test_a_cleanup_failure_after_a_failed_run_reports_both(
 ) -> None:
     home = btrfs_home
     stub = Stub(tmp_path / "stub", 1, reports=False)  # the run fails: the VM stopped early
-    stub.on_enter('#!/bin/sh\ntouch "$1/stuck" && chattr +i "$1/stuck"\n')
+    stub.on_enter('#!/bin/sh\nchattr +i "$1"\n')  # an immutable subvolume cannot be deleted
     out = home.run(agentbox, "--image", image, "microvm", "--storage", "btrfs-snapshot", "--",
                    "true", AGENTBOX_LIBKRUN_LIBRARY=str(stub.lib))  # fmt: skip
     (task,) = (state_of(home) / "tasks").iterdir()
@@ -527,8 +530,7 @@ def test_a_cleanup_failure_after_a_failed_run_reports_both(
         assert lines[1].startswith(f"agentbox microvm: cleaning up the task {task} failed: ")
         assert lines[-1].startswith("hint: libkrun's and the guest's own messages")
     finally:
-        subprocess.run(["chattr", "-i", str(task / "rootfs-btrfs-snapshot" / "stuck")],
-                       check=True)  # fmt: skip
+        subprocess.run(["chattr", "-i", str(task / "rootfs-btrfs-snapshot")], check=True)
         subprocess.run(["btrfs", "subvolume", "delete", str(task / "rootfs-btrfs-snapshot")],
                        check=False, capture_output=True)  # fmt: skip
         shutil.rmtree(task, ignore_errors=True)
@@ -568,8 +570,8 @@ def test_the_real_libkrun_through_the_whole_command_line(
     # the wheel's libkrun uses virglrenderer without linking it (HOST-NOTES)
     env = {**home.env, "LD_LIBRARY_PATH": str(lib.parent), "LD_PRELOAD": "libvirglrenderer.so.1",
            "AGENTBOX_LIBKRUN_LIBRARY": str(lib), "LOFTD_LIBKRUN_LIBRARY": str(lib)}  # fmt: skip
-    runs = {"agentbox microvm": [str(agentbox), "--image", image, "microvm", "--", "true"],
-            "loftd": [str(loftd), "--image", image, "--", "true"]}  # fmt: skip
+    runs = {name: [str(cmd), *run_args(cmd, image, "true")]
+            for name, cmd in (("agentbox microvm", agentbox), ("loftd", loftd))}  # fmt: skip
     before = tree(home.root)
     for name, argv in runs.items():
         start = time.monotonic()
