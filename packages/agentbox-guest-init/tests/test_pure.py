@@ -216,3 +216,20 @@ def test_microvm_workspace_mount_decision() -> None:
     with pytest.raises(ContractError) as missing:
         runtime.workspace_mount_needed(contract.parse({}), "")
     assert missing.value.reason == "AGENTBOX_MICROVM_WORKSPACE_TAG is required for microvm"
+
+
+def test_the_bundles_loader_variables_are_undone() -> None:
+    from agentbox_guest_init.shellenv import without_bundle
+
+    bundle = "/usr/lib/agentbox-guest-init/_internal"
+    pyi = {"_PYI_ARCHIVE_FILE": "/x", "_PYI_LINUX_PROCESS_NAME": "x",
+           "_PYI_PARENT_PROCESS_LEVEL": "1", "PATH": "/bin"}  # fmt: skip
+    # LD_LIBRARY_PATH was unset before the bootloader: unset again
+    assert without_bundle({**pyi, "LD_LIBRARY_PATH": bundle}) == {"PATH": "/bin"}
+    # it was set: the saved original comes back (also when it was empty)
+    assert without_bundle({**pyi, "LD_LIBRARY_PATH": f"{bundle}:/opt/lib",
+                           "LD_LIBRARY_PATH_ORIG": "/opt/lib"}) == {
+        "PATH": "/bin", "LD_LIBRARY_PATH": "/opt/lib"}  # fmt: skip
+    assert without_bundle({"LD_LIBRARY_PATH": bundle, "LD_LIBRARY_PATH_ORIG": ""}) == {
+        "LD_LIBRARY_PATH": ""
+    }

@@ -142,7 +142,16 @@ def loftd_main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> int:
-    """The frozen binary's entry: one bundle serves both names, chosen by argv[0]."""
+    """The frozen binary's entry: one bundle serves both names, chosen by argv[0]. What the
+    bootloader put into the environment for itself goes first, so that nothing this process
+    starts (mount, nix-daemon, the user's command) sees it; a re-exec of the bundle gets its
+    own again from the bootloader."""
+    if getattr(sys, "frozen", False):
+        from agentbox_guest_init.shellenv import without_bundle
+
+        clean = without_bundle(os.environ)
+        os.environ.clear()
+        os.environ.update(clean)
     if os.path.basename(sys.argv[0]).startswith("loftd"):
         return loftd_main()
     return main()

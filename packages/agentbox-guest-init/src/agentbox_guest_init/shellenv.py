@@ -15,6 +15,20 @@ NIX_SOCKET = "/nix/var/nix/daemon-socket/socket"
 PRIVATE_PREFIXES = ("AGENTBOX_", "LOFTD_", "_AGENTBOX_")
 
 
+def without_bundle(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` as it was before PyInstaller's bootloader started the frozen guest init (pure):
+    it prepends its private library dir to LD_LIBRARY_PATH (saving the original in
+    LD_LIBRARY_PATH_ORIG) and sets _PYI_* variables for itself. Left in place, every program of
+    the sandbox would load libz, libcrypto, ... from the guest init's bundle."""
+    out = {k: v for k, v in env.items() if not k.startswith("_PYI_") and k != "_MEIPASS2"}
+    original = out.pop("LD_LIBRARY_PATH_ORIG", None)
+    if original is not None:
+        out["LD_LIBRARY_PATH"] = original
+    else:
+        out.pop("LD_LIBRARY_PATH", None)
+    return out
+
+
 def shell_env(
     inherited: Mapping[str, str],
     *,
