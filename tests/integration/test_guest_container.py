@@ -139,3 +139,46 @@ def test_loftd_guest_init_contract(user_image: str, workspace: Path) -> None:
     done = as_user(user_image, "podman", "run", "--rm", "--userns=keep-id", "--user=0:0", *ids,
                    entry, IMAGE, "enter", "--", "id", "-un")  # fmt: skip
     assert (done.returncode, done.stdout) == (0, "dev\n"), done.stderr
+
+
+def test_the_frozen_guest_init_reports_to_the_host(user_image: str, workspace: Path) -> None:
+    """The VM modes' report (``*_GUEST_STATUS_FILE``), from the real frozen guest init: the
+    command's status, and ``failed N`` when the guest init itself fails first."""
+    status = {"AGENTBOX_GUEST_STATUS_FILE": "/workspace/.agentbox-task/guest.status"}
+    done = run_box(user_image, workspace, "sh", "-c", "exit 7", env=status)
+    assert done.returncode == 7, done.stderr
+    report = workspace / ".agentbox-task" / "guest.status"
+    assert report.read_text() == "exited 7\n"
+    broken = {**status, "AGENTBOX_HOST_UID": "nobody"}
+    done = run_box(user_image, workspace, "true", env=broken)
+    assert done.returncode == 3
+    assert report.read_text() == "failed 3\n"
+    pw = pwd.getpwnam(user_image)
+    lofted = as_user(user_image, "podman", "run", "--rm", "--userns=keep-id", "--user=0:0",
+                     f"--env=LOFTD_HOST_UID={pw.pw_uid}", f"--env=LOFTD_HOST_GID={pw.pw_gid}",
+                     "--env=LOFTD_GUEST_STATUS_FILE=/workspace/loftd.status",
+                     f"--volume={workspace}:/workspace", "--entrypoint=/bin/loftd-guest-init",
+                     IMAGE, "enter", "--", "sh", "-c", "exit 5")  # fmt: skip
+    assert lofted.returncode == 5, lofted.stderr
+    assert (workspace / "loftd.status").read_text() == "exited 5\n"
+
+
+def test_the_command_gets_the_environment_without_the_bundles_loader_variables(
+    user_image: str, workspace: Path
+) -> None:
+    """The frozen guest init's bootloader prepends its private library dir to LD_LIBRARY_PATH
+    and sets _PYI_*: none of it reaches the command, and system programs load system
+    libraries, not the bundle's."""
+    script = "env; echo ---; ldd /usr/bin/curl /usr/bin/git /usr/bin/python3"
+    done = run_box(user_image, workspace, "sh", "-c", script)
+    assert done.returncode == 0, done.stderr
+    env, libs = done.stdout.split("---\n")
+    names = [line.split("=", 1)[0] for line in env.splitlines() if "=" in line]
+    assert [n for n in names if n.startswith("_PYI_") or n.startswith("LD_LIBRARY_PATH")] == []
+    resolved = [line for line in libs.splitlines() if "=>" in line]
+    assert resolved, libs
+    assert [line for line in resolved if "agentbox-guest-init" in line] == []
+    # a library path the user set is theirs and stays
+    kept = run_box(user_image, workspace, "sh", "-c", 'echo "$LD_LIBRARY_PATH"',
+                   env={"LD_LIBRARY_PATH": "/opt/mine/lib"})  # fmt: skip
+    assert (kept.returncode, kept.stdout) == (0, "/opt/mine/lib\n"), kept.stderr

@@ -155,6 +155,10 @@ def test_full_pipeline_with_the_stub(home: Home, agentbox: Path, image: str,
     env = [c.split("=", 1)[1] for c in calls if c.startswith("  env[")]
     assert "AGENTBOX_MICROVM_WORKSPACE_TAG=agentbox-workspace" in env
     assert "AGENTBOX_LIBKRUN_NIX_OVERLAY=1" in env  # microvm's /nix is a disk the guest mounts
+    # --profile --debug: the guest init prints its own report too; it reports how the command
+    # ended through the task root
+    assert {"AGENTBOX_GUEST_PROFILE=1", "AGENTBOX_GUEST_DEBUG=1",
+            f"AGENTBOX_GUEST_STATUS_FILE={STATUS_PATH}"} <= set(env)  # fmt: skip
     seen = stub.report()
     assert seen[0] == "uid=0"
     assert seen[1].startswith("root-inode=")
