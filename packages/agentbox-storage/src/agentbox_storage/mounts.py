@@ -1,13 +1,30 @@
 """What is mounted where, read from the kernel (``/proc/self/mountinfo``).
 
-``os.path.ismount`` says False for a FUSE mount whose daemon died ("Transport endpoint is not
-connected"), which is exactly the mount we must still clean up; the mount table does not lie.
+``os.path.ismount`` says False for a FUSE mount whose daemon died (every access to it fails, see
+``DEAD_FUSE_ERRNOS``), which is exactly the mount we must still clean up; the mount table does
+not lie.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+
+DEAD_FUSE_ERRNOS = frozenset({errno.ENOTCONN, errno.ECONNABORTED})
+"""The errnos with which a FUSE mount whose daemon died fails every access (stat, open, listdir).
+
+Both mean the same thing, and which one a caller gets is not ours to choose: when the daemon
+dies the kernel aborts the connection, a request already in flight ends with ECONNABORTED
+("Software caused connection abort") and any later one with ENOTCONN ("Transport endpoint is not
+connected"). So an access racing the daemon's death may get either: which one a machine shows
+depends on its timing and kernel. Recognise a dead mount with ``is_dead_fuse`` (and find it in
+the mount table); never match one errno or its text."""
+
+
+def is_dead_fuse(err: BaseException) -> bool:
+    """Whether ``err`` is what accessing a FUSE mount whose daemon died raises."""
+    return isinstance(err, OSError) and err.errno in DEAD_FUSE_ERRNOS
 
 
 def _unescape(field: str) -> str:
@@ -34,9 +51,11 @@ def mount_points(mountinfo: str) -> list[str]:
 
 
 def is_mounted(path: Path, mountinfo_file: str = "/proc/self/mountinfo") -> bool:
+    """Whether something is mounted at ``path``, from the mount table (which names mount points
+    by their real path: symlinks on the way are resolved first). True for a dead FUSE mount."""
     with open(mountinfo_file, encoding="utf-8", errors="surrogateescape") as f:
         table = f.read()
-    return os.path.abspath(path) in mount_points(table)
+    return os.path.realpath(path) in mount_points(table)
 
 
 def filesystem_type(path: Path, mountinfo_file: str = "/proc/self/mountinfo") -> str | None:

@@ -30,7 +30,7 @@ from agentbox_state.runner import DEFAULT_PATH, Runner, with_sbin
 from agentbox_storage import argv
 from agentbox_storage.backends import Backend
 from agentbox_storage.errors import StorageError
-from agentbox_storage.mounts import filesystem_type, is_mounted
+from agentbox_storage.mounts import filesystem_type, is_dead_fuse, is_mounted
 
 LOCK_NAME = ".task.lock"
 PRESERVED_NAME = "preserved"
@@ -242,12 +242,15 @@ def remove_output(root: TaskRoot, runner: Runner, *, userns: Sequence[str] = ())
 
 
 def is_subvolume(path: Path) -> bool:
-    """A btrfs subvolume's root dir has inode 256 and a device number of its own."""
+    """A btrfs subvolume's root dir has inode 256 and a device number of its own. A FUSE mount
+    whose daemon died (it cannot even be stat'ed) is none."""
     try:
         st = path.lstat()
         parent = path.parent.lstat()
-    except FileNotFoundError:
-        return False
+    except OSError as err:
+        if isinstance(err, FileNotFoundError) or is_dead_fuse(err):
+            return False
+        raise
     return stat.S_ISDIR(st.st_mode) and st.st_ino == 256 and st.st_dev != parent.st_dev
 
 
@@ -303,6 +306,23 @@ def task_lock(task_dir: Path) -> FileLock:
     return FileLock(task_dir / LOCK_NAME, what=f"task {task_dir.name}")
 
 
+def _task_dirs(tasks_dir: Path) -> list[Path]:
+    """The dirs in ``tasks_dir`` (not symlinks), sorted. A FUSE mount there whose daemon died is
+    no task dir of ours (task roots are mounted inside task dirs) and is left alone: stat fails
+    on it, and pathlib's ``is_dir`` would raise."""
+    found = []
+    for path in tasks_dir.iterdir():
+        try:
+            mode = path.lstat().st_mode
+        except OSError as err:
+            if isinstance(err, FileNotFoundError) or is_dead_fuse(err):
+                continue
+            raise
+        if stat.S_ISDIR(mode):
+            found.append(path)
+    return sorted(found)
+
+
 def collect_garbage(
     tasks_dir: Path,
     runner: Runner,
@@ -325,7 +345,7 @@ def collect_garbage(
     if not tasks_dir.is_dir():
         return removed
     now = time.time()
-    for task_dir in sorted(p for p in tasks_dir.iterdir() if p.is_dir() and not p.is_symlink()):
+    for task_dir in _task_dirs(tasks_dir):
         if (task_dir / PRESERVED_NAME).exists() and not include_preserved:
             continue
         try:
