@@ -1,4 +1,5 @@
 import json
+import re
 from importlib.metadata import version
 from pathlib import Path
 
@@ -62,3 +63,23 @@ def test_bad_config_exit_1(home: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert capsys.readouterr().err.splitlines()[0] == (
         f"agentbox: {cfg}: state.location = 42 is an integer, not a string"
     )
+
+
+def test_config_shows_an_environment_override_as_its_source(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {"HOME": str(home)}
+    assert main(["config", "--json"], env) == 0
+    settings = json.loads(capsys.readouterr().out)["settings"]
+    assert settings["container.sidecar_idle_grace"] == {"value": 120, "source": "default"}
+    assert main(["config", "--json"], {**env, "AGENTBOX_SIDECAR_IDLE_GRACE": "5"}) == 0
+    settings = json.loads(capsys.readouterr().out)["settings"]
+    assert settings["container.sidecar_idle_grace"] == {
+        "value": 5, "source": "env AGENTBOX_SIDECAR_IDLE_GRACE"}  # fmt: skip
+    assert main(["config"], {**env, "AGENTBOX_SIDECAR_IDLE_GRACE": "5"}) == 0
+    shown = capsys.readouterr().out
+    assert re.search(r"container\.sidecar_idle_grace: +5 +\[env AGENTBOX_SIDECAR_IDLE_GRACE\]",
+                     shown), shown  # fmt: skip
+    assert main(["config"], {**env, "AGENTBOX_SIDECAR_IDLE_GRACE": "soon"}) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("agentbox: AGENTBOX_SIDECAR_IDLE_GRACE='soon' is a string, not a whole")

@@ -12,8 +12,9 @@ from agentbox_state.config import (
     non_negative_int,
     one_of,
     toml_repr,
+    whole_number_text,
 )
-from agentbox_state.errors import ConfigError
+from agentbox_state.errors import ConfigError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -199,3 +200,48 @@ def test_unreadable(tmp_path: Path) -> None:
 )
 def test_toml_repr(value: object, text: str) -> None:
     assert toml_repr(value) == text
+
+
+ENV_SCHEMA: Schema = {
+    "container": {
+        "grace": Key(
+            accepted="a whole number of seconds",
+            convert=non_negative_int,
+            default=120,
+            env="APP_GRACE",
+            from_env=whole_number_text,
+        ),
+        "name": Key(accepted="a string", convert=one_of("a", "b"), env="APP_NAME"),
+    },
+}
+
+
+def test_the_environment_overrides_the_file_and_says_so(tmp_path: Path) -> None:
+    path = write(tmp_path, '[container]\ngrace = 300\nname = "a"\n')
+    cfg = load_config(path, ENV_SCHEMA, {"APP_GRACE": "5", "OTHER": "x"})
+    assert cfg.get("container.grace") == 5
+    assert cfg.overrides == {"container.grace": (5, "APP_GRACE")}
+    assert cfg.values["container.grace"] == 300  # what the file said is kept, for `config`
+    assert cfg.get("container.name") == "a"
+    assert load_config(path, ENV_SCHEMA, {"APP_NAME": "b"}).get("container.name") == "b"
+    absent = load_config(str(tmp_path / "none.toml"), ENV_SCHEMA, {"APP_GRACE": "0"})
+    assert absent.get("container.grace") == 0
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"APP_GRACE": "soon"}, "APP_GRACE='soon' is a string, not a whole number"),
+        ({"APP_GRACE": "-1"}, "APP_GRACE='-1' is a string, not a whole number"),
+        ({"APP_GRACE": ""}, "APP_GRACE='' is a string, not a whole number"),
+        ({"APP_NAME": "c"}, "APP_NAME='c' is not one of the accepted values"),
+    ],
+)  # fmt: skip
+def test_a_bad_environment_value_is_refused_naming_the_variable(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(UsageError) as caught:
+        load_config(str(tmp_path / "none.toml"), ENV_SCHEMA, env)
+    assert caught.value.message == message
+    assert caught.value.hint is not None
+    assert caught.value.hint.endswith("or unset it")

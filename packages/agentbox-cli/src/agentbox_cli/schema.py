@@ -5,7 +5,13 @@ from __future__ import annotations
 from agentbox_cli import __version__
 from agentbox_podman.images import LOCAL_IMAGE, PUBLISHED_IMAGE
 from agentbox_state.cli.app import AppSpec
-from agentbox_state.config import STATE_TABLE, Key, non_negative_int, string_list
+from agentbox_state.config import (
+    STATE_TABLE,
+    Key,
+    non_negative_int,
+    string_list,
+    whole_number_text,
+)
 
 SPEC = AppSpec(
     name="agentbox",
@@ -25,6 +31,8 @@ agent config survive across runs. State lives outside the project: see 'agentbox
                 "exits)",
                 convert=non_negative_int,
                 default=120,
+                env="AGENTBOX_SIDECAR_IDLE_GRACE",
+                from_env=whole_number_text,
             ),
         },
         "image": {

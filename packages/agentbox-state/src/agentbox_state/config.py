@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from agentbox_state.errors import ConfigError
+from agentbox_state.errors import ConfigError, UsageError
 from agentbox_state.record import Record
 
 TYPE_CHECKING = False
@@ -29,17 +29,28 @@ class Invalid(Exception):  # noqa: N818 - internal signal, never escapes this mo
 
 class Key(Record):
     """One accepted key: ``accepted`` describes valid values in words; ``convert`` checks one;
-    ``default`` is the effective value when the file does not set it."""
+    ``default`` is the effective value when the file does not set it. ``env`` names the
+    environment variable that overrides the file; ``from_env`` turns its text into a value for
+    ``convert`` (the text itself when absent)."""
 
-    __slots__ = ("accepted", "convert", "default")
+    __slots__ = ("accepted", "convert", "default", "env", "from_env")
     accepted: str
     convert: Callable[[object], object]
     default: object
+    env: str | None
+    from_env: Callable[[str], object] | None
 
     def __init__(
-        self, *, accepted: str, convert: Callable[[object], object], default: object = None
+        self,
+        *,
+        accepted: str,
+        convert: Callable[[object], object],
+        default: object = None,
+        env: str | None = None,
+        from_env: Callable[[str], object] | None = None,
     ) -> None:
-        self._set(accepted=accepted, convert=convert, default=default)
+        self._set(accepted=accepted, convert=convert, default=default, env=env,
+                  from_env=from_env)  # fmt: skip
 
 
 def toml_repr(value: object) -> str:
@@ -104,6 +115,12 @@ def string_list(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def whole_number_text(text: str) -> object:
+    """``from_env`` for numbers: decimal digits become an int; anything else stays text (and
+    ``convert`` then says what is wrong with it)."""
+    return int(text) if text.isascii() and text.isdigit() else text
+
+
 def non_negative_int(value: object) -> int:
     """Converter: a whole number >= 0 (booleans are not numbers here)."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -114,20 +131,52 @@ def non_negative_int(value: object) -> int:
 
 
 class ConfigFile(Record):
-    """What a config file said: ``values`` maps ``table.key`` to converted values."""
+    """What a config file said (``values`` maps ``table.key`` to converted values) and what the
+    environment overrides (``overrides`` maps ``table.key`` to the value and its variable)."""
 
-    __slots__ = ("exists", "path", "values")
+    __slots__ = ("exists", "overrides", "path", "values")
     path: str
     exists: bool
     values: Mapping[str, object]
+    overrides: Mapping[str, tuple[object, str]]
 
     def __init__(
-        self, *, path: str, exists: bool, values: Mapping[str, object] | None = None
+        self,
+        *,
+        path: str,
+        exists: bool,
+        values: Mapping[str, object] | None = None,
+        overrides: Mapping[str, tuple[object, str]] | None = None,
     ) -> None:
-        self._set(path=path, exists=exists, values=dict(values or {}))
+        self._set(path=path, exists=exists, values=dict(values or {}),
+                  overrides=dict(overrides or {}))  # fmt: skip
 
     def get(self, key_path: str) -> object | None:
+        """The effective value: the environment's, else the file's (None: neither set it)."""
+        if key_path in self.overrides:
+            return self.overrides[key_path][0]
         return self.values.get(key_path)
+
+
+def env_overrides(schema: Schema, environ: Mapping[str, str]) -> dict[str, tuple[object, str]]:
+    """The keys whose ``env`` variable is set, converted like file values; a bad value is a
+    ``UsageError`` naming the variable."""
+    found: dict[str, tuple[object, str]] = {}
+    for table_name, keys in schema.items():
+        for key_name, spec in keys.items():
+            if spec.env is None or spec.env not in environ:
+                continue
+            text = environ[spec.env]
+            raw = spec.from_env(text) if spec.from_env is not None else text
+            try:
+                found[f"{table_name}.{key_name}"] = (spec.convert(raw), spec.env)
+            except Invalid as bad:
+                hint = f"it must be {spec.accepted}, like [{table_name}].{key_name}; or unset it"
+                raise UsageError(
+                    f"{spec.env}={text!r} {bad.reason}",
+                    hint=f"{hint}; {bad.hint}" if bad.hint else hint,
+                ) from None
+    return found
 
 
 def _accepted_tables(schema: Schema) -> str:
@@ -182,13 +231,15 @@ def validate(path: str, data: Mapping[str, object], schema: Schema) -> dict[str,
     return values
 
 
-def load_config(path: str, schema: Schema) -> ConfigFile:
-    """Read and validate ``path``; a file that does not exist gives an empty config."""
+def load_config(path: str, schema: Schema, environ: Mapping[str, str] | None = None) -> ConfigFile:
+    """Read and validate ``path`` (a file that does not exist gives an empty config), then take
+    the environment's overrides from ``environ``."""
+    overrides = env_overrides(schema, environ or {})
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        return ConfigFile(path=path, exists=False)
+        return ConfigFile(path=path, exists=False, overrides=overrides)
     except OSError as err:
         raise ConfigError(
             f"cannot read the config file: {err.strerror or err}",
@@ -213,7 +264,8 @@ def load_config(path: str, schema: Schema) -> ConfigFile:
             path=path,
             hint="fix the syntax there, or move the file away to use the defaults",
         ) from None
-    return ConfigFile(path=path, exists=True, values=validate(path, data, schema))
+    return ConfigFile(path=path, exists=True, values=validate(path, data, schema),
+                      overrides=overrides)  # fmt: skip
 
 
 STATE_TABLE: dict[str, Key] = {

@@ -160,7 +160,7 @@ def build_context(
     )
     profiler = Profiler(f"{spec.name} host profile", enabled=flags.profile)
     with profiler.phase("config_load"):
-        config = load_config(config_file_path(spec.name, environ), spec.schema)
+        config = load_config(config_file_path(spec.name, environ), spec.schema, environ)
         paths = StatePaths.resolve(spec.name, environ, config)
     return Context(
         spec=spec,
@@ -181,7 +181,10 @@ def effective_settings(ctx: Context) -> dict[str, Setting]:
     for table, keys in ctx.spec.schema.items():
         for key, spec in keys.items():
             key_path = f"{table}.{key}"
-            if key_path in ctx.config.values:
+            if key_path in ctx.config.overrides:
+                value, var = ctx.config.overrides[key_path]
+                settings[key_path] = Setting(value, f"env {var}")
+            elif key_path in ctx.config.values:
                 where = f"{ctx.config.path} [{table}].{key}"
                 settings[key_path] = Setting(ctx.config.values[key_path], where)
             else:
