@@ -48,12 +48,16 @@ class Home:
         return path
 
     def run(
-        self, *argv: str | Path, cwd: Path | None = None, **env: str
+        self,
+        *argv: str | Path,
+        cwd: Path | None = None,
+        extra: dict[str, str] | None = None,
+        **env: str,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [os.fspath(a) for a in argv],
             cwd=cwd or self.project,
-            env={**self.env, **env},
+            env={**self.env, **(extra or {}), **env},
             capture_output=True,
             text=True,
             check=False,

@@ -430,7 +430,9 @@ def test_the_guests_report_tells_a_vm_failure_from_the_commands_status(
     silent = Stub(tmp_path / "silent", 1, reports=False)  # the VM died before the guest ran
     for cmd, name, var in ((agentbox, "agentbox microvm", "AGENTBOX_LIBKRUN_LIBRARY"),
                            (loftd, "loftd", "LOFTD_LIBKRUN_LIBRARY")):  # fmt: skip
-        out = home.run(cmd, *run_args(cmd, image, "sh", "-c", "exit 7"), **{var: str(silent.lib)})
+        out = home.run(
+            cmd, *run_args(cmd, image, "sh", "-c", "exit 7"), extra={var: str(silent.lib)}
+        )
         assert out.returncode == 1
         assert out.stderr.splitlines() == [
             f"{cmd.name}: {name}: the VM stopped before the guest started (exit 1 from libkrun)",
@@ -478,7 +480,7 @@ def test_the_helper_sees_the_loader_and_libkrun_log_variables(
     loader = {"LD_LIBRARY_PATH": f"{tmp_path}/lib", "LD_PRELOAD": "", "RUST_LOG": "debug",
               "SOME_SECRET": "x"}  # fmt: skip
     for cmd, var in ((agentbox, "AGENTBOX_LIBKRUN_LIBRARY"), (loftd, "LOFTD_LIBKRUN_LIBRARY")):
-        out = home.run(cmd, *run_args(cmd, image, "true"), **loader, **{var: str(stub.lib)})
+        out = home.run(cmd, *run_args(cmd, image, "true"), extra={**loader, var: str(stub.lib)})
         assert out.returncode == 0, out.stderr
         seen = dict(line.split("=", 1) for line in stub.report() if "=" in line)
         assert seen["LD_LIBRARY_PATH"] == f"{tmp_path}/lib"
@@ -503,7 +505,7 @@ def test_the_kvm_check_before_anything_is_created(
                               (loftd, "loftd", "LOFTD_")):  # fmt: skip
         before = tree(home.root)
         out = home.run(cmd, *run_args(cmd, image, "true"),
-                       **{f"{prefix}LIBKRUN_LIBRARY": str(stub.lib)})  # fmt: skip
+                       extra={f"{prefix}LIBKRUN_LIBRARY": str(stub.lib)})  # fmt: skip
         if reason is None:  # a host with hardware virtualization: the check lets it through
             assert out.returncode == 0, out.stderr
             continue
