@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
-from agentbox_state.testing import require
+import pytest
+
+from agentbox_state.testing import require, run_as_user
 from agentbox_state.workspace import Workspace
+
+AGENTBOX_IMAGE = "localhost/agentbox:latest"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -103,3 +110,166 @@ def test_resize_checks_everything_first(home: Home, agentbox: Path) -> None:
         assert message in out.stderr, out.stderr
         assert disk.stat().st_size == size
     assert json.loads(home.run(agentbox, "paths", "--json").stdout)["workspace_slug"] == "project"
+
+
+def fake_crun(root: Path) -> str:
+    """A PATH with a `crun` that claims the krun handler, for `crun --version` only: it gets
+    agentbox past the handler check (this host has no crun with +LIBKRUN) to what follows."""
+    bin_dir = root / "fake-crun-bin"
+    bin_dir.mkdir()
+    crun = bin_dir / "crun"
+    crun.write_text("#!/bin/sh\nprintf 'crun version 1.21\\n+SYSTEMD +LIBKRUN\\n'\n")
+    crun.chmod(0o755)
+    return f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+
+
+def test_without_hardware_kvm_libkrun_mode_refuses_at_once(home: Home, agentbox: Path,
+                                                           tree: object) -> None:  # fmt: skip
+    """On this host /dev/kvm is kvm-pvm: no ordinary guest kernel boots (libkrun spins about a
+    minute, then exits). The kvm check refuses first, quickly, creating nothing. A fake crun
+    stands in for the handler check, which comes first and would refuse here already: this
+    tests our order (handler check, kvm check, then anything else)."""
+    from agentbox_krun import kvm
+
+    if kvm.problem(kvm.probe()) is None:
+        pytest.skip("this host's KVM boots guests: the refusal cannot be shown here")
+    path = fake_crun(home.root)
+    assert home.run(agentbox, "libkrun", "reset-nix", "--force").returncode == 0
+    disk = state_dir(home) / "libkrun-nix.raw"
+    before, size = tree(home.root), disk.stat().st_size  # type: ignore[operator]
+    for argv in ([], ["--", "true"], ["libkrun", "--tsi", "--", "true"],
+                 ["libkrun", "resize", "--target", "nix", "--size", "128"]):  # fmt: skip
+        started = time.monotonic()
+        out = home.run(agentbox, *argv, PATH=path)
+        assert time.monotonic() - started < 10
+        assert out.returncode == 1, out.stderr
+        first, hint = out.stderr.splitlines()
+        assert first.startswith("agentbox: libkrun mode cannot start a VM here: /dev/kvm "), first
+        assert "AGENTBOX_SKIP_KVM_CHECK=1 skips this check" in hint
+        assert tree(home.root) == before, "nothing may be created"  # type: ignore[operator]
+        assert disk.stat().st_size == size
+    dry = home.run(agentbox, "--dry-run", "--", "true", PATH=path)
+    assert dry.returncode == 0, "a dry run asks nothing of KVM"
+
+
+def test_resize_with_a_missing_image_leaves_the_disk_alone(home: Home, agentbox: Path) -> None:
+    require(shutil.which("podman") is not None, "podman is missing (apt-get install podman)")
+    assert home.run(agentbox, "libkrun", "reset-nix", "--force").returncode == 0
+    disk = state_dir(home) / "libkrun-nix.raw"
+    before = digest(disk)
+    image = f"localhost/agentbox-missing-{os.getpid()}:none"
+    out = home.run(agentbox, "--image", image, "libkrun", "resize", "--target", "nix",
+                   "--size", "128", PATH=fake_crun(home.root),
+                   AGENTBOX_SKIP_KVM_CHECK="1")  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.splitlines()[0] == (
+        f"agentbox: image {image} is not in local storage; nothing was changed"
+    )
+    assert digest(disk) == before
+
+
+ZOMBIE_LEADER = """
+import ctypes, threading, time
+threading.Thread(target=time.sleep, args=(600,)).start()
+ctypes.CDLL(None).syscall(60, 0)  # SYS_exit (x86_64): the main thread ends, one thread lives
+"""
+WATCHDOG = """
+import json, sys, time
+from agentbox_cli.libkrun.task import VmStoppedError, run_task
+from agentbox_cli.libkrun.watchdog import Timing
+from agentbox_podman.podman import RunSpec
+from agentbox_state.runner import SubprocessRunner
+import os
+
+name, marker, code, userns = sys.argv[1:5]
+spec = RunSpec(image="localhost/agentbox:latest", name=name, entrypoint="/usr/bin/python3",
+               command=("-c", code, marker), userns=userns or None, user="0:0")
+started = time.monotonic()
+try:
+    status = run_task(SubprocessRunner(os.environ), spec,
+                      timing=Timing(interval=0.2, grace=1.0, settle=3.0, term_wait=3.0))
+    result = {"status": status}
+except VmStoppedError as err:
+    result = {"error": err.message, "hint": err.hint}
+result["took"] = time.monotonic() - started
+print(json.dumps(result))
+"""
+
+
+def leftover_processes(marker: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if marker.encode() in f.read().split(b"\0"):
+                    found.append(int(entry))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def check_watchdog_result(out: subprocess.CompletedProcess[str], name: str, marker: str) -> None:
+    assert out.returncode == 0, out.stderr
+    print(out.stdout, out.stderr)  # shown when the test fails
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result.get("error") == (
+        f"the VM of task {name} stopped, but podman run did not return; agentbox stopped "
+        "podman run and removed the container"
+    )
+    assert result["hint"].startswith("rerun with --debug")
+    assert result["took"] < 30, "container start + grace + the stop, not forever"
+    assert leftover_processes(marker) == [], "the stuck process was killed"
+
+
+def runc_conf(root: Path) -> Path:
+    """This host's quirks (HOST-NOTES): crun fails on hybrid cgroups, default ulimits cannot be
+    applied; runc stands in for crun's krun handler, which it is not: the stuck process here is
+    an ordinary container's, the same shape as a VMM whose leader exited."""
+    conf = root / "containers.conf"
+    conf.write_text('[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\n'
+                    '[engine]\nruntime = "runc"\n')  # fmt: skip
+    conf.chmod(0o644)
+    return conf
+
+
+def test_the_watchdog_ends_a_podman_run_whose_container_leader_is_a_zombie(tmp_path: Path) -> None:
+    """Real rootful Podman: the container's main process ends its leader thread while another
+    thread lives, so the container never exits and `podman run` would wait forever (the shape
+    of a VM that stopped after crun handed over). The watchdog sees the zombie leader, kills
+    it, and agentbox reports the stopped VM; the container and the process are gone."""
+    require(os.geteuid() == 0, "needs root's podman")
+    require(subprocess.run(["podman", "image", "exists", AGENTBOX_IMAGE]).returncode == 0,
+            f"{AGENTBOX_IMAGE} is missing: build it with agentbox image build")  # fmt: skip
+    name, marker = f"agentbox-watchdog-{os.getpid()}", f"zombie-leader-{os.getpid()}"
+    env = {**os.environ, "CONTAINERS_CONF": str(runc_conf(tmp_path))}
+    try:
+        out = subprocess.run([sys.executable, "-c", WATCHDOG, name, marker, ZOMBIE_LEADER, ""],
+                             capture_output=True, text=True, timeout=120, env=env,
+                             stdin=subprocess.DEVNULL)  # fmt: skip
+        check_watchdog_result(out, name, marker)
+        gone = subprocess.run(["podman", "container", "exists", name], env=env)
+        assert gone.returncode == 1, "the container was removed"
+    finally:
+        for pid in leftover_processes(marker):
+            os.kill(pid, 9)
+        subprocess.run(["podman", "rm", "--force", "--ignore", name], capture_output=True,
+                       env=env)  # fmt: skip
+
+
+def test_the_watchdog_ends_a_rootless_keep_id_task_too(user_image: str) -> None:
+    """As an ordinary user with --userns keep-id: the stuck process runs as a subordinate id,
+    and the user may still kill it (the user namespace is theirs)."""
+    name, marker = f"agentbox-watchdog-u{os.getpid()}", f"zombie-leader-u{os.getpid()}"
+    try:
+        out = run_as_user(
+            WATCHDOG.replace("sys.argv[1:5]", repr([name, marker, ZOMBIE_LEADER, "keep-id"])),
+            packages=["agentbox_cli", "agentbox_state", "agentbox_podman", "agentbox_storage",
+                      "agentbox_krun", "loftd", "agentbox_guest_init"],
+            cwd="/tmp", timeout=180,
+        )  # fmt: skip
+        check_watchdog_result(out, name, marker)
+    finally:
+        for pid in leftover_processes(marker):
+            os.kill(pid, 9)
+        subprocess.run(["runuser", "-u", user_image, "--", "podman", "rm", "--force", "--ignore",
+                        name], capture_output=True, cwd="/tmp")  # fmt: skip

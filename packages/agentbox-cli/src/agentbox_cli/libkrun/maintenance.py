@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
-from agentbox_cli.libkrun.handler import check_krun_handler
+from agentbox_cli.libkrun.plan import TARGETS
+from agentbox_podman import podman
 from agentbox_podman.errors import PodmanError
 from agentbox_state.cli.app import Context
 from agentbox_state.errors import CommandError, UsageError
@@ -18,9 +20,7 @@ from agentbox_state.parse import format_size, parse_disk_size
 from agentbox_state.runner import Runner
 from agentbox_state.workspace import current_workspace
 from agentbox_storage import disks
-from agentbox_storage.disks import LIBKRUN_CONTAINERS, LIBKRUN_NIX, DiskSpec
-
-TARGETS = {"nix": LIBKRUN_NIX, "containers": LIBKRUN_CONTAINERS}
+from agentbox_storage.disks import LIBKRUN_NIX, DiskSpec
 
 
 def containers_using(path: Path, runner: Runner) -> list[str]:
@@ -59,7 +59,23 @@ def _refuse_if_used(path: Path, runner: Runner) -> None:
         )
 
 
+def require_local_image(image: str, runner: Runner) -> None:
+    """The one-shot guest's image must be in local storage before the disk grows: a pull
+    failing inside `podman run` would leave a grown file with a filesystem that is not."""
+    if runner.run(podman.image_exists(image), check=False).returncode != 0:
+        raise PodmanError(
+            f"image {image} is not in local storage; nothing was changed",
+            hint=f"build it (agentbox image build) or pull it (podman pull {image}), then retry",
+        )
+
+
 def resize(ctx: Context) -> int:
+    from agentbox_cli.imageref import resolve_image
+    from agentbox_cli.libkrun.inputs import check_guest_init, host_facts, request
+    from agentbox_cli.libkrun.plan import plan_resize
+    from agentbox_cli.libkrun.task import VmStoppedError, run_task
+    from agentbox_cli.libkrun.verb import check_host
+
     target, size = ctx.args.value("target"), ctx.args.value("size")
     if target not in TARGETS:
         raise UsageError(f"--target {target!r} is not nix or containers" if target else
@@ -67,22 +83,35 @@ def resize(ctx: Context) -> int:
     if size is None:
         raise UsageError("libkrun resize needs --size SIZE", hint="for example --size 128G")
     new_size = parse_disk_size(size, what="--size")
-    spec = TARGETS[target]
-    path = _disk(ctx, spec)
+    workspace = current_workspace()
+    path = Path(ctx.paths.workspace_dir(workspace)) / TARGETS[target].file_name
     runner = ctx.runner()
     current = disks.check_disk(path, runner)
     if new_size <= current:
         disks.grow_disk(path, new_size, runner)  # raises the grow-only refusal
     _refuse_if_used(path, runner)
+    if not ctx.flags.dry_run:
+        check_host(ctx, runner)  # crun's krun handler and KVM: the filesystem grows in a VM
+    image = resolve_image(ctx.flags, runner)
+    require_local_image(image, runner)
+    req = request(ctx, workspace, image)
+    guest = plan_resize(req, host_facts(ctx, workspace), target)
+    if ctx.flags.dry_run:
+        ctx.out(f"grow {path} from {format_size(current)} to {format_size(new_size)} (sparse)\n"
+                + shlex.join(guest.argv()))  # fmt: skip
+        return 0
+    check_guest_init(req)
     lease = disks.lease(path)
     lease.acquire()
     try:
-        check_krun_handler(runner)  # the filesystem is grown inside a one-shot guest
         old, new = disks.grow_disk(path, new_size, runner)
         ctx.err(f"agentbox: {path} grew from {format_size(old)} to {format_size(new)}; "
                 "growing its filesystem in a one-shot guest")  # fmt: skip
-        argv = _guest_resize_argv(ctx, spec, path, target, runner)
-        status = runner.interactive(argv)
+        status = run_task(runner, guest, echo=ctx.err if ctx.flags.debug else None)
+    except VmStoppedError as err:
+        raise VmStoppedError(f"{err.message}; the disk file grew, its filesystem did not",
+                             hint=f"rerun the same command to finish the resize; {err.hint}",
+                             ) from err  # fmt: skip
     finally:
         lease.release()
     if status != 0:
@@ -92,21 +121,6 @@ def resize(ctx: Context) -> int:
             exit_code=status,
         )
     return 0
-
-
-def _guest_resize_argv(ctx: Context, spec: DiskSpec, path: Path, target: str,
-                       runner: Runner) -> list[str]:  # fmt: skip
-    from agentbox_cli.imageref import resolve_image
-
-    image = resolve_image(ctx.flags, runner)
-    return ["podman", "run", "--rm", "--runtime", "crun",
-            "--annotation", "run.oci.handler=krun",
-            "--annotation", f"krun.disk.0.path={os.fspath(path)}",
-            "--annotation", f"krun.disk.0.id={spec.block_id}",
-            "--annotation", "krun.disk.0.readonly=0",
-            "--env", f"AGENTBOX_LIBKRUN_{target.upper()}_DISK_LABEL={spec.label}",
-            "--entrypoint", "/bin/agentbox-guest-init", image,
-            "libkrun", "resize", "--target", target]  # fmt: skip
 
 
 def reset_nix(ctx: Context) -> int:
@@ -119,6 +133,10 @@ def reset_nix(ctx: Context) -> int:
     path = _disk(ctx, LIBKRUN_NIX)
     runner = ctx.runner()
     _refuse_if_used(path, runner)
+    if ctx.flags.dry_run:
+        ctx.out(f"replace {path} with a fresh sparse {format_size(LIBKRUN_NIX.default_size)} "
+                f"btrfs disk (label {LIBKRUN_NIX.label})")  # fmt: skip
+        return 0
     lease = disks.lease(path)
     lease.acquire()
     try:

@@ -15,6 +15,7 @@ from loftd.sizing import MAX_MEM_GIB, parse_mem, vcpus
 __all__ = ["MAX_MEM_GIB", "parse_mem", "vcpus"]  # the libkrun verb imports them from here
 
 GUEST_INIT_PATH = "/bin/agentbox-guest-init"
+KRUN_MAX_CPUS = 16  # crun's krun.cpus maximum (zeroqn/crun krun.1.md, OCI Annotations)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,54 +73,94 @@ def default_mem_gib(mem_total_kib: int) -> int:
     return gib
 
 
+TMP = "/tmp:rw,exec,mode=1777"
+TUN = "/dev/net/tun"
+# `libkrun resize --target T`: the disk and the name of its variables in the guest's contract.
+TARGETS = {"nix": LIBKRUN_NIX, "containers": LIBKRUN_CONTAINERS}
+
+Pairs = list[tuple[str, str]]
+
+
+def _userns(host: KrunHost) -> str | None:
+    """keep-id maps the user to themselves; rootful Podman refuses it (and root needs none)."""
+    return "keep-id" if host.uid != 0 else None
+
+
+def _vm(req: LibkrunRequest, host: KrunHost) -> Pairs:
+    mem = req.mem_gib if req.mem_gib is not None else default_mem_gib(host.mem_total_kib)
+    return [
+        ("run.oci.handler", "krun"),
+        ("krun.ram_mib", str(mem * 1024)),
+        ("krun.cpus", str(min(vcpus(host.cpus), KRUN_MAX_CPUS))),
+    ]
+
+
+def _disk(index: int, spec: DiskSpec, path: Path) -> Pairs:
+    """crun's krun.disk.N.* (krun.1.md, DISK CONFIGURATION): readonly is `true` or `false`."""
+    return [
+        (f"krun.disk.{index}.path", os.fspath(path)),
+        (f"krun.disk.{index}.id", spec.block_id),
+        (f"krun.disk.{index}.readonly", "false"),
+    ]
+
+
+def _disk_env(target: str) -> Pairs:
+    spec, var = TARGETS[target], f"AGENTBOX_LIBKRUN_{target.upper()}_DISK"
+    return [(f"{var}_ID", spec.block_id), (f"{var}_LABEL", spec.label)]
+
+
+def _network(req: LibkrunRequest) -> tuple[Pairs, Pairs]:
+    """(annotations, env): passt is crun's krun.use_passt; TSI (libkrun's default when passt is
+    off) gets `no_proxy=1` in the guest, as the original passes it."""
+    if req.tsi:
+        return [], [("no_proxy", "1")]
+    return [("krun.use_passt", "1")], [("AGENTBOX_LIBKRUN_USE_PASST", "1")]
+
+
+def _diagnostics(req: LibkrunRequest) -> tuple[Pairs, tuple[str, ...]]:
+    """(env, podman's global options) for --profile and --debug."""
+    env = [("AGENTBOX_GUEST_PROFILE", "1")] if req.profile else []
+    if req.debug:
+        env.append(("AGENTBOX_GUEST_DEBUG", "1"))
+    return env, ("--log-level=debug",) if req.debug else ()
+
+
+def _guest_init(req: LibkrunRequest) -> list[Mount]:
+    if req.guest_init is None:
+        return []
+    return [Mount(req.guest_init, GUEST_INIT_PATH, readonly=True)]
+
+
 def plan_libkrun(req: LibkrunRequest, host: KrunHost) -> LibkrunPlan:
     if req.tsi and req.publish:
         raise UsageError("--publish needs passt networking; it cannot be used with --tsi",
                          hint="drop --tsi (passt is the default) or drop --publish")  # fmt: skip
     if any(not p for p in req.publish):
         raise UsageError("--publish is empty", hint="give HOST:GUEST, like 8080:80")
-    mem = req.mem_gib if req.mem_gib is not None else default_mem_gib(host.mem_total_kib)
     disks = (
         (LIBKRUN_NIX, req.state_dir / LIBKRUN_NIX.file_name),
         (LIBKRUN_CONTAINERS, req.state_dir / LIBKRUN_CONTAINERS.file_name),
     )
-    annotations = [
-        ("run.oci.handler", "krun"),
-        ("krun.ram_mib", str(mem * 1024)),
-        ("krun.cpus", str(vcpus(host.cpus))),
-        ("krun.nested_virt", "1"),
-    ]
+    annotations = [*_vm(req, host), ("krun.nested_virt", "1")]
+    for index, (spec, path) in enumerate(disks):
+        annotations += _disk(index, spec, path)
+    net_annotations, net_env = _network(req)
+    annotations += net_annotations
+    rootless = host.uid != 0
     env = [
         # root on the host is root in the sandbox: dev cannot have uid 0
         *([("AGENTBOX_HOST_UID", str(host.uid)), ("AGENTBOX_HOST_GID", str(host.gid))]
-          if host.uid != 0 else [("AGENTBOX_ENTER_AS_ROOT", "1")]),
+          if rootless else [("AGENTBOX_ENTER_AS_ROOT", "1")]),
         ("AGENTBOX_KVM_DROP_TO_DEV", "1"),
         ("AGENTBOX_LIBKRUN_NIX_OVERLAY", "1"), ("AGENTBOX_LIBKRUN_CONTAINERS_STORAGE", "1"),
-    ]  # fmt: skip
-    for index, (spec, path) in enumerate(disks):
-        annotations += [
-            (f"krun.disk.{index}.path", os.fspath(path)),
-            (f"krun.disk.{index}.id", spec.block_id),
-            (f"krun.disk.{index}.readonly", "0"),
-        ]
-    env += [
-        ("AGENTBOX_LIBKRUN_NIX_DISK_ID", LIBKRUN_NIX.block_id),
-        ("AGENTBOX_LIBKRUN_NIX_DISK_LABEL", LIBKRUN_NIX.label),
-        ("AGENTBOX_LIBKRUN_CONTAINERS_DISK_ID", LIBKRUN_CONTAINERS.block_id),
-        ("AGENTBOX_LIBKRUN_CONTAINERS_DISK_LABEL", LIBKRUN_CONTAINERS.label),
+        *_disk_env("nix"), *_disk_env("containers"),
         ("SCCACHE_DIR", "/home/dev/.cache/sccache"),
-    ]
-    if req.tsi:
-        annotations.append(("krun.no_proxy", "1"))
-    else:
-        annotations.append(("krun.use_passt", "1"))
-        env.append(("AGENTBOX_LIBKRUN_USE_PASST", "1"))
-    if req.root and host.uid != 0:
+        *net_env,
+    ]  # fmt: skip
+    if req.root and rootless:
         env.append(("AGENTBOX_ENTER_AS_ROOT", "1"))
-    if req.profile:
-        env.append(("AGENTBOX_GUEST_PROFILE", "1"))
-    if req.debug:
-        env.append(("AGENTBOX_GUEST_DEBUG", "1"))
+    diag_env, global_options = _diagnostics(req)
+    env += diag_env
     cargo = req.state_dir / "cargo"
     mounts = [
         Mount(host.cwd, "/workspace"),
@@ -127,9 +168,8 @@ def plan_libkrun(req: LibkrunRequest, host: KrunHost) -> LibkrunPlan:
         Mount(host.home / ".pi", "/home/dev/.pi"),
         Mount(cargo, "/home/dev/.cargo"),
         Mount(req.sccache, "/home/dev/.cache/sccache"),
+        *_guest_init(req),
     ]
-    if req.guest_init is not None:
-        mounts.append(Mount(req.guest_init, GUEST_INIT_PATH, readonly=True))
     run = RunSpec(
         image=req.image,
         name=req.task_name,
@@ -137,7 +177,7 @@ def plan_libkrun(req: LibkrunRequest, host: KrunHost) -> LibkrunPlan:
         interactive=not req.command or not host.stdin_tty,
         tty=host.stdin_tty and host.stdout_tty,
         runtime="crun",
-        userns="keep-id",
+        userns=_userns(host),
         user="0:0",
         hostname=req.hostname,
         workdir="/workspace",
@@ -145,10 +185,39 @@ def plan_libkrun(req: LibkrunRequest, host: KrunHost) -> LibkrunPlan:
         annotations=tuple(annotations),
         env=tuple(env),
         mounts=tuple(mounts),
-        tmpfs=("/tmp:rw,exec,mode=1777",),
-        devices=("/dev/net/tun",),
+        tmpfs=(TMP,),
+        devices=(TUN,),
         publish=req.publish,
-        global_options=("--log-level=debug",) if req.debug else (),
+        global_options=global_options,
     )
     host_dirs = (host.home / ".codex", host.home / ".pi", cargo, req.sccache)
     return LibkrunPlan(run=run, disks=disks, host_dirs=host_dirs)
+
+
+def plan_resize(req: LibkrunRequest, host: KrunHost, target: str) -> RunSpec:
+    """The one-shot guest of `libkrun resize --target T`: a task's identity, VM size, network,
+    diagnostics and guest init, with only T's disk (as krun.disk.0) and the guest init's
+    `libkrun resize` verb as the entrypoint; nothing read from stdin."""
+    if target not in TARGETS:
+        raise UsageError(f"--target {target!r} is not nix or containers")
+    spec = TARGETS[target]
+    net_annotations, net_env = _network(req)
+    diag_env, global_options = _diagnostics(req)
+    disk = _disk(0, spec, req.state_dir / spec.file_name)
+    return RunSpec(
+        image=req.image,
+        name=f"{req.task_name}-resize",
+        command=("libkrun", "resize", "--target", target),
+        runtime="crun",
+        userns=_userns(host),
+        user="0:0",
+        hostname=req.hostname,
+        entrypoint=GUEST_INIT_PATH,
+        labels=((ROLE_LABEL, "libkrun-resize"), (WORKSPACE_LABEL, req.workspace_key)),
+        annotations=(*_vm(req, host), *disk, *net_annotations),
+        env=(*_disk_env(target), *net_env, *diag_env),
+        mounts=tuple(_guest_init(req)),
+        tmpfs=(TMP,),
+        devices=(TUN,),
+        global_options=global_options,
+    )

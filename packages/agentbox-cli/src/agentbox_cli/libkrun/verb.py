@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 from agentbox_state.cli.app import Context, Verb
 from agentbox_state.cli.args import Option
 from agentbox_state.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from agentbox_state.runner import Runner
 
 OPTIONS = (
     Option("--tsi", "TSI networking instead of passt (no --publish then)"),
@@ -23,7 +25,8 @@ OPTIONS = (
     Option("--size", "resize: the new size, like 128 (GiB), 128G or 2TiB", metavar="SIZE"),
     Option("--force", "reset-nix: really delete the /nix disk"),
 )
-RUN_ONLY = ("tsi", "mem", "publish", "guest_init")
+RUN_ONLY = ("publish",)  # resize's one-shot guest is a VM like a task, with no ports
+VM = ("tsi", "mem", "guest_init")
 RESIZE_ONLY = ("target", "size")
 
 
@@ -33,7 +36,7 @@ def _refuse_misplaced(ctx: Context) -> None:
     wrong = {
         None: given & {*RESIZE_ONLY, "force"},
         "resize": given & {*RUN_ONLY, "force"},
-        "reset-nix": given & {*RUN_ONLY, *RESIZE_ONLY},
+        "reset-nix": given & {*RUN_ONLY, *VM, *RESIZE_ONLY},
     }[action]
     if wrong:
         flags = ", ".join(sorted("--" + w.replace("_", "-") for w in wrong))
@@ -54,43 +57,35 @@ def run(ctx: Context) -> int:
     return launch(ctx)
 
 
-def launch(ctx: Context) -> int:
-    from pathlib import Path
-
-    from agentbox_cli.imageref import resolve_image
+def check_host(ctx: Context, runner: Runner) -> None:
+    """Can this host run a libkrun-mode VM (crun's krun handler, then a KVM that boots an
+    ordinary guest kernel)? Asked before anything is created."""
     from agentbox_cli.libkrun.handler import check_krun_handler
-    from agentbox_cli.libkrun.plan import KrunHost, LibkrunRequest, parse_mem, plan_libkrun
+    from agentbox_krun import kvm
+
+    with ctx.profiler.phase("krun_handler_check"):
+        check_krun_handler(runner)
+    with ctx.profiler.phase("kvm_check"):
+        kvm.check(ctx.environ, "AGENTBOX_", "libkrun mode")
+
+
+def launch(ctx: Context) -> int:
+    from agentbox_cli.imageref import resolve_image
+    from agentbox_cli.libkrun.inputs import check_guest_init, host_facts, request
+    from agentbox_cli.libkrun.plan import plan_libkrun
+    from agentbox_cli.libkrun.task import run_task
     from agentbox_state.workspace import current_workspace
     from agentbox_storage.disks import open_disk
 
     workspace = current_workspace()
-    state_dir = Path(ctx.paths.workspace_dir(workspace))
-    mem = ctx.args.value("mem")
-    guest_init = ctx.args.value("guest_init")
-    publish = ctx.args.values.get("publish", ())
     runner = ctx.runner()
-    request = LibkrunRequest(
-        image=resolve_image(ctx.flags, runner),
-        workspace_key=workspace.key, hostname=workspace.hostname,
-        task_name=workspace.task_name(), state_dir=state_dir, sccache=Path(ctx.paths.sccache),
-        command=ctx.args.command, mem_gib=parse_mem(mem) if mem is not None else None,
-        tsi=ctx.args.flag("tsi"), publish=publish if isinstance(publish, tuple) else (),
-        guest_init=Path(guest_init).absolute() if guest_init else None, root=ctx.flags.root,
-        debug=ctx.flags.debug, profile=ctx.flags.profile,
-    )  # fmt: skip
-    host = KrunHost(
-        uid=os.getuid(), gid=os.getgid(), home=Path(ctx.environ.get("HOME", "/")),
-        cwd=Path(workspace.path), mem_total_kib=_mem_total_kib(), cpus=os.cpu_count() or 1,
-        stdin_tty=os.isatty(0), stdout_tty=os.isatty(1),
-    )  # fmt: skip
-    plan = plan_libkrun(request, host)
+    req = request(ctx, workspace, resolve_image(ctx.flags, runner))
+    plan = plan_libkrun(req, host_facts(ctx, workspace))
     if ctx.flags.dry_run:
         ctx.out("\n".join(plan.describe()))
         return 0
-    if request.guest_init is not None and not request.guest_init.is_file():
-        raise UsageError(f"--guest-init {request.guest_init} is not a file")
-    with ctx.profiler.phase("krun_handler_check"):
-        check_krun_handler(runner)  # before anything is created
+    check_guest_init(req)
+    check_host(ctx, runner)  # before anything is created
     for d in plan.host_dirs:
         d.mkdir(parents=True, exist_ok=True)
     (nix_spec, nix_path), (ctr_spec, ctr_path) = plan.disks
@@ -100,15 +95,7 @@ def launch(ctx: Context) -> int:
         open_disk(ctr_path, ctr_spec, runner),
         ctx.profiler.phase("task"),
     ):
-        return runner.interactive(plan.run.argv())
-
-
-def _mem_total_kib() -> int:
-    with open("/proc/meminfo", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1])
-    raise UsageError("cannot read MemTotal from /proc/meminfo", hint="give --mem GIB")
+        return run_task(runner, plan.run, echo=ctx.err if ctx.flags.debug else None)
 
 
 LIBKRUN = Verb(

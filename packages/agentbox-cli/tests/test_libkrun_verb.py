@@ -1,0 +1,154 @@
+"""`agentbox libkrun` through the command line, with a recording runner in place of the tools:
+which options each action takes, and what is asked (and left untouched) before a disk grows or
+anything is created."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from agentbox_cli.main import main
+from agentbox_krun import kvm
+from agentbox_state.cli.app import Context
+from agentbox_state.testing import RecordingRunner
+
+GIB = 1024**3
+CRUN_WITH_KRUN = "crun version 1.21\n+SYSTEMD +LIBKRUN\n"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    (tmp_path / "proj").mkdir()
+    monkeypatch.chdir(tmp_path / "proj")
+    return {"HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "st"), "PATH": "/usr/bin"}
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> RecordingRunner:
+    """Every command of the invocation goes to this runner (the one seam under the verbs)."""
+    recording = RecordingRunner()
+    recording.script("crun", "--version", stdout=CRUN_WITH_KRUN)
+    recording.script("blkid", stdout="btrfs\n")
+    monkeypatch.setattr(Context, "runner", lambda _self: recording)
+    return recording
+
+
+def state_dir(env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> Path:
+    assert main(["paths", "--json"], env) == 0
+    return Path(json.loads(capsys.readouterr().out)["workspace_state_dir"])
+
+
+def nix_disk(env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> Path:
+    disk = state_dir(env, capsys) / "libkrun-nix.raw"
+    disk.parent.mkdir(parents=True)
+    with open(disk, "wb") as f:
+        f.truncate(64 * GIB)  # sparse; blkid is scripted to say btrfs
+    return disk
+
+
+RESIZE = ["libkrun", "resize", "--target", "nix", "--size", "128"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([*RESIZE, "-p", "80:80"], "--publish does not apply to libkrun resize"),
+        ([*RESIZE, "--force"], "--force does not apply to libkrun resize"),
+        (["libkrun", "reset-nix", "--force", "--tsi", "--mem", "2"],
+         "--mem, --tsi does not apply to libkrun reset-nix"),
+        (["libkrun", "--size", "2", "--", "true"], "--size does not apply to a libkrun run"),
+    ],
+    ids=["resize-publish", "resize-force", "reset-vm-options", "run-size"],
+)  # fmt: skip
+def test_misplaced_options_are_refused(
+    env: dict[str, str], argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv, env) == 2
+    assert capsys.readouterr().err.splitlines()[0] == f"agentbox: {message}"
+
+
+def test_resize_takes_the_vm_options_of_a_task(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--tsi, --mem and --guest-init shape resize's one-shot guest as they shape a task."""
+    assert main([*RESIZE, "--tsi", "--mem", "2", "--guest-init", "/gi"], env) == 1
+    err = capsys.readouterr().err
+    assert "does not apply" not in err
+    assert "does not exist" in err  # the first check of the resize itself: no disk yet
+
+
+def test_resize_with_a_missing_image_changes_nothing(
+    env: dict[str, str], runner: RecordingRunner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    disk = nix_disk(env, capsys)
+    runner.script("podman", "image", "exists", returncode=1)
+    env["AGENTBOX_SKIP_KVM_CHECK"] = "1"
+    assert main(["--image", "localhost/gone:1", *RESIZE], env) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "agentbox: image localhost/gone:1 is not in local storage; nothing was changed",
+        "hint: build it (agentbox image build) or pull it (podman pull localhost/gone:1), "
+        "then retry",
+    ]
+    assert disk.stat().st_size == 64 * GIB
+    assert not disk.with_name(disk.name + ".lease").exists()
+    assert runner.argvs == [
+        ["blkid", "--probe", "--output", "value", "--match-tag", "TYPE", os.fspath(disk)],
+        ["podman", "ps", "--quiet", "--no-trunc"],
+        ["crun", "--version"],
+        ["podman", "image", "exists", "localhost/gone:1"],
+    ]
+
+
+def test_resize_refuses_without_kvm_before_the_image_or_the_disk(
+    env: dict[str, str], runner: RecordingRunner, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    disk = nix_disk(env, capsys)
+    pvm = kvm.KvmFacts(device=True, open_errno=None, cpu_flags=frozenset(),
+                       modules=frozenset({"kvm", "kvm_pvm"}))  # fmt: skip
+    monkeypatch.setattr(kvm, "probe", lambda: pvm)
+    assert main(RESIZE, env) == 1
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "agentbox: libkrun mode cannot start a VM here: /dev/kvm is served by kvm_pvm, a "
+        "software hypervisor (no vmx/svm CPU flag, no kvm_intel/kvm_amd module): it boots no "
+        "ordinary guest kernel"
+    )
+    assert disk.stat().st_size == 64 * GIB
+    assert runner.argvs[-1] == ["crun", "--version"]
+
+
+def test_launch_refuses_without_kvm_after_the_handler_and_before_anything_is_created(
+    env: dict[str, str], runner: RecordingRunner, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:  # fmt: skip
+    pvm = kvm.KvmFacts(device=True, open_errno=None, cpu_flags=frozenset(),
+                       modules=frozenset({"kvm", "kvm_pvm"}))  # fmt: skip
+    monkeypatch.setattr(kvm, "probe", lambda: pvm)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert main(["--image", "localhost/x:1", "libkrun", "--", "true"], env) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("agentbox: libkrun mode cannot start a VM here: /dev/kvm is served")
+    assert err[1].endswith("AGENTBOX_SKIP_KVM_CHECK=1 skips this check (for a guest kernel that "
+                           "does run here)")  # fmt: skip
+    assert runner.argvs == [["crun", "--version"]]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_dry_runs_of_resize_and_reset_change_nothing(
+    env: dict[str, str], runner: RecordingRunner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    disk = nix_disk(env, capsys)
+    before = (disk.stat().st_size, disk.stat().st_mtime_ns)
+    assert main(["--dry-run", "--image", "localhost/x:1", *RESIZE, "--tsi"], env) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"grow {disk} from 64GiB to 128GiB (sparse)"
+    assert out[1].startswith("podman run --rm --name proj-")
+    assert out[1].endswith(" --env no_proxy=1 --tmpfs /tmp:rw,exec,mode=1777 --device "
+                           "/dev/net/tun localhost/x:1 libkrun resize --target nix")  # fmt: skip
+    assert main(["--dry-run", "libkrun", "reset-nix", "--force"], env) == 0
+    assert capsys.readouterr().out == (
+        f"replace {disk} with a fresh sparse 64GiB btrfs disk (label AGENTBOX_NIX)\n"
+    )
+    assert (disk.stat().st_size, disk.stat().st_mtime_ns) == before
+    assert ["crun", "--version"] not in runner.argvs, "a dry run asks nothing of the host's VM"
