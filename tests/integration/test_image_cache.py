@@ -87,6 +87,23 @@ def test_miss_then_hit_without_buildah(tmp_path: Path, tiny: str) -> None:
     assert rec.calls == [], "a hit runs nothing"
 
 
+def test_debug_ingest_logs_buildah_at_debug_and_still_reads_its_digest(
+    tmp_path: Path, tiny: str
+) -> None:
+    cache = ImageCache(tmp_path / "cache")
+    argv = ingest_argv([], sys.executable, cache.root, GUEST, debug=True)(tiny, None)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr
+    echoed = [line for line in done.stderr.splitlines() if line.startswith("+ buildah ")]
+    assert [line.split()[:4] for line in echoed] == [
+        ["+", "buildah", "--log-level=debug", verb] for verb in ("from", "inspect", "mount",
+                                                                  "umount", "rm")
+    ], done.stderr  # fmt: skip
+    assert cache.is_valid(done.stdout.strip())
+    entry, hit = cache.ensure(tiny, RUNNER, ingest_argv=child(cache.root))
+    assert (entry.digest, hit) == (done.stdout.strip(), False)  # the same digest without debug
+
+
 def run_child(cache: Path, ref: str, expected: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "loftd.ingest", ref, str(cache), expected, GUEST],
                           capture_output=True, text=True, check=False, timeout=300)  # fmt: skip
@@ -145,8 +162,9 @@ from loftd.ingest import ingest_argv
 subprocess.run(["sh", "-c", BUILD, "build", "localhost/agentbox-tiny:user", "with-guest"],
                check=True, capture_output=True)
 cache = ImageCache(Path(CACHE))
-prefix = ["buildah", "unshare", "env", "PYTHONPATH=" + os.environ["PYTHONPATH"]]
-argv = ingest_argv(prefix, sys.executable, cache.root, "bin/agentbox-guest-init")
+from agentbox_podman.buildah import unshare
+prefix = unshare("env", "PYTHONPATH=" + os.environ["PYTHONPATH"], debug=DEBUG)
+argv = ingest_argv(prefix, sys.executable, cache.root, "bin/agentbox-guest-init", debug=DEBUG)
 runner = SubprocessRunner(os.environ)
 entry, hit = cache.ensure("localhost/agentbox-tiny:user", runner, ingest_argv=argv)
 rec = RecordingRunner()
@@ -163,10 +181,12 @@ print(json.dumps({"hit": hit, "hit2": hit2, "calls": len(rec.calls),
 """
 
 
-def test_rootless_ingest_in_one_buildah_unshare() -> None:
+@pytest.mark.parametrize("debug", [False, True], ids=["plain", "debug"])
+def test_rootless_ingest_in_one_buildah_unshare(debug: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="agentbox-cache-") as tmp:
         os.chmod(tmp, 0o777)
         code = ROOTLESS.replace("BUILD", repr(BUILD_TINY)).replace("CACHE", repr(f"{tmp}/cache"))
+        code = code.replace("DEBUG", repr(debug))
         done = run_as_user(code, packages=["agentbox_state", "agentbox_storage",
                                            "agentbox_podman", "loftd"], cwd=tmp)  # fmt: skip
         assert done.returncode == 0, done.stderr
