@@ -137,3 +137,34 @@ def test_sigterm_reaches_the_task_and_cleans_up(box: UserBox) -> None:
     while time.monotonic() < deadline and box.leftovers() != {"containers": [], "fuse_mounts": 0}:
         time.sleep(0.5)
     assert box.leftovers() == {"containers": [], "fuse_mounts": 0}
+
+
+def test_profile_and_debug_print_the_guest_report_and_debug_reaches_podman(box: UserBox) -> None:
+    import re
+
+    done = box.run("--profile", "--debug", "container", "--", "true",
+                   AGENTBOX_SIDECAR_IDLE_GRACE="0")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    # the guest init's own report (see test_guest_container), through podman's stderr
+    assert lines.count("agentbox-guest-init profile: container enter") == 1, done.stderr
+    start = lines.index("agentbox-guest-init profile: container enter")
+    report = [line for line in lines[start + 1 :] if re.fullmatch(r"  [a-z-]+: [0-9.]+ms", line)]
+    assert report[0].startswith("  resolve-identity: "), done.stderr
+    assert [r for r in report if r.startswith("  total: ")], done.stderr
+    # every podman command agentbox ran (echoed as "+ ...") and every one inside its
+    # `podman unshare sh -c` scripts has podman's own --log-level=debug; podman logged at debug
+    echoed = [line for line in lines if line.startswith("+ ")]
+    podman_words = [m.group(1) for line in echoed
+                    for m in re.finditer(r"\bpodman (\S+)", line)]  # fmt: skip
+    assert len(podman_words) >= 6, echoed  # rm, unshare x2 (+ mount inside), run, inspect, ...
+    assert set(podman_words) == {"--log-level=debug"}, echoed
+    assert any("level=debug" in line for line in lines), done.stderr
+    assert box.leftovers() == {"containers": [], "fuse_mounts": 0}
+
+
+def test_profile_or_debug_alone_prints_no_guest_report(box: UserBox) -> None:
+    for flag in ("--profile", "--debug"):
+        done = box.run(flag, "container", "--", "true", AGENTBOX_SIDECAR_IDLE_GRACE="0")
+        assert done.returncode == 0, done.stderr
+        assert "agentbox-guest-init profile:" not in done.stderr, (flag, done.stderr)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import pytest
 from agentbox_podman.errors import PodmanError
 from agentbox_podman.query import api_socket, containers_with_labels
 from agentbox_state.runner import SubprocessRunner
-from agentbox_state.testing import require_root
+from agentbox_state.testing import require_root, run_as_user
 
 RUNNER = SubprocessRunner(os.environ)
 LIMITS = ["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
@@ -86,3 +87,60 @@ def test_vfs_driver_is_noticed_for_real(tmp_path: Path) -> None:
     runner = SubprocessRunner({**os.environ, "CONTAINERS_STORAGE_CONF": str(conf)})
     assert vfs_warning(runner, tmp_path / "warned") == VFS_FIX
     assert vfs_warning(RUNNER, tmp_path / "other") is None  # root's real storage: overlay
+
+
+# With --debug every podman/buildah call carries the tool's own --log-level=debug; its log goes
+# to stderr, and these are the calls whose stdout or exit status agentbox reads. Run through the
+# real builders and parsers, as root and as the ordinary test user.
+DEBUG_PROBE = r"""
+import json, os, subprocess, sys
+from agentbox_podman import buildah, podman
+from agentbox_podman.query import containers_with_labels
+from agentbox_state.runner import SubprocessRunner
+
+image, name, label, limits = IMAGE, NAME, LABEL, LIMITS
+runner = SubprocessRunner(os.environ)
+started = subprocess.run(["podman", "run", "--detach", "--rm", *limits, "--name", name,
+                          "--label", f"agentbox.test={label}", "--entrypoint", "sleep", image,
+                          "60"], capture_output=True, text=True)
+assert started.returncode == 0, started.stderr
+try:
+    exists = runner.run(podman.image_exists(image, debug=True), check=False)
+    absent = runner.run(podman.image_exists("localhost/agentbox-nope:x", debug=True), check=False)
+    state = runner.run(podman.container_state(name, debug=True))
+    names = containers_with_labels([("agentbox.test", label)], runner, api=None, debug=True)
+    digest = buildah.local_image_digest(runner, image, debug=True)
+    plain = buildah.local_image_digest(runner, image)
+    missing = buildah.local_image_digest(runner, "localhost/agentbox-nope:x", debug=True)
+finally:
+    subprocess.run(["podman", "rm", "--force", name], capture_output=True)
+print(json.dumps({
+    "exists": exists.returncode, "absent": absent.returncode,
+    "debug_logged": all("level=debug" in d.stderr for d in (exists, absent, state)),
+    "state": state.stdout.split()[::3], "names": names,
+    "digest": digest == plain and (digest or "").startswith("sha256:"), "missing": missing,
+}))
+"""
+
+
+def _debug_probe(name: str) -> str:
+    return (DEBUG_PROBE.replace("IMAGE", repr("localhost/agentbox:latest"))
+            .replace("NAME", repr(name)).replace("LABEL", repr(name))
+            .replace("LIMITS", repr(LIMITS)))  # fmt: skip
+
+
+@pytest.mark.parametrize("who", ["root", "user"])
+def test_stdout_parsing_survives_debug_logging(who: str, user_image: str) -> None:
+    name = f"agentbox-debug-{who}-{os.getpid()}"
+    if who == "root":
+        done = subprocess.run([sys.executable, "-c", _debug_probe(name)], capture_output=True,
+                              text=True, check=False, timeout=300)  # fmt: skip
+    else:  # from a dir the user can enter (pytest's tmp_path is under root's 0700 dir)
+        done = run_as_user(_debug_probe(name), packages=["agentbox_state", "agentbox_podman"],
+                           cwd="/tmp")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "exists": 0, "absent": 1, "debug_logged": True,
+        "state": ["true", "localhost/agentbox:latest"], "names": [name],
+        "digest": True, "missing": None,
+    }  # fmt: skip
