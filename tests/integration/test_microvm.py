@@ -159,6 +159,12 @@ def test_full_pipeline_with_the_stub(home: Home, agentbox: Path, image: str,
     # ended through the task root
     assert {"AGENTBOX_GUEST_PROFILE=1", "AGENTBOX_GUEST_DEBUG=1",
             f"AGENTBOX_GUEST_STATUS_FILE={STATUS_PATH}"} <= set(env)  # fmt: skip
+    # --debug reaches every Buildah call, the ingest child's too
+    echoed = [line for line in out.stderr.splitlines() if line.startswith("+ ")]
+    tools = [line.split() for line in echoed if line.split()[1] in ("buildah", "podman")]
+    assert tools, out.stderr
+    assert [t for t in tools if t[2] != "--log-level=debug"] == []
+    assert [line for line in echoed if " -m loftd.ingest --debug " in line], out.stderr
     seen = stub.report()
     assert seen[0] == "uid=0"
     assert seen[1].startswith("root-inode=")
@@ -726,6 +732,7 @@ def test_rootless_microvm_and_loftd(user_box: Callable[..., UserBox], user_state
     lib = {"AGENTBOX_LIBKRUN_LIBRARY": str(stub.lib)}
     out = box.run("--image", user_image, "--profile", "--debug", "microvm", "--", "true", **lib)
     assert out.returncode == 7, out.stderr
+    assert "+ buildah --log-level=debug unshare " in out.stderr  # --debug reaches Buildah
     assert profile_rows(out.stderr)["storage_mode"] == "btrfs-snapshot"
     seen = stub.report()
     # the helper runs as the user; the snapshot was made in the user namespace, where the

@@ -54,7 +54,7 @@ def run(ctx: Context) -> int:
     def local_exists() -> bool:
         from agentbox_podman.buildah import local_image_digest
 
-        return local_image_digest(runner, LOCAL_IMAGE) is not None
+        return local_image_digest(runner, LOCAL_IMAGE, debug=ctx.flags.debug) is not None
 
     image, pull = choose_image(explicit, ctx.flags.pull_latest, local_exists, PUBLISHED_IMAGE)
     workspace = current_workspace()

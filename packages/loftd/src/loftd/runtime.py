@@ -154,7 +154,10 @@ def run_task(
     notice: Callable[[str], None],
 ) -> int:
     """The whole run; returns the guest command's exit status."""
-    userns: tuple[str, ...] = ("buildah", "unshare") if req.uid != 0 else ()
+    from agentbox_podman import buildah
+
+    # Buildah's user namespace (rootless) for the snapshot, cleanup and the grafting helper
+    userns = tuple(buildah.unshare(debug=req.debug)) if req.uid != 0 else ()
     profiler.meta("image", req.image)
     profiler.meta("task", req.task_id)
     try:  # before anything is created: is there a libkrun at all?
@@ -387,13 +390,16 @@ def run_task_here(
     """``run_task`` wired for a command line: images are ingested by ``loftd.ingest`` in one
     Buildah transaction (inside ``buildah unshare`` when rootless), and the helper is
     ``program internal helper_verb`` again."""
-    from agentbox_podman.buildah import local_image_digest
+    from agentbox_podman import buildah
     from loftd.ingest import ingest_argv
 
-    prefix = ["buildah", "unshare"] if req.uid != 0 else []
-    ingest = ingest_argv(prefix, sys.executable, req.images_dir, face.guest_init, req.pull)
-    return run_task(face, req, runner, profiler, ingest_argv=ingest,
-                    local_digest=lambda ref: local_image_digest(runner, ref),
+    prefix = buildah.unshare(debug=req.debug) if req.uid != 0 else []
+    ingest = ingest_argv(prefix, sys.executable, req.images_dir, face.guest_init, req.pull,
+                         debug=req.debug)  # fmt: skip
+    def local_digest(ref: str) -> str | None:
+        return buildah.local_image_digest(runner, ref, debug=req.debug)
+
+    return run_task(face, req, runner, profiler, ingest_argv=ingest, local_digest=local_digest,
                     helper_argv=helper_argv(program, helper_verb), environ=environ,
                     notice=notice)  # fmt: skip
 
