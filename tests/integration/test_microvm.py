@@ -62,13 +62,13 @@ def image() -> Iterator[str]:
     subprocess.run(["buildah", "rmi", IMAGE], check=False, capture_output=True)
 
 
-def report_line(status: int | None) -> str:
+def report_line(line: str | None) -> str:
     """The guest init's report at the end of an on-enter script (None: it reports nothing),
     in the guest report's format (agentbox_guest_init.report; read by loftd.guest)."""
-    if status is None:
+    if line is None:
         return ""
     path = '"$1"' + STATUS_PATH
-    return f'mkdir -p "$(dirname {path})" && echo "exited {status}" > {path}\n'
+    return f'mkdir -p "$(dirname {path})" && echo "{line}" > {path}\n'
 
 
 @pytest.fixture
@@ -79,11 +79,11 @@ def home(home: Home) -> Home:
 
 class Stub:
     """The stub library, its call log and the on-enter script's report, in one dir. Its "guest"
-    reports that the command exited with ``status`` (the status libkrun then exits with) unless
-    ``reports`` is False."""
+    reports that the command exited with ``status`` (the status libkrun then exits with), or
+    ``reports`` when that is a line, or nothing when it is False."""
 
     def __init__(self, where: Path, status: int, fail: str | None = None, *,
-                 reports: bool = True) -> None:  # fmt: skip
+                 reports: bool | str = True) -> None:  # fmt: skip
         cc = shutil.which("cc") or shutil.which("gcc")
         require(cc is not None, "a C compiler is missing (apt-get install gcc)")
         assert cc is not None
@@ -91,7 +91,7 @@ class Stub:
         self.dir = where
         self.log = where / "calls.log"
         self.seen = where / "seen.txt"
-        self.reported = status if reports else None
+        self.reported = (f"exited {status}" if reports is True else reports) or None
         script = where / "on-enter"
         self.on_enter(ON_ENTER)
         self.lib = where / "libkrun_stub.so"
@@ -448,9 +448,7 @@ def test_the_guests_report_tells_a_vm_failure_from_the_commands_status(
         app = "agentbox" if cmd == agentbox else "loftd"
         assert list((state_of(home, app) / "tasks").iterdir()) == []  # cleaned up all the same
     # the guest said it started, then nothing: the VM stopped under the command
-    started = Stub(tmp_path / "started", 143, reports=False)
-    started.on_enter(f'#!/bin/sh\nmkdir -p "$(dirname "$1"{STATUS_PATH})"\n'
-                     f'echo started > "$1"{STATUS_PATH}\n')  # fmt: skip
+    started = Stub(tmp_path / "started", 143, reports="started")
     out = home.run(agentbox, "--image", image, "microvm", "--", "true",
                    AGENTBOX_LIBKRUN_LIBRARY=str(started.lib))  # fmt: skip
     assert out.returncode == 143
@@ -459,9 +457,7 @@ def test_the_guests_report_tells_a_vm_failure_from_the_commands_status(
         "process was killed by SIGTERM); the command's own status is unknown"
     )
     # the guest init itself failed (exit 4), before any command
-    failed = Stub(tmp_path / "failed", 4, reports=False)
-    failed.on_enter(f'#!/bin/sh\nmkdir -p "$(dirname "$1"{STATUS_PATH})"\n'
-                    f'echo failed 4 > "$1"{STATUS_PATH}\n')  # fmt: skip
+    failed = Stub(tmp_path / "failed", 4, reports="failed 4")
     out = home.run(agentbox, "--image", image, "microvm", "--", "true",
                    AGENTBOX_LIBKRUN_LIBRARY=str(failed.lib))  # fmt: skip
     assert out.returncode == 4
