@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agentbox_state.testing import btrfs_loop
+from loftd.guest import STATUS_PATH
 
 ROOT = Path(__file__).resolve().parents[1]
 STUB = ROOT / "packages/agentbox-krun/tests/stub/libkrun_stub.c"
@@ -58,7 +59,14 @@ def main() -> int:
             btrfs_loop(Path(tmp) / "fs.img", Path(tmp) / "mnt", size="2G") as mnt,
         ):
             lib = Path(tmp) / "libkrun_stub.so"
-            run([cc, "-shared", "-fPIC", "-o", str(lib), str(STUB)])
+            # the stub's "guest" reports what the guest init would: the command exited 0
+            guest = Path(tmp) / "guest"
+            status = '"$1"' + STATUS_PATH
+            guest.write_text(f'#!/bin/sh\nmkdir -p "$(dirname {status})" && echo "exited 0" > '
+                             f"{status}\n")  # fmt: skip
+            guest.chmod(0o755)
+            run([cc, "-shared", "-fPIC", f'-DSTUB_ON_ENTER="{guest}"', "-o", str(lib),
+                 str(STUB)])  # fmt: skip
             home, project = mnt / "home", mnt / "project"
             home.mkdir()
             project.mkdir()
@@ -67,6 +75,9 @@ def main() -> int:
                 "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                 "AGENTBOX_LIBKRUN_LIBRARY": str(lib),
                 "LOFTD_LIBKRUN_LIBRARY": str(lib),
+                # the stub is no VM: this host's kvm-pvm would be refused by the kvm check
+                "AGENTBOX_SKIP_KVM_CHECK": "1",
+                "LOFTD_SKIP_KVM_CHECK": "1",
             }
 
             def ours(*argv: str) -> Callable[[], None]:
