@@ -157,6 +157,20 @@ def test_the_whole_podman_run() -> None:
     ]  # fmt: skip
 
 
+def test_debug_is_podmans_own_log_level_and_the_guests() -> None:
+    """--debug: podman's global --log-level=debug before the verb (RunSpec.debug, as every
+    other podman call of the mode has it) and AGENTBOX_GUEST_DEBUG=1 for the guest init."""
+    plain = plan_libkrun(REQ, HOST).run
+    debug = plan_libkrun(dataclasses.replace(REQ, debug=True), HOST).run
+    assert (debug.debug, debug.global_options) == (True, ())
+    argv = plain.argv()
+    at = argv.index("--volume")
+    assert debug.argv() == [
+        "podman", "--log-level=debug", *argv[1:at], "--env", "AGENTBOX_GUEST_DEBUG=1",
+        *argv[at:],
+    ]  # fmt: skip
+
+
 def test_tsi_publish_mem_guest_init_and_root() -> None:
     tsi = plan_libkrun(dataclasses.replace(REQ, tsi=True, mem_gib=4), HOST).run
     assert ("no_proxy", "1") in tsi.env  # what the original passes for TSI (no krun.* of crun)

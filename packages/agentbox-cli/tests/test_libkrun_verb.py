@@ -152,3 +152,42 @@ def test_dry_runs_of_resize_and_reset_change_nothing(
     )
     assert (disk.stat().st_size, disk.stat().st_mtime_ns) == before
     assert ["crun", "--version"] not in runner.argvs, "a dry run asks nothing of the host's VM"
+
+
+def test_the_live_use_probe_asks_podman_with_debug(tmp_path: Path) -> None:
+    from agentbox_cli.libkrun.maintenance import containers_using
+
+    disk = tmp_path / "libkrun-nix.raw"
+    runner = RecordingRunner()
+    runner.script("podman", "--log-level=debug", "ps", stdout="aaa\nbbb\n")
+    runner.script("podman", "--log-level=debug", "inspect", stdout=(
+        f'task-1 {{"krun.disk.0.path":"{disk}","krun.disk.0.id":"agentbox-nix"}}\n'
+        'other {"krun.disk.0.path":"/elsewhere.raw"}\n'
+    ))  # fmt: skip
+    assert containers_using(disk, runner, debug=True) == ["task-1"]
+    assert runner.argvs == [
+        ["podman", "--log-level=debug", "ps", "--quiet", "--no-trunc"],
+        ["podman", "--log-level=debug", "inspect", "--format",
+         "{{.Name}} {{json .Config.Annotations}}", "aaa", "bbb"],
+    ]  # fmt: skip
+    quiet = RecordingRunner()
+    assert containers_using(disk, quiet) == []
+    assert quiet.argvs == [["podman", "ps", "--quiet", "--no-trunc"]], "no ids: nothing inspected"
+
+
+def test_debug_reaches_every_podman_call_of_resize_and_reset_nix(
+    env: dict[str, str], runner: RecordingRunner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    disk = nix_disk(env, capsys)
+    runner.script("podman", "--log-level=debug", "image", "exists", returncode=1)
+    env["AGENTBOX_SKIP_KVM_CHECK"] = "1"
+    assert main(["--debug", "--image", "localhost/gone:1", *RESIZE], env) == 1
+    assert runner.argvs == [
+        ["blkid", "--probe", "--output", "value", "--match-tag", "TYPE", os.fspath(disk)],
+        ["podman", "--log-level=debug", "ps", "--quiet", "--no-trunc"],
+        ["crun", "--version"],
+        ["podman", "--log-level=debug", "image", "exists", "localhost/gone:1"],
+    ]
+    runner.calls.clear()
+    assert main(["--debug", "--dry-run", "libkrun", "reset-nix", "--force"], env) == 0
+    assert runner.argvs == [["podman", "--log-level=debug", "ps", "--quiet", "--no-trunc"]]

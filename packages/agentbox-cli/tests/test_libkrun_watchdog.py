@@ -160,3 +160,13 @@ def test_the_probe_asks_podman_until_the_process_runs_then_only_proc(tmp_path: P
     exited.script(*inspect_state("task"), stdout="exited 0\n")
     assert TaskProbe(exited, "task")() is False
     TaskProbe(exited, "task").reap()  # nothing watched: nothing to kill
+
+
+def test_the_probe_asks_podman_with_debug() -> None:
+    assert inspect_state("task", debug=True) == [
+        "podman", "--log-level=debug", "container", "inspect", "--format",
+        "{{.State.Status}} {{.State.Pid}}", "task",
+    ]  # fmt: skip
+    runner = RecordingRunner()
+    assert TaskProbe(runner, "task", debug=True)() is None
+    assert runner.argvs == [inspect_state("task", debug=True)]

@@ -23,14 +23,13 @@ from agentbox_storage import disks
 from agentbox_storage.disks import LIBKRUN_NIX, DiskSpec
 
 
-def containers_using(path: Path, runner: Runner) -> list[str]:
+def containers_using(path: Path, runner: Runner, *, debug: bool = False) -> list[str]:
     """Names of running containers that attach ``path`` as a krun disk (fail closed)."""
     try:
-        ids = runner.run(["podman", "ps", "--quiet", "--no-trunc"]).stdout.split()
+        ids = runner.run(podman.ps_ids(debug=debug)).stdout.split()
         if not ids:
             return []
-        out = runner.run(["podman", "inspect", "--format",
-                          "{{.Name}} {{json .Config.Annotations}}", *ids]).stdout  # fmt: skip
+        out = runner.run(podman.inspect_annotations(ids, debug=debug)).stdout
     except CommandError as err:
         raise PodmanError(
             f"cannot check whether a running container uses {path}: {err.message}",
@@ -50,8 +49,8 @@ def _disk(ctx: Context, spec: DiskSpec) -> Path:
     return Path(ctx.paths.workspace_dir(current_workspace())) / spec.file_name
 
 
-def _refuse_if_used(path: Path, runner: Runner) -> None:
-    users = containers_using(path, runner)
+def _refuse_if_used(path: Path, runner: Runner, *, debug: bool) -> None:
+    users = containers_using(path, runner, debug=debug)
     if users:
         raise PodmanError(
             f"{path} is attached to the running container {', '.join(users)}; nothing was changed",
@@ -59,10 +58,10 @@ def _refuse_if_used(path: Path, runner: Runner) -> None:
         )
 
 
-def require_local_image(image: str, runner: Runner) -> None:
+def require_local_image(image: str, runner: Runner, *, debug: bool = False) -> None:
     """The one-shot guest's image must be in local storage before the disk grows: a pull
     failing inside `podman run` would leave a grown file with a filesystem that is not."""
-    if runner.run(podman.image_exists(image), check=False).returncode != 0:
+    if runner.run(podman.image_exists(image, debug=debug), check=False).returncode != 0:
         raise PodmanError(
             f"image {image} is not in local storage; nothing was changed",
             hint=f"build it (agentbox image build) or pull it (podman pull {image}), then retry",
@@ -89,11 +88,11 @@ def resize(ctx: Context) -> int:
     current = disks.check_disk(path, runner)
     if new_size <= current:
         disks.grow_disk(path, new_size, runner)  # raises the grow-only refusal
-    _refuse_if_used(path, runner)
+    _refuse_if_used(path, runner, debug=ctx.flags.debug)
     if not ctx.flags.dry_run:
         check_host(ctx, runner)  # crun's krun handler and KVM: the filesystem grows in a VM
     image = resolve_image(ctx.flags, runner)
-    require_local_image(image, runner)
+    require_local_image(image, runner, debug=ctx.flags.debug)
     req = request(ctx, workspace, image)
     guest = plan_resize(req, host_facts(ctx, workspace), target)
     if ctx.flags.dry_run:
@@ -132,7 +131,7 @@ def reset_nix(ctx: Context) -> int:
         )
     path = _disk(ctx, LIBKRUN_NIX)
     runner = ctx.runner()
-    _refuse_if_used(path, runner)
+    _refuse_if_used(path, runner, debug=ctx.flags.debug)
     if ctx.flags.dry_run:
         ctx.out(f"replace {path} with a fresh sparse {format_size(LIBKRUN_NIX.default_size)} "
                 f"btrfs disk (label {LIBKRUN_NIX.label})")  # fmt: skip

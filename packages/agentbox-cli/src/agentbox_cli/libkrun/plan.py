@@ -117,12 +117,12 @@ def _network(req: LibkrunRequest) -> tuple[Pairs, Pairs]:
     return [("krun.use_passt", "1")], [("AGENTBOX_LIBKRUN_USE_PASST", "1")]
 
 
-def _diagnostics(req: LibkrunRequest) -> tuple[Pairs, tuple[str, ...]]:
-    """(env, podman's global options) for --profile and --debug."""
+def _diagnostics(req: LibkrunRequest) -> Pairs:
+    """The guest's env for --profile and --debug (--debug is podman's own too: RunSpec.debug)."""
     env = [("AGENTBOX_GUEST_PROFILE", "1")] if req.profile else []
     if req.debug:
         env.append(("AGENTBOX_GUEST_DEBUG", "1"))
-    return env, ("--log-level=debug",) if req.debug else ()
+    return env
 
 
 def _guest_init(req: LibkrunRequest) -> list[Mount]:
@@ -159,8 +159,7 @@ def plan_libkrun(req: LibkrunRequest, host: KrunHost) -> LibkrunPlan:
     ]  # fmt: skip
     if req.root and rootless:
         env.append(("AGENTBOX_ENTER_AS_ROOT", "1"))
-    diag_env, global_options = _diagnostics(req)
-    env += diag_env
+    env += _diagnostics(req)
     cargo = req.state_dir / "cargo"
     mounts = [
         Mount(host.cwd, "/workspace"),
@@ -188,7 +187,7 @@ def plan_libkrun(req: LibkrunRequest, host: KrunHost) -> LibkrunPlan:
         tmpfs=(TMP,),
         devices=(TUN,),
         publish=req.publish,
-        global_options=global_options,
+        debug=req.debug,
     )
     host_dirs = (host.home / ".codex", host.home / ".pi", cargo, req.sccache)
     return LibkrunPlan(run=run, disks=disks, host_dirs=host_dirs)
@@ -202,7 +201,6 @@ def plan_resize(req: LibkrunRequest, host: KrunHost, target: str) -> RunSpec:
         raise UsageError(f"--target {target!r} is not nix or containers")
     spec = TARGETS[target]
     net_annotations, net_env = _network(req)
-    diag_env, global_options = _diagnostics(req)
     disk = _disk(0, spec, req.state_dir / spec.file_name)
     return RunSpec(
         image=req.image,
@@ -215,9 +213,9 @@ def plan_resize(req: LibkrunRequest, host: KrunHost, target: str) -> RunSpec:
         entrypoint=GUEST_INIT_PATH,
         labels=((ROLE_LABEL, "libkrun-resize"), (WORKSPACE_LABEL, req.workspace_key)),
         annotations=(*_vm(req, host), *disk, *net_annotations),
-        env=(*_disk_env(target), *net_env, *diag_env),
+        env=(*_disk_env(target), *net_env, *_diagnostics(req)),
         mounts=tuple(_guest_init(req)),
         tmpfs=(TMP,),
         devices=(TUN,),
-        global_options=global_options,
+        debug=req.debug,
     )

@@ -35,24 +35,27 @@ class VmStoppedError(AgentboxError):
     """The VM of a task stopped, and `podman run` did not return: agentbox stopped it."""
 
 
-def inspect_state(name: str) -> list[str]:
+def inspect_state(name: str, *, debug: bool = False) -> list[str]:
     """Prints ``<status> <pid>`` (pid 0 when there is no process)."""
-    return ["podman", "container", "inspect", "--format", "{{.State.Status}} {{.State.Pid}}",
-            name]  # fmt: skip
+    return [*podman.podman_argv(debug=debug), "container", "inspect", "--format",
+            "{{.State.Status}} {{.State.Pid}}", name]  # fmt: skip
 
 
 class TaskProbe:
     """Is the container's main process alive? None until Podman has started it."""
 
-    def __init__(self, runner: Runner, name: str, proc: str = "/proc") -> None:
+    def __init__(
+        self, runner: Runner, name: str, *, debug: bool = False, proc: str = "/proc"
+    ) -> None:
         self.runner = runner
         self.name = name
+        self.debug = debug
         self.proc = proc
         self.watched: tuple[int, int] | None = None  # (pid, start time) once it runs
 
     def _ask_podman(self) -> bool | None:
         try:
-            done = self.runner.run(inspect_state(self.name), check=False)
+            done = self.runner.run(inspect_state(self.name, debug=self.debug), check=False)
         except AgentboxError:
             return None
         if done.returncode != 0:  # not created yet (or already removed: podman run returns)
@@ -100,12 +103,12 @@ def run_task(
     argv = spec.argv()
     if echo is not None:
         echo(f"+ {command_line(argv)}")
-    probe = TaskProbe(runner, spec.name)
+    probe = TaskProbe(runner, spec.name, debug=spec.debug)
     outcome = run_watched(argv, env=runner.child_env(None, terminal=True), alive=probe,
                           reap=probe.reap, timing=timing)  # fmt: skip
     if not outcome.stopped:
         return outcome.status
-    runner.run(podman.remove(spec.name), check=False)
+    runner.run(podman.remove(spec.name, debug=spec.debug), check=False)
     raise VmStoppedError(
         f"the VM of task {spec.name} stopped, but podman run did not return; agentbox stopped "
         "podman run and removed the container",
