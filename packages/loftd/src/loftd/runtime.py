@@ -396,6 +396,7 @@ def run_task_here(
     prefix = buildah.unshare(debug=req.debug) if req.uid != 0 else []
     ingest = ingest_argv(prefix, sys.executable, req.images_dir, face.guest_init, req.pull,
                          debug=req.debug)  # fmt: skip
+
     def local_digest(ref: str) -> str | None:
         return buildah.local_image_digest(runner, ref, debug=req.debug)
 
