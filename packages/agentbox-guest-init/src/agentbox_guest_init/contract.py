@@ -41,6 +41,8 @@ FLAGS = {
     "kvm_drop_to_dev": "KVM_DROP_TO_DEV",
     "profile": "GUEST_PROFILE",
     "debug": "GUEST_DEBUG",
+    # container mode: the sidecar's nix-daemon may not be up yet (its clients wait for it)
+    "nix_daemon_starting": "NIX_DAEMON_STARTING",
 }
 LOFTD_FLAGS = {
     "enter_as_root": "ENTER_AS_ROOT",
@@ -97,9 +99,9 @@ class Contract:
 
     __slots__ = (
         "containers_disk_id", "containers_disk_label", "containers_storage", "debug",
-        "enter_as_root", "host_gid", "host_uid", "kvm_drop_to_dev", "nix_disk_id",
-        "nix_disk_label", "nix_host_overlay", "nix_overlay", "prefix", "profile", "status_file",
-        "use_passt", "workspace_tag", "workspace_target",
+        "enter_as_root", "host_gid", "host_uid", "kvm_drop_to_dev", "nix_daemon_starting",
+        "nix_disk_id", "nix_disk_label", "nix_host_overlay", "nix_overlay", "prefix", "profile",
+        "status_file", "use_passt", "workspace_tag", "workspace_target",
     )  # fmt: skip
 
     prefix: str
@@ -108,6 +110,7 @@ class Contract:
     enter_as_root: bool
     nix_overlay: bool
     nix_host_overlay: bool
+    nix_daemon_starting: bool
     containers_storage: bool
     use_passt: bool
     kvm_drop_to_dev: bool
@@ -138,6 +141,7 @@ def parse(env: Mapping[str, str], prefix: str = "AGENTBOX_") -> Contract:
     c.host_uid = _id(env, prefix + "HOST_UID")
     c.host_gid = _id(env, prefix + "HOST_GID")
     c.nix_host_overlay = False  # only loftd's contract has it
+    c.nix_daemon_starting = False  # only agentbox's has it
     for field, suffix in flags.items():
         setattr(c, field, _flag(env, prefix + suffix))
     for field, (suffix, default) in text.items():

@@ -186,6 +186,14 @@ def enter(section: str, contract: Contract, cmd: list[str], *, libkrun: bool,
                     nix_daemon=nix_daemon or "NIX_REMOTE" in os.environ)  # fmt: skip
     if "NIX_REMOTE" in os.environ:
         env["NIX_REMOTE"] = os.environ["NIX_REMOTE"]
+    if contract.nix_daemon_starting and not libkrun and os.geteuid() == 0:
+        from agentbox_guest_init import nixwait
+        from agentbox_guest_init.shellenv import NIX_SOCKET
+
+        prof.step("nix-wait-wrappers")
+        wait_bin = nixwait.install(env["PATH"], NIX_SOCKET)
+        if wait_bin is not None:
+            env["PATH"] = f"{wait_bin}:{env['PATH']}"
     exec_command(cmd, contract, uid, gid, env, prof)
 
 
