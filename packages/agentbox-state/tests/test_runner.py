@@ -4,6 +4,8 @@ import os
 import shlex
 import signal
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,11 +14,12 @@ from agentbox_state.errors import CommandError
 from agentbox_state.runner import (
     Completed,
     SubprocessRunner,
+    Watched,
     command_line,
     exit_status,
     stderr_tail,
 )
-from agentbox_state.testing import Call, RecordingRunner
+from agentbox_state.testing import STOPPED_STATUS, Call, RecordingRunner
 
 ENV = {"PATH": "/usr/bin:/bin", "HOME": "/home/u", "SECRET_TOKEN": "x", "TERM": "xterm"}
 
@@ -202,3 +205,107 @@ def test_interactive_reports_a_forwarded_termination() -> None:
     finally:
         timer.join()
     assert status == 128 + signal.SIGTERM
+
+
+def test_interactive_watch_is_called_while_the_command_runs(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    seen: list[tuple[int, float]] = []
+
+    def watch(watched: Watched) -> None:
+        seen.append((watched.pid, watched.elapsed()))
+
+    status = SubprocessRunner(ENV).interactive(
+        ["sh", "-c", f"echo $$ > {pidfile}; sleep 0.55; exit 4"], watch=watch, interval=0.1
+    )
+    assert status == 4
+    assert 3 <= len(seen) <= 6, "about every interval until it exited, then never again"
+    assert {pid for pid, _ in seen} == {int(pidfile.read_text())}
+    times = [t for _, t in seen]
+    assert times == sorted(times)
+    assert 0.1 <= times[0] < 0.3
+
+
+def stop_at(after: float, **timing: float) -> Callable[[Watched], None]:
+    def watch(watched: Watched) -> None:
+        if watched.elapsed() >= after:
+            watched.stop(**timing)
+
+    return watch
+
+
+@pytest.mark.parametrize(
+    ("script", "status"),
+    [("exec sleep 600", 128 + signal.SIGTERM),
+     ("trap '' TERM; while :; do sleep 0.05; done", 128 + signal.SIGKILL),
+     ("trap 'exit 0' TERM; while :; do sleep 0.05; done", 128 + signal.SIGTERM),
+     ("sleep 0.3; exit 5", 5)],
+    ids=["sigterm", "sigkill-after-term-wait", "exit-0-after-our-sigterm", "returns-in-settle"],
+)  # fmt: skip
+def test_interactive_watch_stops_with_settle_sigterm_then_sigkill(
+    script: str, status: int, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pid"
+    started = time.monotonic()
+    result = SubprocessRunner(ENV).interactive(
+        ["sh", "-c", f"echo $$ > {pidfile}; {script}"],
+        watch=stop_at(0.1, settle=0.5, term_wait=0.5), interval=0.1,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert result == status
+    assert took < 0.1 + 0.5 + 0.5 + 1.5
+    if status == 5:
+        assert took < 0.6, "it returned on its own: no wait for the whole settle"
+    assert not Path(f"/proc/{pidfile.read_text().strip()}").exists()
+
+
+def test_interactive_watch_that_fails_stops_the_command(tmp_path: Path) -> None:
+    pidfile = tmp_path / "pid"
+    before = signal.getsignal(signal.SIGTERM)
+
+    def watch(_watched: Watched) -> None:
+        raise RuntimeError("watch failed")
+
+    with pytest.raises(RuntimeError, match="watch failed"):
+        SubprocessRunner(ENV).interactive(["sh", "-c", f"echo $$ > {pidfile}; exec sleep 600"],
+                                          watch=watch, interval=0.05)  # fmt: skip
+    assert not Path(f"/proc/{pidfile.read_text().strip()}").exists()
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_interactive_watch_keeps_the_signal_forwarding() -> None:
+    """A SIGTERM to us reaches a watched command as it reaches an unwatched one."""
+    import threading
+
+    ticks: list[float] = []
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        status = SubprocessRunner(ENV).interactive(
+            ["sh", "-c", "trap 'exit 0' TERM; sleep 30 & wait"],
+            watch=lambda w: ticks.append(w.elapsed()), interval=0.05,
+        )  # fmt: skip
+    finally:
+        timer.join()
+    assert status == 128 + signal.SIGTERM
+    assert ticks, "watched until it ended"
+
+
+def test_recording_runner_simulates_a_watched_command() -> None:
+    rec = RecordingRunner()
+    rec.script("podman", "run", returncode=3, runs_for=3.5)
+    seen: list[float] = []
+
+    def watch(watched: Watched) -> None:
+        seen.append(watched.elapsed())
+        rec.run(["podman", "inspect", "x"])
+
+    assert rec.interactive(["podman", "run", "img"], watch=watch) == 3
+    assert seen == [1.0, 2.0, 3.0]
+    assert rec.argvs == [["podman", "run", "img"], *[["podman", "inspect", "x"]] * 3]
+    assert not rec.calls[0].stopped
+    rec.calls.clear()
+    assert rec.interactive(["podman", "run", "img"], watch=stop_at(2.0), interval=0.5) == (
+        STOPPED_STATUS
+    )
+    assert rec.calls == [Call(("podman", "run", "img"), interactive=True, stopped=True)]
+    assert rec.interactive(["true"], watch=stop_at(0.0)) == 0, "not scripted: ends at once"

@@ -4,7 +4,8 @@ Commands are argv lists, never shell strings, run with a minimal explicit enviro
 ``echo`` sink (``--debug``), each command is logged as ``+ <line you can paste>`` first. A failure
 raises :class:`~agentbox_state.errors.CommandError` carrying the exit status and the tail of
 stderr. ``interactive`` hands the terminal to the command and returns its exit status (128+N when
-a signal ended it), as a shell would.
+a signal ended it), as a shell would; its ``watch`` callback is called every ``interval`` seconds
+while the command runs and may stop it (:class:`Watched`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import shlex
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,32 @@ class Completed:
     stderr: str = ""
 
 
+# How ``Watched.stop`` ends a command: the time it gets to return on its own, then SIGTERM and
+# the time it gets after that, then SIGKILL.
+STOP_SETTLE = 3.0
+STOP_TERM_WAIT = 3.0
+
+
+class Watched(Protocol):
+    """The running command of ``Runner.interactive``, as its ``watch`` callback sees it."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def elapsed(self) -> float:
+        """Seconds since the command started."""
+        ...
+
+    def stop(self, *, settle: float = STOP_SETTLE, term_wait: float = STOP_TERM_WAIT) -> None:
+        """Stop the command once the callback returns: it gets ``settle`` seconds to exit on
+        its own, then SIGTERM, then ``term_wait`` seconds, then SIGKILL. ``interactive`` then
+        returns how it ended (128+N when it exited 0 after a signal we sent)."""
+        ...
+
+
+Watch = Callable[[Watched], None]
+
+
 class Runner(Protocol):
     """The seam every layer runs commands through (swap in ``RecordingRunner`` in tests)."""
 
@@ -70,6 +98,8 @@ class Runner(Protocol):
         *,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        watch: Watch | None = None,
+        interval: float = 1.0,
     ) -> int: ...
 
     def detach(
@@ -213,37 +243,93 @@ class SubprocessRunner:
         *,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        watch: Watch | None = None,
+        interval: float = 1.0,
     ) -> int:
         """Run with the terminal attached; return its exit status (128+N for signal N).
 
         While it runs, Ctrl-C and Ctrl-\\ belong to the command (we ignore them), and SIGTERM or
         SIGHUP sent to us is passed on to it, so it can clean up and we report how it ended.
+        ``watch``, if given, is called every ``interval`` seconds until the command exits, and
+        may stop it (``Watched.stop``); if it raises, the command is stopped and the error
+        passed on.
         """
         self._log(argv, env)
         try:
             proc = subprocess.Popen(list(argv), env=self.child_env(env, terminal=True), cwd=cwd)
         except OSError as err:
             raise _start_failed(argv, err) from err
-
-        received: list[int] = []
-
-        def forward(signum: int, _frame: object) -> None:
-            received.append(signum)
-            proc.send_signal(signum)
-
+        child = _Child(proc)
         saved = {
             signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
             signal.SIGQUIT: signal.signal(signal.SIGQUIT, signal.SIG_IGN),
-            signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
-            signal.SIGHUP: signal.signal(signal.SIGHUP, forward),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, child.forward),
+            signal.SIGHUP: signal.signal(signal.SIGHUP, child.forward),
         }
         try:
-            returncode = proc.wait()
+            returncode = child.wait_watched(watch, interval)
         finally:
             for signum, handler in saved.items():
                 signal.signal(signum, handler)
-        if returncode == 0 and received:
-            # Stopped by a signal we passed on, yet "success" (podman run exits 0 when it is
-            # terminated): report how it really ended, as a shell would.
-            return 128 + received[0]
+        if returncode == 0 and child.signals:
+            # Stopped by a signal we passed on or sent, yet "success" (podman run exits 0 when
+            # it is terminated): report how it really ended, as a shell would.
+            return 128 + child.signals[0]
         return exit_status(returncode)
+
+
+class _Child:
+    """An interactive command while it runs: what a watch callback sees of it (``Watched``),
+    and the one copy of the stop sequence and of the signals sent to it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self._proc = proc
+        self._started = time.monotonic()
+        self._stop: tuple[float, float] | None = None
+        self.signals: list[int] = []  # forwarded to it, or sent by the stop sequence
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
+
+    def stop(self, *, settle: float = STOP_SETTLE, term_wait: float = STOP_TERM_WAIT) -> None:
+        self._stop = (settle, term_wait)
+
+    def _send(self, signum: int) -> None:
+        self.signals.append(signum)
+        self._proc.send_signal(signum)
+
+    def forward(self, signum: int, _frame: object) -> None:
+        self._send(signum)
+
+    def _wait(self, timeout: float) -> int | None:
+        try:
+            return self._proc.wait(timeout=max(timeout, 0.0))
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _stopped(self, settle: float, term_wait: float) -> int:
+        returncode = self._wait(settle)
+        if returncode is None:
+            self._send(signal.SIGTERM)
+            returncode = self._wait(term_wait)
+        if returncode is None:
+            self._send(signal.SIGKILL)
+            returncode = self._proc.wait()
+        return returncode
+
+    def wait_watched(self, watch: Watch | None, interval: float) -> int:
+        if watch is None:
+            return self._proc.wait()
+        while (returncode := self._wait(interval)) is None:
+            try:
+                watch(self)
+            except BaseException:
+                self._stopped(STOP_SETTLE, STOP_TERM_WAIT)
+                raise
+            if self._stop is not None:
+                return self._stopped(*self._stop)
+        return returncode

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -11,7 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentbox_state.parse import env_flag
-from agentbox_state.runner import Completed, SubprocessRunner, command_failed
+from agentbox_state.runner import (
+    STOP_SETTLE,
+    STOP_TERM_WAIT,
+    Completed,
+    SubprocessRunner,
+    Watch,
+    command_failed,
+)
 
 ENFORCE_VAR = "AGENTBOX_CI_ENFORCE"
 
@@ -25,6 +34,26 @@ class Call:
     input: str | None = None
     cwd: Path | None = None
     interactive: bool = False
+    stopped: bool = False  # an interactive command its watch callback stopped
+
+
+@dataclass
+class ScriptedWatch:
+    """The ``Watched`` a ``RecordingRunner`` hands to a watch callback: ``elapsed`` is the
+    simulated time, and ``stop`` only records what it was asked."""
+
+    pid: int = 0
+    seconds: float = 0.0
+    stop_asked: tuple[float, float] | None = None  # (settle, term_wait)
+
+    def elapsed(self) -> float:
+        return self.seconds
+
+    def stop(self, *, settle: float = STOP_SETTLE, term_wait: float = STOP_TERM_WAIT) -> None:
+        self.stop_asked = (settle, term_wait)
+
+
+STOPPED_STATUS = 128 + signal.SIGTERM  # what a RecordingRunner's stopped command returns
 
 
 @dataclass
@@ -33,24 +62,33 @@ class RecordingRunner:
 
     ``results`` maps an argv prefix to the ``Completed`` to answer; the longest matching prefix
     wins and anything unmatched succeeds with empty output. A non-zero scripted result raises
-    exactly the error the real runner raises when ``check`` is true.
+    exactly the error the real runner raises when ``check`` is true. An interactive command
+    "runs" for its scripted ``runs_for`` seconds of simulated time: its watch callback is called
+    at every ``interval`` before that, and if it stops the command, ``STOPPED_STATUS`` is the
+    answer (as if SIGTERM ended it).
     """
 
     results: dict[tuple[str, ...], Completed] = field(default_factory=dict)
+    runs_for: dict[tuple[str, ...], float] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
 
-    def script(self, *prefix: str, returncode: int = 0, stdout: str = "", stderr: str = "") -> None:
+    def script(
+        self, *prefix: str, returncode: int = 0, stdout: str = "", stderr: str = "",
+        runs_for: float = 0.0,
+    ) -> None:  # fmt: skip
         self.results[prefix] = Completed(prefix, returncode, stdout, stderr)
+        self.runs_for[prefix] = runs_for
+
+    def _best(self, argv: tuple[str, ...]) -> tuple[str, ...] | None:
+        matching = [prefix for prefix in self.results if argv[: len(prefix)] == prefix]
+        return max(matching, key=len, default=None)
 
     def _answer(self, argv: tuple[str, ...]) -> Completed:
-        best: Completed | None = None
-        best_len = -1
-        for prefix, result in self.results.items():
-            if argv[: len(prefix)] == prefix and len(prefix) > best_len:
-                best, best_len = result, len(prefix)
+        best = self._best(argv)
         if best is None:
             return Completed(argv, 0)
-        return Completed(argv, best.returncode, best.stdout, best.stderr)
+        result = self.results[best]
+        return Completed(argv, result.returncode, result.stdout, result.stderr)
 
     @property
     def argvs(self) -> list[list[str]]:
@@ -78,9 +116,24 @@ class RecordingRunner:
         *,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        watch: Watch | None = None,
+        interval: float = 1.0,
     ) -> int:
-        self.calls.append(Call(tuple(argv), dict(env) if env else None, None, cwd, True))
-        return self._answer(tuple(argv)).returncode
+        call = Call(tuple(argv), dict(env) if env else None, None, cwd, True)
+        index = len(self.calls)
+        self.calls.append(call)  # before what the watch callback runs
+        best = self._best(call.argv)
+        runs_for = self.runs_for.get(best, 0.0) if best is not None else 0.0
+        watched = ScriptedWatch()
+        tick = 1
+        while watch is not None and tick * interval < runs_for:
+            watched.seconds = tick * interval
+            watch(watched)
+            if watched.stop_asked is not None:
+                self.calls[index] = dataclasses.replace(call, stopped=True)
+                return STOPPED_STATUS
+            tick += 1
+        return self._answer(call.argv).returncode
 
     def detach(
         self, argv: Sequence[str], *, log: Path, env: Mapping[str, str] | None = None
