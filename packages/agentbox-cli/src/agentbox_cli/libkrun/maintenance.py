@@ -106,7 +106,7 @@ def resize(ctx: Context) -> int:
         old, new = disks.grow_disk(path, new_size, runner)
         ctx.err(f"agentbox: {path} grew from {format_size(old)} to {format_size(new)}; "
                 "growing its filesystem in a one-shot guest")  # fmt: skip
-        status = run_task(runner, guest, echo=ctx.err if ctx.flags.debug else None)
+        status = run_task(runner, guest, notice=ctx.err)
     except VmStoppedError as err:
         raise VmStoppedError(f"{err.message}; the disk file grew, its filesystem did not",
                              hint=f"rerun the same command to finish the resize; {err.hint}",

@@ -95,7 +95,7 @@ def launch(ctx: Context) -> int:
         open_disk(ctr_path, ctr_spec, runner),
         ctx.profiler.phase("task"),
     ):
-        return run_task(runner, plan.run, echo=ctx.err if ctx.flags.debug else None)
+        return run_task(runner, plan.run, notice=ctx.err)
 
 
 LIBKRUN = Verb(

@@ -3,9 +3,19 @@
 `podman run` of a libkrun task can outlive its VM: when the VMM stops after crun handed over
 (seen: KVM_EXIT_INTERNAL_ERROR, "Vmm is stopping"), the container's main process, whose
 thread-group leader has exited, stays a zombie while a stuck thread lives on, so the container
-never exits and `podman run` waits forever. ``run_watched`` runs the command as the runner's
-``interactive`` does (same signal handling) and asks a liveness callable every ``interval``
-seconds; once it has said "gone" for ``grace`` seconds in a row, the command is stopped.
+never exits and `podman run` waits forever. `podman run` can also be merely slow after a normal
+exit: Podman before 4.6 with ``--log-level=debug`` on a host without ``/dev/log`` waits about
+20 s for its cleanup process (podman#19075).
+
+``run_watched`` runs the command through the runner's ``interactive`` (its signal handling and
+its stop sequence) and asks a liveness callable every ``interval`` seconds what it sees:
+
+- ``True``: alive; ``None``: not known yet. Neither counts.
+- ``False`` (gone or stuck) for ``grace`` seconds in a row: ``reap()`` ends what is stuck and
+  the command is stopped (``stopped="stuck"``).
+- ``Exited(code)`` (the container exited with ``code``; the command is finishing up) for
+  ``exit_grace`` seconds: the command is stopped and ``code`` is the status
+  (``stopped="after-exit"``).
 
 The liveness of a process is read from ``/proc/PID/stat`` (``proc_stat``): no process, or state
 ``Z``/``X``, or another start time (a reused pid) is gone.
@@ -13,22 +23,19 @@ The liveness of a process is read from ``/proc/PID/stat`` (``proc_stat``): no pr
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal
 
-from agentbox_state.errors import CommandError
-from agentbox_state.runner import exit_status
+from agentbox_state.runner import Runner, Watched
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Timing:
     interval: float = 1.0  # between two liveness checks
-    grace: float = 10.0  # gone for this long while the command runs: stop it
-    settle: float = 3.0  # after ``reap``: how long the command gets to return on its own
+    grace: float = 10.0  # gone or stuck for this long while the command runs: stop it
+    exit_grace: float = 60.0  # exited for this long while the command runs: stop it
+    settle: float = 3.0  # once stopping: how long the command gets to return on its own
     term_wait: float = 3.0  # after SIGTERM, before SIGKILL
 
 
@@ -36,9 +43,20 @@ DEFAULT_TIMING = Timing()
 
 
 @dataclass(frozen=True, slots=True)
+class Exited:
+    """The watched container exited with ``code``: what is left is the command finishing up."""
+
+    code: int
+
+
+Seen = bool | Exited | None
+Stopped = Literal["stuck", "after-exit"]
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
-    status: int  # the shell-style exit status (128+N for signal N)
-    stopped: bool  # True when the watchdog stopped the command
+    status: int  # the shell-style exit status (128+N for signal N); after-exit: the container's
+    stopped: Stopped | None = None  # why the watchdog stopped the command, if it did
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,86 +85,50 @@ def process_alive(pid: int, start: int, proc: str = "/proc") -> bool:
     return stat is not None and stat.start == start and stat.state not in ("Z", "X")
 
 
-class Child(Protocol):
-    """What the watchdog needs of the process it runs (a ``subprocess.Popen``)."""
+class _Watchdog:
+    """The watch callback: counts how long one kind of absence has lasted, unbroken."""
 
-    def wait(self, timeout: float | None = None) -> int: ...
-    def send_signal(self, sig: int) -> None: ...
-    def terminate(self) -> None: ...
-    def kill(self) -> None: ...
+    def __init__(
+        self, alive: Callable[[], Seen], reap: Callable[[], None] | None, timing: Timing
+    ) -> None:
+        self.alive = alive
+        self.reap = reap
+        self.timing = timing
+        self.kind: Stopped | None = None  # what was seen last: gone/stuck, or exited
+        self.since = 0.0
+        self.code = 0
+        self.stopped: Stopped | None = None
 
-
-def _wait(proc: Child, timeout: float) -> int | None:
-    try:
-        return proc.wait(timeout=max(timeout, 0.0))
-    except subprocess.TimeoutExpired:
-        return None
-
-
-def _stop(proc: Child, timing: Timing) -> int:
-    """Give the command ``settle`` seconds, then SIGTERM, then SIGKILL; its returncode."""
-    returncode = _wait(proc, timing.settle)
-    if returncode is None:
-        proc.terminate()
-        returncode = _wait(proc, timing.term_wait)
-    if returncode is None:
-        proc.kill()
-        returncode = proc.wait()
-    return returncode
+    def __call__(self, watched: Watched) -> None:
+        seen, now = self.alive(), watched.elapsed()
+        kind: Stopped | None = None
+        if isinstance(seen, Exited):
+            kind, self.code = "after-exit", seen.code
+        elif seen is False:
+            kind = "stuck"
+        if kind != self.kind:
+            self.kind, self.since = kind, now
+        wait = self.timing.grace if kind == "stuck" else self.timing.exit_grace
+        if kind is None or now - self.since < wait:
+            return
+        if kind == "stuck" and self.reap is not None:
+            self.reap()
+        self.stopped = kind
+        watched.stop(settle=self.timing.settle, term_wait=self.timing.term_wait)
 
 
 def run_watched(
+    runner: Runner,
     argv: Sequence[str],
     *,
-    env: Mapping[str, str] | None,
-    alive: Callable[[], bool | None],
+    alive: Callable[[], Seen],
     reap: Callable[[], None] | None = None,
     timing: Timing = DEFAULT_TIMING,
-    clock: Callable[[], float] = time.monotonic,
 ) -> Outcome:
-    """Run ``argv`` with the terminal attached until it exits, or until ``alive()`` has said
-    False (gone) for ``timing.grace`` seconds; None means "not known yet" and never counts.
-    Then ``reap()`` (end what is stuck), and the command is stopped (``_stop``).
-
-    As in the runner's ``interactive``, Ctrl-C and Ctrl-\\ belong to the command while it runs,
-    and SIGTERM or SIGHUP sent to us is passed on to it."""
-    try:
-        # The watchdog must own the process to poll and signal it; its environment is the
-        # runner's (the caller passes SubprocessRunner.child_env).
-        proc: Child = subprocess.Popen(list(argv), env=None if env is None else dict(env))  # noqa: TID251
-    except OSError as err:
-        raise CommandError(f"cannot run {argv[0]}: {err.strerror or err}", argv=tuple(argv),
-                           returncode=None) from err  # fmt: skip
-    received: list[int] = []
-
-    def forward(signum: int, _frame: object) -> None:
-        received.append(signum)
-        proc.send_signal(signum)
-
-    saved = {
-        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
-        signal.SIGQUIT: signal.signal(signal.SIGQUIT, signal.SIG_IGN),
-        signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
-        signal.SIGHUP: signal.signal(signal.SIGHUP, forward),
-    }
-    try:
-        gone_since: float | None = None
-        while True:
-            returncode = _wait(proc, timing.interval)
-            if returncode is not None:
-                if returncode == 0 and received:  # see SubprocessRunner.interactive
-                    return Outcome(128 + received[0], stopped=False)
-                return Outcome(exit_status(returncode), stopped=False)
-            if alive() is False:
-                now = clock()
-                gone_since = now if gone_since is None else gone_since
-                if now - gone_since >= timing.grace:
-                    break
-            else:
-                gone_since = None
-        if reap is not None:
-            reap()
-        return Outcome(exit_status(_stop(proc, timing)), stopped=True)
-    finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
+    """Run ``argv`` with the terminal attached (``runner.interactive``) until it exits, or until
+    ``alive()`` has said one kind of absence long enough (see the module): then it is stopped."""
+    dog = _Watchdog(alive, reap, timing)
+    status = runner.interactive(argv, watch=dog, interval=timing.interval)
+    if dog.stopped == "after-exit":
+        return Outcome(dog.code, stopped="after-exit")
+    return Outcome(status, stopped=dog.stopped)
