@@ -287,7 +287,7 @@ def test_the_watchdog_ends_a_rootless_keep_id_task_too(user_image: str) -> None:
 # timing; runc stands in for crun (this host has no crun with the krun handler) and /bin/sh
 # for the guest init (which would look for the VM's disks).
 LIBKRUN_TASK = """
-import dataclasses, json, os, sys, time
+import dataclasses, json, os, sys, tempfile, time
 from pathlib import Path
 from agentbox_cli.libkrun.plan import KrunHost, LibkrunRequest, plan_libkrun
 from agentbox_cli.libkrun.task import VmStoppedError, run_task
@@ -295,7 +295,7 @@ from agentbox_cli.libkrun.watchdog import Timing
 from agentbox_state.runner import SubprocessRunner
 
 p = json.loads(sys.argv[1])
-root = Path(p["root"])
+root = Path(p["root"] or tempfile.mkdtemp(prefix="agentbox-watchdog-"))
 host = KrunHost(uid=os.getuid(), gid=os.getgid(), home=root / "home", cwd=root / "project",
                 mem_total_kib=4 * 1024 * 1024, cpus=2, stdin_tty=False, stdout_tty=False)
 req = LibkrunRequest(image="localhost/agentbox:latest", workspace_key="project-watchdog",
@@ -313,6 +313,9 @@ try:
 except VmStoppedError as err:
     result = {"error": err.message}
 result.update(took=time.monotonic() - started, notices=notices, argv=spec.argv())
+if not p["root"]:
+    import shutil
+    shutil.rmtree(root, ignore_errors=True)
 print(json.dumps(result))
 """
 
@@ -379,3 +382,30 @@ def test_a_debug_task_past_the_exit_grace_is_stopped_with_its_own_status(tmp_pat
         "agentbox stopped it and removed the container (podman before 4.6 with "
         "--log-level=debug and no /dev/log: podman#19075)"
     ]
+
+
+def test_a_rootless_debug_task_slow_after_a_normal_exit_succeeds_too(user_image: str) -> None:
+    """As an ordinary user (--userns keep-id): rootless Podman 4.3 waits the same ~20 s after
+    the exit with --log-level=debug; the task still ends with its status, no VmStoppedError."""
+    slow = podman_waits_after_exit_with_debug()
+    name = f"agentbox-slow-exit-u{os.getpid()}"
+    params = {"root": "", "name": name, "script": "exit 0", "timing": {}}
+    try:
+        out = run_as_user(
+            LIBKRUN_TASK.replace("sys.argv[1]", repr(json.dumps(params))),
+            packages=["agentbox_cli", "agentbox_state", "agentbox_podman", "agentbox_storage",
+                      "agentbox_krun", "loftd", "agentbox_guest_init"],
+            cwd="/tmp", timeout=180,
+        )  # fmt: skip
+        print(out.stdout, out.stderr[-3000:])  # shown when the test fails
+        assert out.returncode == 0, out.stderr[-3000:]
+        result = json.loads(out.stdout.splitlines()[-1])
+        assert result["argv"][:3] == ["podman", "--log-level=debug", "run"]
+        assert "--userns" in result["argv"]
+        assert result.get("error") is None, result
+        assert (result["status"], result["notices"]) == (0, [])
+        if slow:
+            assert result["took"] > 15, "podman#19075's wait: longer than the grace"
+    finally:
+        subprocess.run(["runuser", "-u", user_image, "--", "podman", "rm", "--force", "--ignore",
+                        name], capture_output=True, cwd="/tmp")  # fmt: skip
