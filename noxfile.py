@@ -137,3 +137,4 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/storage.py", *session.posargs)
     session.run("python", "bench/container.py", *session.posargs)
     session.run("python", "bench/microvm.py", *session.posargs)
+    session.run("python", "bench/image.py", *session.posargs)

@@ -48,3 +48,36 @@ system_python() {
 }
 
 PACKAGES_BOTTOM_UP=(agentbox-state agentbox-guest-init agentbox-storage agentbox-podman agentbox-krun loftd agentbox-cli)
+
+# rootless_overlay_storage: for a user whose rootless Podman has no storage yet (no storage.conf
+# of theirs, no graph root or an empty one) on a kernel that mounts overlay in a user namespace,
+# write [storage] driver = "overlay" so that Podman does not fall back to vfs (which copies the
+# whole image for every container). Existing storage is never changed: switching it needs
+# `podman system reset`, which deletes it (agentbox warns about vfs instead).
+rootless_overlay_storage() {
+    [ "$(id -u)" -ne 0 ] || return 0
+    local conf=${XDG_CONFIG_HOME:-$HOME/.config}/containers/storage.conf
+    local graphroot=${XDG_DATA_HOME:-$HOME/.local/share}/containers/storage
+    [ ! -e "$conf" ] || return 0
+    if [ -d "$graphroot" ] && [ -n "$(ls -A "$graphroot" 2>/dev/null)" ]; then
+        return 0
+    fi
+    # probed on the filesystem the graph root will be on, as Podman mounts it (userxattr)
+    local data=${XDG_DATA_HOME:-$HOME/.local/share} probe ok=no
+    mkdir -p "$data"
+    probe=$(mktemp -d "$data/.agentbox-overlay-probe.XXXXXX")
+    mkdir "$probe/l" "$probe/u" "$probe/w" "$probe/m"
+    if unshare --user --map-root-user --mount sh -c "mount -t overlay overlay -o \
+        userxattr,lowerdir=$probe/l,upperdir=$probe/u,workdir=$probe/w $probe/m" 2>/dev/null; then
+        ok=yes
+    fi
+    rm -rf "$probe"
+    if [ "$ok" != yes ]; then
+        echo "agentbox: this kernel cannot mount overlay in a user namespace; Podman will use vfs" >&2
+        return 0
+    fi
+    mkdir -p "$(dirname "$conf")"
+    printf '[storage]\ndriver = "overlay"\n' >"$conf"
+    echo "agentbox: your Podman had no storage yet: wrote driver = \"overlay\" to $conf" \
+        "(rootless overlay; vfs would copy the whole image for every container)" >&2
+}

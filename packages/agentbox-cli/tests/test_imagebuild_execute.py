@@ -64,3 +64,34 @@ def test_every_buildah_call_of_a_build_carries_debug(
 def test_debug_is_no_part_of_the_stage_keys(tmp_path: Path) -> None:
     plain, debug = plan(tmp_path, debug=False), plan(tmp_path, debug=True)
     assert [stage_key("", s) for s in plain.stages] == [stage_key("", s) for s in debug.stages]
+
+
+def test_an_optional_stage_that_fails_is_said_and_skipped(tmp_path: Path) -> None:
+    base_tar = tmp_path / "base.tar"
+    base_tar.write_bytes(b"")
+    stages = (
+        Stage(name="base", inputs="i0"),
+        Stage(name="pip", inputs="i1", runs=(("pip", "install", "x"),),
+              optional="PyPI may be unreachable; x is then missing"),
+        Stage(name="finish", inputs="i2"),
+    )  # fmt: skip
+    built = BuildPlan(tag="t", base_tar=base_tar, base_from="cache", debootstrap=(),
+                      stages=stages)  # fmt: skip
+    rec = RecordingRunner()
+    rec.script("buildah", "from", stdout="c1\n")
+    rec.script("buildah", "run", returncode=1, stderr="Could not find a version")
+    said: list[str] = []
+    execute(built, rec, progress=said.append, is_root=True)
+    k0 = stage_key("", stages[0])
+    assert said[1].startswith("image build: warning: stage pip skipped: PyPI may be unreachable; "
+                              "x is then missing (it failed: ")  # fmt: skip
+    assert "Could not find a version" in said[1]
+    assert [s.split(" (")[0] for s in said] == [
+        "image build [1/3] base: built",
+        "image build: warning: stage pip skipped: PyPI may be unreachable; x is then missing",
+        "image build [2/3] pip: skipped",
+        "image build [3/3] finish: built",
+        "image build: t ready",
+    ]
+    # finish is built on the base: the failed stage left nothing
+    assert ["buildah", "from", "--pull=never", "--quiet", stage_image(stages[0], k0)] in rec.argvs

@@ -111,7 +111,8 @@ def execute(
                         f"image build stage {stage.name} failed: {err.message}",
                         hint="rerun with --debug to see every buildah command",
                     ) from err
-                progress(f"image build: warning: stage {stage.name} skipped: {stage.optional}")
+                progress(f"image build: warning: stage {stage.name} skipped: {stage.optional} "
+                         f"(it failed: {err.message})")  # fmt: skip
                 key = stage_key(key, stage) + "-skipped"
                 status = "skipped"
                 image = parent or ""

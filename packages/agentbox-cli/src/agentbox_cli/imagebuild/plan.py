@@ -25,7 +25,43 @@ DEFAULT_PACKAGES = (
     # to freeze the guest init with the image's own Python
     "python3-venv", "libpython3.11", "binutils",
 )  # fmt: skip
+# Debian 13: the workstation (issue 12). Rust, its cache and linker, clang/musl, the shell and
+# its prompt, the search tools, all from Debian's own archive.
+TRIXIE_PACKAGES = (
+    "ca-certificates", "sudo", "less", "procps", "iproute2", "util-linux", "socat", "file",
+    "xz-utils", "unzip", "openssh-client",
+    "fish", "starship", "git", "curl", "jq", "tmux", "ripgrep", "fd-find", "bubblewrap",
+    "python3", "python3-yaml", "python3-pip", "python-is-python3", "nodejs", "npm",
+    "build-essential", "pkg-config", "cmake", "clang", "mold", "musl-tools",
+    "rustc", "cargo", "rust-clippy", "rustfmt", "rust-analyzer", "rust-src", "sccache",
+    "nix-bin", "podman", "crun", "catatonit", "fuse-overlayfs", "uidmap", "passt",
+    "slirp4netns", "docker-compose", "btrfs-progs",
+    # to freeze the guest init with the image's own Python
+    "python3-venv", "libpython3.13", "binutils",
+)  # fmt: skip
+SUITE_PACKAGES = {"bookworm": DEFAULT_PACKAGES, "trixie": TRIXIE_PACKAGES}
+# What each suite's Debian archive lacks and PyPI has (trixie: the Rust grammar is no package).
+SUITE_PIP = {"bookworm": (), "trixie": ("tree-sitter==0.25.*", "tree-sitter-rust==0.24.*")}
 DEFAULT_NPM = ("@openai/codex", "@mariozechner/pi-coding-agent")
+# The original's other agent CLIs that the npm registry has (trixie's Node.js 20 runs them).
+SUITE_NPM = {"bookworm": DEFAULT_NPM, "trixie": (*DEFAULT_NPM, "oh-my-codex", "reasonix")}
+NPM_REGISTRY = "https://registry.npmjs.org/"
+PYPI = "https://pypi.org/simple/"
+SCCACHE = "/usr/bin/sccache"
+LLVM_LIB = "/usr/lib/llvm-19/lib"
+LINKER_WRAPPER = "/usr/local/bin/clang_mold_wrapper"
+# The workstation's compiler settings (trixie). No RUSTFLAGS: a user's cargo config layers on
+# top. SCCACHE_DIR is container mode's shared cache mount.
+WORKSTATION_ENV = (
+    ("RUSTC_WRAPPER", SCCACHE),
+    ("CMAKE_C_COMPILER_LAUNCHER", SCCACHE),
+    ("CMAKE_CXX_COMPILER_LAUNCHER", SCCACHE),
+    ("SCCACHE_DIR", "/home/dev/.cache/sccache"),
+    ("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER", LINKER_WRAPPER),
+    ("LIBCLANG_PATH", LLVM_LIB),
+)
+PIP_INSTALL = ("python3", "-m", "pip", "install", "--break-system-packages", "--no-cache-dir",
+               "--root-user-action=ignore", "--disable-pip-version-check", "--quiet")  # fmt: skip
 ENTRYPOINT = ("/bin/agentbox-guest-init", "default", "enter", "--")
 CMD = ("fish", "-l")
 SYSTEM_CA = "/etc/ssl/certs/ca-certificates.crt"
@@ -98,9 +134,11 @@ class BuildPlan:
     debootstrap: tuple[str, ...]
     stages: tuple[Stage, ...]
     debug: bool = False  # buildah --log-level=debug for every command
+    sources: tuple[str, ...] = ()  # where packages come from (printed, no part of any key)
 
     def describe(self) -> list[str]:
         lines = [f"image {self.tag}", f"base {self.base_tar} (from {self.base_from})"]
+        lines += [f"source {s}" for s in self.sources]
         if self.base_from == "debootstrap":
             lines.append(f"  run {shlex.join(self.debootstrap)}")
         for stage in self.stages:
@@ -144,18 +182,50 @@ def apt_install(packages: tuple[str, ...]) -> tuple[str, ...]:
     return ("sh", "-c", script)
 
 
+def _workstation_stages(suite: str) -> tuple[Stage, ...]:
+    """Trixie only: what PyPI adds (optional: the registry may be unreachable) and the
+    workstation's own files (tmux, fish's prompt, the linker wrapper, Nix's settings, the store
+    diagnostic)."""
+    if suite != "trixie":
+        return ()
+    pip = SUITE_PIP[suite]
+    files = tuple(File(path, text, mode) for path, text, mode in assets.WORKSTATION_FILES)
+    return (
+        Stage(
+            name="pip",
+            inputs=digest(*pip),
+            runs=(WITH_CA_ENV + PIP_INSTALL + pip,),
+            optional=f"PyPI ({PYPI}) may be unreachable; tree-sitter and its Rust grammar "
+            "are then missing",
+        ),
+        Stage(
+            name="workstation",
+            inputs=digest(
+                *(f"{f.path}:{f.mode:o}:{f.text}" for f in files), assets.WORKSTATION_SCRIPT
+            ),
+            files=files,
+            runs=(("sh", "-c", assets.WORKSTATION_SCRIPT),),
+        ),
+    )
+
+
 def plan_build(req: BuildRequest, source_digest: str) -> BuildPlan:
     """The plan for ``req``; ``source_digest`` is ``tree_digest`` of the guest init source."""
+    if req.suite not in SUITE_PACKAGES:
+        raise ValueError(f"suite {req.suite!r} is not one of {tuple(SUITE_PACKAGES)}")
     if req.base_dir is not None:
         base_tar, base_from = req.base_dir, "base-dir"
     else:
         base_tar = req.cache_dir / f"debootstrap-{req.suite}-minbase.tar"
         base_from = "cache" if base_tar.exists() else "debootstrap"
-    packages = tuple(dict.fromkeys((*DEFAULT_PACKAGES, *req.packages)))
-    npm = tuple(dict.fromkeys((*DEFAULT_NPM, *req.npm)))
+    packages = tuple(dict.fromkeys((*SUITE_PACKAGES[req.suite], *req.packages)))
+    npm = tuple(dict.fromkeys((*SUITE_NPM[req.suite], *req.npm)))
     base_identity = (
         f"{req.base_dir}" if req.base_dir else f"debootstrap minbase {req.suite} {req.mirror}"
     )
+    env: tuple[tuple[str, str], ...] = (("LANG", "C.UTF-8"), *CA_ENV)
+    if req.suite == "trixie":
+        env += WORKSTATION_ENV
     stages = (
         Stage(name="base", inputs=digest(base_identity)),
         Stage(name="packages", inputs=digest(*packages), runs=(apt_install(packages),)),
@@ -178,6 +248,7 @@ def plan_build(req: BuildRequest, source_digest: str) -> BuildPlan:
             ),
             optional="the npm registry may be unreachable; the agent CLIs are then missing",
         ),
+        *_workstation_stages(req.suite),
         Stage(
             name="guest-init",
             inputs=digest(source_digest, assets.FREEZE_SCRIPT, assets.FREEZE_ENTRY),
@@ -207,7 +278,7 @@ def plan_build(req: BuildRequest, source_digest: str) -> BuildPlan:
             config=ImageConfig(
                 entrypoint=ENTRYPOINT,
                 cmd=CMD,
-                env=(("LANG", "C.UTF-8"), *CA_ENV),
+                env=env,
                 workingdir="/workspace",
                 labels=(
                     ("agentbox.guest-init.version", req.guest_init_version),
@@ -219,5 +290,12 @@ def plan_build(req: BuildRequest, source_digest: str) -> BuildPlan:
         ),
     )
     debootstrap = ("debootstrap", "--variant=minbase", req.suite, "<dir>", req.mirror)
+    sources = (
+        f"debian {req.mirror} {req.suite} (debootstrap base and every apt package)",
+        f"npm {NPM_REGISTRY} (optional stage npm)",
+        f"pypi {PYPI} (pyinstaller for the guest-init stage"
+        + (", optional stage pip)" if SUITE_PIP[req.suite] else ")"),
+    )
     return BuildPlan(tag=req.tag, base_tar=base_tar, base_from=base_from,
-                     debootstrap=debootstrap, stages=stages, debug=req.debug)  # fmt: skip
+                     debootstrap=debootstrap, stages=stages, debug=req.debug,
+                     sources=sources)  # fmt: skip

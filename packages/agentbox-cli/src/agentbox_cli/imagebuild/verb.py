@@ -13,6 +13,12 @@ OPTIONS = (
         "--tag", "name of the image to build (default localhost/agentbox:latest)", metavar="REF"
     ),
     Option(
+        "--suite",
+        "the Debian release: bookworm (default) or trixie (the workstation: Rust, sccache, "
+        "mold, clang, starship, Nix with flakes)",
+        metavar="NAME",
+    ),
+    Option(
         "--base-dir",
         "a prepared Debian rootfs (a tar archive) instead of debootstrap",
         metavar="TAR",
@@ -44,15 +50,27 @@ def run(ctx: Context) -> int:
     from pathlib import Path  # not at import: this module is on the start-up path
 
     import agentbox_guest_init
-    from agentbox_cli.imagebuild.execute import execute
-    from agentbox_cli.imagebuild.plan import DEFAULT_TAG, BuildRequest, plan_build, tree_digest
+    from agentbox_cli.imagebuild.execute import ImageBuildError, execute
+    from agentbox_cli.imagebuild.plan import (
+        DEFAULT_SUITE,
+        DEFAULT_TAG,
+        SUITE_PACKAGES,
+        BuildRequest,
+        plan_build,
+        tree_digest,
+    )
 
     host_ca = Path(HOST_CA_DIR)
     base = ctx.args.value("base_dir")
     assert agentbox_guest_init.__file__ is not None
     source = Path(agentbox_guest_init.__file__).parent
+    suite = ctx.args.value("suite") or DEFAULT_SUITE
+    if suite not in SUITE_PACKAGES:
+        raise ImageBuildError(f"--suite {suite} is not a Debian release this build knows",
+                              hint=f"use one of: {', '.join(SUITE_PACKAGES)}")  # fmt: skip
     request = BuildRequest(
         tag=ctx.args.value("tag") or DEFAULT_TAG,
+        suite=suite,
         base_dir=Path(base).absolute() if base else None,
         packages=_words(ctx, "package", "image.packages"),
         npm=_words(ctx, "npm", "image.npm"),
@@ -76,7 +94,8 @@ def run(ctx: Context) -> int:
 
 IMAGE = Verb(
     "image",
-    "build the agentbox image locally with Buildah: image build [--tag REF] [--package NAME]...",
+    "build the agentbox image locally with Buildah: image build [--tag REF] [--suite NAME] "
+    "[--package NAME]...",
     run,
     OPTIONS,
     actions=("build",),
