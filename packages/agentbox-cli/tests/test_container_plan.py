@@ -100,8 +100,17 @@ def test_debug_and_profile_reach_every_podman_call_and_the_guest() -> None:
         "--volume", "/s/ws/nix/merged:/nix", "localhost/agentbox:latest",
     ]  # fmt: skip
     assert sidecar.userns == ("podman", D, "unshare")
-    assert sidecar.mount_script() == (
-        f"set -eu; m=$(podman {D} image mount localhost/agentbox:latest); "
+    assert sidecar.mount_script("sha256:abc") == (
+        f"set -eu; m=$(podman {D} image mount sha256:abc); "
+        'missing=""; { [ -e "$m"/nix ] || [ -L "$m"/nix ] ; } || missing="$missing /nix"; '
+        '{ [ -e "$m"/usr/bin/agentbox-guest-init ] || [ -L "$m"/usr/bin/agentbox-guest-init ] '
+        '|| [ -e "$m"/bin/agentbox-guest-init ] || [ -L "$m"/bin/agentbox-guest-init ] ; } '
+        '|| missing="$missing /usr/bin/agentbox-guest-init"; '
+        '{ [ -e "$m"/usr/libexec/agentbox/nix-sidecar ] '
+        '|| [ -L "$m"/usr/libexec/agentbox/nix-sidecar ] ; } '
+        '|| missing="$missing /usr/libexec/agentbox/nix-sidecar"; '
+        f'if [ -n "$missing" ]; then podman {D} image unmount sha256:abc >/dev/null 2>&1 '
+        '|| true; echo "missing:$missing"; exit 42; fi; '
         "mkdir -p /s/ws/nix/upper /s/ws/nix/work /s/ws/nix/merged; "
         'fuse-overlayfs -o "lowerdir=$m/nix,upperdir=/s/ws/nix/upper,workdir=/s/ws/nix/work" '
         "/s/ws/nix/merged"
@@ -112,7 +121,53 @@ def test_debug_and_profile_reach_every_podman_call_and_the_guest() -> None:
         "2>/dev/null || umount /s/ws/nix/merged 2>/dev/null || umount -l /s/ws/nix/merged; fi; "
         f"podman {D} image unmount localhost/agentbox:latest >/dev/null 2>&1 || true"
     )
-    assert plan.describe()[1] == f"  podman {D} unshare sh -c {shlex.quote(sidecar.mount_script())}"
+    assert sidecar.unmount_script("sha256:abc").endswith(
+        f"podman {D} image unmount sha256:abc >/dev/null 2>&1 || true"
+    )
+    assert plan.describe()[2] == f"  podman {D} unshare sh -c {shlex.quote(sidecar.mount_script())}"
+
+
+def test_root_in_a_rootless_sandbox_is_the_host_user() -> None:
+    """--root: no keep-id (whose root is an unmapped sub-uid on the host), so rootless
+    Podman's default mapping makes the sandbox's root the user; dev's ids are not passed."""
+    import dataclasses
+
+    task = plan_container(dataclasses.replace(REQ, root=True), HOST).task
+    argv = task.argv()
+    assert "--userns" not in argv
+    assert argv[argv.index("--user") : argv.index("--user") + 2] == ["--user", "0:0"]
+    assert [f"{k}={v}" for k, v in task.env] == [
+        "NIX_REMOTE=unix:///nix/var/nix/daemon-socket/socket",
+        "SCCACHE_DIR=/home/dev/.cache/sccache", "AGENTBOX_ENTER_AS_ROOT=1",
+    ]  # fmt: skip
+    assert plan_container(REQ, HOST).task.userns == "keep-id"  # dev, without --root
+
+
+def test_a_task_started_alongside_its_sidecar_waits_for_the_daemon_on_first_use() -> None:
+    plan = plan_container(REQ, HOST)
+    assert plan.task_for(daemon_starting=False) == plan.task
+    starting = plan.task_for(daemon_starting=True)
+    assert starting.env == (*plan.task.env, ("AGENTBOX_NIX_DAEMON_STARTING", "1"))
+    assert plan.sidecar.socket == Path("/s/ws/nix/merged/var/nix/daemon-socket/socket")
+    assert plan.sidecar.run_argv("sha256:abc") == [
+        "podman", "run", "--detach", "--name", "agentbox-nix-app-0123456789ab",
+        "--entrypoint", "/usr/libexec/agentbox/nix-sidecar",
+        "--label", "agentbox.role=nix-sidecar", "--label", "agentbox.workspace=app-0123456789ab",
+        "--volume", "/s/ws/nix/merged:/nix",
+        "--conmon-pidfile", "/s/ws/nix-sidecar.conmon-pid", "sha256:abc",
+    ]  # fmt: skip
+    assert plan.describe() == [
+        "sidecar agentbox-nix-app-0123456789ab (reused when running on the same image ID; "
+        "removed 120 s after the last task)",
+        "  podman image inspect localhost/agentbox:latest (its ID; pulled when missing)",
+        f"  podman unshare sh -c {shlex.quote(plan.sidecar.mount_script())}",
+        f"  {shlex.join(plan.sidecar.run_argv(REQ.image))} (the image by its ID, alongside "
+        "the task)",
+        "mkdir -p /home/u/.codex", "mkdir -p /home/u/.pi", "mkdir -p /s/ws/cargo",
+        "mkdir -p /s/sccache",
+        "task app-00112233aabbccdd (its first use of Nix waits for a starting daemon)",
+        f"  {shlex.join(starting.argv())}",
+    ]  # fmt: skip
 
 
 def test_profile_alone_or_debug_alone_sets_only_its_own_variable() -> None:

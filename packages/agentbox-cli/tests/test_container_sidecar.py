@@ -1,53 +1,266 @@
+import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from agentbox_cli.container import sidecar
-from agentbox_cli.container.plan import plan_sidecar
-from agentbox_state.testing import RecordingRunner
+from agentbox_cli.container.plan import SidecarPlan, plan_sidecar
+from agentbox_podman.errors import PodmanError
+from agentbox_state.testing import HidingRunner, RecordingRunner
 
 IMAGE = "localhost/agentbox:latest"
 NAME = "agentbox-nix-app-0123456789ab"
 D = "--log-level=debug"
+ID = "f" * 64
+FMT = ("{{.Id}}\t{{json .Config.Entrypoint}}\t{{.GraphDriver.Name}}\t"
+       "{{.GraphDriver.Data.UpperDir}}")  # fmt: skip
+ENTRY = '["/bin/agentbox-guest-init","default","enter","--"]'
 
 
-def test_start_and_teardown_pass_debug_to_every_podman_call(tmp_path: Path) -> None:
+def facts_out(image_id: str = ID, entry: str = ENTRY, root: Path = Path("/st")) -> str:
+    return f"{image_id}\t{entry}\toverlay\t{root}/overlay/{'a' * 64}/diff\n"
+
+
+def inspect(debug: bool = False) -> list[str]:
+    return ["podman", *([D] if debug else []), "image", "inspect", "--format", FMT, IMAGE]
+
+
+def running_state(plan: SidecarPlan, **fields: str) -> None:
+    """A state file whose sidecar looks alive: its 'conmon' is this process."""
+    with open("/proc/self/cmdline", "rb") as f:
+        word = f.read().split(b"\0")[0].decode()
+    state = {"name": plan.name, "image": IMAGE, "image_id": ID, "mounted": ID,
+             "conmon_pid": str(os.getpid()), "container_id": word, **fields}  # fmt: skip
+    plan.state_file.write_text("".join(f"{k}={v}\n" for k, v in state.items()))
+
+
+def test_a_cold_start_mounts_the_image_by_id_then_starts_the_sidecar(tmp_path: Path) -> None:
     plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=True, debug=True)
-    rec = RecordingRunner()
-    rec.script("podman", D, "container", "inspect", stdout=f"true 4242 cid0 {IMAGE}\n",
+    rec = ConmonRunner()
+    rec.script(*inspect(True), stdout=facts_out(root=tmp_path))
+    rec.script("podman", D, "run", stdout="cid0\n",
                stderr='time="t" level=debug msg="Shutting down engines"\n')  # fmt: skip
-    assert sidecar.ensure(plan, rec) == "started"
+    index = tmp_path / "overlay-images" / "images.json"
+    index.parent.mkdir()
+    index.write_text("{}")
+    stamp = sidecar.store_stamp(os.fspath(index))
+    prepared = sidecar.ensure(plan, rec, say=print)
+    assert prepared.status == "starting"
+    assert prepared.facts is not None
+    assert prepared.facts.id == ID
+    assert prepared.facts.store_index == os.fspath(index)
     unshare = ["podman", D, "unshare", "sh", "-c"]
-    assert rec.argvs == [
-        ["podman", D, "rm", "--force", "--ignore", NAME],
-        [*unshare, plan.unmount_script()],
-        [*unshare, plan.mount_script()],
-        plan.run.argv(),
-        [*unshare, plan.wait_script()],
-        ["podman", D, "container", "inspect", "--format",
-         "{{.State.Running}} {{.State.ConmonPid}} {{.Id}} {{.ImageName}}", NAME],
-    ]  # fmt: skip
-    assert plan.run.argv()[:3] == ["podman", D, "run"]
-    assert f"podman {D} image mount {IMAGE}" in plan.mount_script()
+    # no state file: nothing was left to clean up (it is written before anything is mounted)
+    assert rec.argvs == [["fuse-overlayfs", "--version"], inspect(True),
+                         [*unshare, plan.mount_script(ID)]]  # fmt: skip
+    index.write_text('{"rebuilt": 1}')  # the image is rebuilt while the sidecar starts
+    sidecar.start(plan, rec, prepared.facts)
+    # the image by its ID (the one whose /nix is mounted); conmon's pid from its pid file
+    assert rec.argvs[3:] == [plan.run_argv(ID)]
+    assert plan.run_argv(ID)[-3:] == ["--conmon-pidfile", str(plan.conmon_pidfile), ID]
     assert sidecar.read_state(plan.state_file) == {
-        "name": NAME, "image": IMAGE, "conmon_pid": "4242", "container_id": "cid0",
+        "name": NAME, "image": IMAGE, "image_id": ID, "mounted": ID, "conmon_pid": "4242",
+        "container_id": "cid0", "store_index": os.fspath(index), "store_stamp": stamp,
     }  # fmt: skip
+    # so the next run sees the change and asks Podman for the tag's ID again
+    rec.script(*inspect(True), stdout=facts_out("e" * 64, root=tmp_path))
+    mp = pytest.MonkeyPatch()
+    mp.setattr(sidecar, "alive", lambda state: True)
+    mp.setattr(sidecar, "tasks_running", lambda p, r: False)
+    try:
+        again = sidecar.ensure(plan, rec, say=lambda m: None)
+    finally:
+        mp.undo()
+    assert again.facts is not None
+    assert again.facts.id == "e" * 64
 
 
-def test_the_sidecars_own_words_are_reported_without_debug_records(tmp_path: Path) -> None:
-    import pytest
+class ConmonRunner(RecordingRunner):
+    """Writes the conmon pid file a ``podman run --conmon-pidfile`` would."""
 
-    from agentbox_podman.errors import PodmanError
+    def run(self, argv, **kw):  # type: ignore[no-untyped-def]
+        if "--conmon-pidfile" in argv:
+            Path(argv[argv.index("--conmon-pidfile") + 1]).write_text("4242")
+        return super().run(argv, **kw)
 
-    plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=False, debug=True)
+
+def test_reuse_without_podman_while_the_image_index_is_unchanged(tmp_path: Path) -> None:
+    plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=True, debug=False)
+    index = tmp_path / "images.json"
+    index.write_text("{}")
+    running_state(plan, store_index=str(index), store_stamp=sidecar.store_stamp(str(index)))
     rec = RecordingRunner()
-    rec.script("sh", "-c", plan.wait_script(), returncode=1)
-    rec.script("podman", D, "logs", stderr='time="t" level=debug msg="x"\nnix-daemon: bad\n')
-    with pytest.raises(PodmanError) as caught:
-        sidecar.ensure(plan, rec)
-    assert caught.value.message == (
-        f"the Nix sidecar {NAME} did not open its daemon socket within 10 s:\n  nix-daemon: bad"
+    assert sidecar.ensure(plan, rec, say=print) == sidecar.Prepared("reused")
+    assert rec.argvs == []
+    # the index changed (a build, a tag, a pull): one inspect; the same ID is still reused
+    index.write_text('{"x": 1}')
+    rec.script(*inspect(), stdout=facts_out(root=tmp_path))
+    assert sidecar.ensure(plan, rec, say=print) == sidecar.Prepared("reused")
+    assert rec.argvs == [["fuse-overlayfs", "--version"], inspect()]
+    assert sidecar.read_state(plan.state_file)["store_stamp"] == sidecar.store_stamp(
+        os.fspath(tmp_path / "overlay-images" / "images.json")
     )
-    assert ["podman", D, "logs", "--tail", "20", NAME] in rec.argvs
+
+
+def test_a_new_image_id_replaces_an_idle_sidecar_and_says_so(tmp_path: Path) -> None:
+    plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=True, debug=False)
+    running_state(plan, image_id="e" * 64, mounted="e" * 64, store_index="", store_stamp="")
+    rec = RecordingRunner()
+    rec.script(*inspect(), stdout=facts_out())
+    said: list[str] = []
+    tasks: list[bool] = []
+
+    def no_tasks(p: SidecarPlan, r: object) -> bool:
+        tasks.append(True)
+        return False
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(sidecar, "tasks_running", no_tasks)
+    try:
+        prepared = sidecar.ensure(plan, rec, say=said.append)
+    finally:
+        mp.undo()
+    assert prepared.status == "starting"
+    assert tasks == [True]
+    assert said == [
+        f"{IMAGE} is now image {ID[:12]}, but the project's Nix sidecar serves eeeeeeeeeeee: "
+        "waiting for the project's running tasks to end, then replacing it (Ctrl-C stops "
+        "waiting)"
+    ]
+    # the old overlay's image is unmounted by its own ID, the new one mounted by its own
+    assert rec.argvs[2:] == [
+        ["podman", "rm", "--force", "--ignore", NAME],
+        ["podman", "unshare", "sh", "-c", plan.unmount_script("e" * 64)],
+        ["podman", "unshare", "sh", "-c", plan.mount_script(ID)],
+    ]
+
+
+def test_a_new_image_waits_while_a_task_holds_the_old_sidecar(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=True, debug=False)
+    running_state(plan, image_id="e" * 64, mounted="e" * 64)
+    task = sidecar.users_lock(tmp_path)
+    task.acquire(shared=True)  # a running task of the old image
+    rec = RecordingRunner()
+    rec.script(*inspect(), stdout=facts_out())
+    mp = pytest.MonkeyPatch()
+    mp.setattr(sidecar, "tasks_running", lambda p, r: False)
+    ended = time.monotonic() + 0.6
+    threading.Timer(0.6, task.release).start()
+    try:
+        assert sidecar.ensure(plan, rec, say=lambda m: None).status == "starting"
+    finally:
+        mp.undo()
+    assert time.monotonic() >= ended  # nothing was torn down under the task
+    assert ["podman", "rm", "--force", "--ignore", NAME] in rec.argvs
+
+
+class RecordingHidingRunner(HidingRunner):
+    def __init__(self, hide: list[str]) -> None:
+        super().__init__({"PATH": "/usr/bin:/bin"}, hide=hide)
+        self.argvs: list[list[str]] = []
+
+    def run(self, argv, **kw):  # type: ignore[no-untyped-def]
+        self.argvs.append(list(argv))
+        return super().run(argv, **kw)
+
+
+def test_without_fuse_overlayfs_nothing_is_started_or_made(tmp_path: Path) -> None:
+    plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=True, debug=False)
+    runner = RecordingHidingRunner(["fuse-overlayfs"])
+    with pytest.raises(PodmanError) as caught:
+        sidecar.ensure(plan, runner, say=print)
+    assert caught.value.message == (
+        "container mode needs fuse-overlayfs for the project's /nix overlay, and it is not "
+        "installed (or not on PATH)"
+    )
+    assert caught.value.hint == "install it: apt-get install fuse-overlayfs (Debian/Ubuntu)"
+    assert runner.argvs == [["fuse-overlayfs", "--version"]]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_image_without_nix_or_guest_init_is_named_and_nothing_runs(tmp_path: Path) -> None:
+    plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=True, debug=False)
+    rec = RecordingRunner()
+    rec.script(*inspect(), stdout=facts_out(entry='["sh"]'))
+    rec.script("podman", "unshare", "sh", "-c", plan.mount_script(ID), returncode=42,
+               stdout="missing: /nix /usr/bin/agentbox-guest-init\n")  # fmt: skip
+    with pytest.raises(PodmanError) as caught:
+        sidecar.ensure(plan, rec, say=print)
+    assert caught.value.message == (
+        f"image {IMAGE} (ffffffffffff) cannot run in container mode: it has no /nix (the Nix "
+        "store the sidecar serves); no guest init (/usr/bin/agentbox-guest-init); its entry "
+        "point is not the guest init (it is sh)"
+    )
+    assert caught.value.hint == sidecar.IMAGE_HINT
+    assert "agentbox image build" in sidecar.IMAGE_HINT
+    assert not [a for a in rec.argvs if a[:2] == ["podman", "run"]]
+    assert rec.argvs[-2:] == [  # the cleanup: by the ID it mounted
+        ["podman", "rm", "--force", "--ignore", NAME],
+        ["podman", "unshare", "sh", "-c", plan.unmount_script(ID)],
+    ]
+    assert not plan.state_file.exists()
+
+
+def test_a_missing_image_is_pulled_and_a_failed_pull_names_it(tmp_path: Path) -> None:
+    plan = plan_sidecar("localhost/nosuch:1", "app-0123456789ab", tmp_path, rootless=True,
+                        debug=False)  # fmt: skip
+    rec = RecordingRunner()
+    argv = ["podman", "image", "inspect", "--format", FMT, "localhost/nosuch:1"]
+    not_known = "Error: inspecting object: localhost/nosuch:1: image not known\n"
+    rec.script(*argv, returncode=125, stderr=not_known)
+    rec.script("podman", "pull", returncode=125, stderr=(
+        "Trying to pull localhost/nosuch:1...\nError: initializing source "
+        "docker://localhost/nosuch:1: pinging container registry localhost: connection "
+        "refused\n"))  # fmt: skip
+    with pytest.raises(PodmanError) as caught:
+        sidecar.ensure(plan, rec, say=print)
+    assert caught.value.message == (
+        "image localhost/nosuch:1 is not in local storage, and pulling it failed: initializing "
+        "source docker://localhost/nosuch:1: pinging container registry localhost: connection "
+        "refused"
+    )
+    assert rec.argvs == [["fuse-overlayfs", "--version"], argv,
+                         ["podman", "pull", "--quiet", "localhost/nosuch:1"]]  # fmt: skip
+
+
+def test_a_failed_sidecar_start_tears_down(tmp_path: Path) -> None:
+    plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=False, debug=False)
+    rec = RecordingRunner()
+    rec.script("podman", "run", returncode=125, stderr="Error: no\n")
+    facts = sidecar.ImageFacts(ID, ["/bin/agentbox-guest-init"], "")
+    plan.state_file.write_text(f"mounted={ID}\n")
+    with pytest.raises(Exception, match="failed with exit status 125"):
+        sidecar.start(plan, rec, facts)
+    assert rec.argvs[-2:] == [["podman", "rm", "--force", "--ignore", NAME],
+                              ["sh", "-c", plan.unmount_script(ID)]]  # fmt: skip
+    assert not plan.state_file.exists()
+
+
+def test_leftovers_of_a_crash_are_cleaned_first(tmp_path: Path) -> None:
+    plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=True, debug=False)
+    plan.state_file.write_text(f"name={NAME}\nimage={IMAGE}\nimage_id={ID}\nmounted={ID}\n")
+    rec = RecordingRunner()
+    rec.script(*inspect(), stdout=facts_out())
+    assert sidecar.ensure(plan, rec, say=print).status == "starting"
+    assert rec.argvs[2:] == [
+        ["podman", "rm", "--force", "--ignore", NAME],
+        ["podman", "unshare", "sh", "-c", plan.unmount_script(ID)],
+        ["podman", "unshare", "sh", "-c", plan.mount_script(ID)],
+    ]
+
+
+def test_parse_facts() -> None:
+    f = sidecar.parse_facts(facts_out())
+    assert f == sidecar.ImageFacts(ID, ["/bin/agentbox-guest-init", "default", "enter", "--"],
+                                   "/st/overlay-images/images.json")  # fmt: skip
+    vfs = sidecar.parse_facts(f"{ID}\tnull\tvfs\t<no value>\n")
+    assert vfs == sidecar.ImageFacts(ID, [], "")
+    with pytest.raises(PodmanError):
+        sidecar.parse_facts("")
 
 
 def test_the_reaper_runs_with_debug_when_the_run_did(tmp_path: Path) -> None:

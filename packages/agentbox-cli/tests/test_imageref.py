@@ -48,3 +48,30 @@ def test_a_failed_pull_says_podmans_error_not_its_debug_records() -> None:
         f"cannot pull {PUBLISHED_IMAGE}: Error: initializing source "
         "docker://ghcr.io/zeroqn/agentbox:latest: no route"
     )
+
+
+@pytest.mark.parametrize(("image", "hint"), [
+    (LOCAL_IMAGE, "build it on this machine: agentbox image build"),
+    ("localhost/nosuch:1", "localhost/nosuch:1 can only come from this machine: build it, or "
+     "`podman load` it, or name another with --image; agentbox's own: agentbox image build"),
+    ("docker.io/library/debian:12", "get it with `podman pull` (or `podman load` from an "
+     "archive) once its registry is reachable, or name another with --image; agentbox's own "
+     "image: agentbox image build"),
+])  # fmt: skip
+def test_a_missing_image_that_cannot_be_pulled_is_named_with_how_to_get_it(
+    image: str, hint: str
+) -> None:
+    from agentbox_cli.imageref import pull_missing
+
+    rec = RecordingRunner()
+    rec.script("podman", "pull", returncode=125, stderr=(
+        f"Trying to pull {image}...\nError: initializing source docker://{image}: no route\n"
+    ))  # fmt: skip
+    with pytest.raises(PodmanError) as caught:
+        pull_missing(image, rec, debug=False)
+    assert caught.value.message == (
+        f"image {image} is not in local storage, and pulling it failed: initializing source "
+        f"docker://{image}: no route"
+    )
+    assert caught.value.hint == hint
+    assert rec.argvs == [["podman", "pull", "--quiet", image]]

@@ -11,6 +11,10 @@ from agentbox_state.errors import CommandError
 from agentbox_state.runner import Runner
 
 BUILD_HINT = "build it on this machine: agentbox image build"
+MISSING_HINT = (
+    "get it with `podman pull` (or `podman load` from an archive) once its registry is "
+    "reachable, or name another with --image; agentbox's own image: agentbox image build"
+)
 
 
 def _pull(image: str, runner: Runner, *, debug: bool) -> None:
@@ -20,6 +24,29 @@ def _pull(image: str, runner: Runner, *, debug: bool) -> None:
         said = "\n".join(podman.tool_messages(err.stderr_tail))  # without --debug's records
         raise PodmanError(f"cannot pull {image}: {said or err.message}",
                           hint=BUILD_HINT) from err  # fmt: skip
+
+
+def pull_missing(image: str, runner: Runner, *, debug: bool) -> None:
+    """Pull ``image``, which is not in local storage (as ``podman run`` would); when that
+    fails, one line says which image is missing and how to get it."""
+    try:
+        runner.run(podman.pull(image, debug=debug))
+    except CommandError as err:
+        said = [line for line in podman.tool_messages(err.stderr_tail) if line.strip()]
+        errors = [line for line in said if line.startswith("Error:")] or said
+        why = errors[-1].removeprefix("Error: ") if errors else err.message
+        if image == LOCAL_IMAGE:
+            hint = BUILD_HINT
+        elif image.startswith("localhost/"):
+            hint = (
+                f"{image} can only come from this machine: build it, or `podman load` it, "
+                f"or name another with --image; agentbox's own: agentbox image build"
+            )
+        else:
+            hint = MISSING_HINT
+        raise PodmanError(
+            f"image {image} is not in local storage, and pulling it failed: {why}", hint=hint
+        ) from err
 
 
 def resolve_image(flags: GlobalFlags, runner: Runner, *, known: str | None = None) -> str:

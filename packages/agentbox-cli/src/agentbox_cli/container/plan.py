@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from agentbox_podman.podman import (
@@ -20,7 +20,14 @@ from agentbox_podman.podman import (
 
 NIX_SOCKET = "/nix/var/nix/daemon-socket/socket"
 SIDECAR_ENTRYPOINT = "/usr/libexec/agentbox/nix-sidecar"
+GUEST_INIT = "/usr/bin/agentbox-guest-init"
 DEFAULT_GRACE = 120
+# the task's first use of Nix waits for the daemon the sidecar is still starting (guest init)
+DAEMON_STARTING_ENV = ("AGENTBOX_NIX_DAEMON_STARTING", "1")
+# the mount script's exit status when the image lacks what container mode needs
+CONTRACT_EXIT = 42
+# what container mode needs inside the image, checked on its mount (a path, its alternatives)
+IMAGE_NEEDS = (("/nix",), (GUEST_INIT, "/bin/agentbox-guest-init"), (SIDECAR_ENTRYPOINT,))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,32 +68,53 @@ class SidecarPlan:
     run: RunSpec
     debug: bool = False  # every podman command, also those in the scripts
 
-    def mount_script(self) -> str:
-        """Mount the image, then the overlay of its /nix; prints nothing on success."""
+    def mount_script(self, ref: str | None = None) -> str:
+        """Mount the image ``ref`` (its ID; the tag by default), check that it has what
+        container mode needs (else print ``missing: PATH ...``, unmount it and exit
+        ``CONTRACT_EXIT``), then mount the overlay of its /nix; prints nothing on success."""
         q = shlex.quote
+        ref = ref or self.image
+        checks = "".join(
+            "{ " + " || ".join(f'[ -e "$m"{q(p)} ] || [ -L "$m"{q(p)} ]' for p in alts)
+            + f' ; }} || missing="$missing {alts[0]}"; '
+            for alts in IMAGE_NEEDS
+        )  # fmt: skip
         return (
-            f"set -eu; m=$({shlex.join(image_mount(self.image, debug=self.debug))}); "
+            f"set -eu; m=$({shlex.join(image_mount(ref, debug=self.debug))}); "
+            f'missing=""; {checks}if [ -n "$missing" ]; then '
+            f"{shlex.join(image_unmount(ref, debug=self.debug))} >/dev/null 2>&1 || true; "
+            f'echo "missing:$missing"; exit {CONTRACT_EXIT}; fi; '
             f"mkdir -p {q(os.fspath(self.upper))} {q(os.fspath(self.work))} "
             f"{q(os.fspath(self.merged))}; "
             f'fuse-overlayfs -o "lowerdir=$m/nix,upperdir={os.fspath(self.upper)},'
             f'workdir={os.fspath(self.work)}" {q(os.fspath(self.merged))}'
         )
 
-    def unmount_script(self) -> str:
+    def unmount_script(self, ref: str | None = None) -> str:
+        """Unmount the overlay and the image ``ref`` it was made from (the tag by default)."""
         m = shlex.quote(os.fspath(self.merged))
         return (
             f"if grep -qs ' {os.fspath(self.merged)} ' /proc/self/mountinfo; then "
             f"fusermount3 -u {m} 2>/dev/null || fusermount -u {m} 2>/dev/null || umount {m} "
             f"2>/dev/null || umount -l {m}; fi; "
-            f"{shlex.join(image_unmount(self.image, debug=self.debug))} >/dev/null 2>&1 || true"
+            f"{shlex.join(image_unmount(ref or self.image, debug=self.debug))} >/dev/null 2>&1 "
+            "|| true"
         )
 
-    def wait_script(self, tries: int = 100, interval: float = 0.1) -> str:
-        socket = shlex.quote(os.fspath(self.merged) + NIX_SOCKET.removeprefix("/nix"))
-        return (
-            f"i=0; while [ $i -lt {tries} ]; do test -S {socket} && exit 0; "
-            f"sleep {interval}; i=$((i+1)); done; exit 1"
-        )
+    def run_argv(self, ref: str) -> list[str]:
+        """``podman run`` of the sidecar from the image ``ref`` (its ID), writing conmon's pid
+        to ``conmon_pidfile`` (so no ``podman container inspect`` is needed after it)."""
+        argv = replace(self.run, image=ref).argv()
+        return [*argv[:-1], "--conmon-pidfile", os.fspath(self.conmon_pidfile), argv[-1]]
+
+    @property
+    def conmon_pidfile(self) -> Path:
+        return self.state_file.with_name("nix-sidecar.conmon-pid")
+
+    @property
+    def socket(self) -> Path:
+        """The daemon's socket on the host (rootless: inside ``podman unshare``)."""
+        return self.merged / NIX_SOCKET.removeprefix("/nix/")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,16 +124,26 @@ class ContainerPlan:
     host_dirs: tuple[Path, ...]  # created when missing
     grace: int
 
+    def task_for(self, *, daemon_starting: bool) -> RunSpec:
+        """The task; started alongside a starting sidecar, its first use of Nix waits for
+        the daemon's socket (the guest init's nix wrappers)."""
+        if not daemon_starting:
+            return self.task
+        return replace(self.task, env=(*self.task.env, DAEMON_STARTING_ENV))
+
     def describe(self) -> list[str]:
         s = self.sidecar
         prefix = shlex.join(s.userns) + " " if s.userns else ""
+        starting = self.task_for(daemon_starting=True)
         return [
-            f"sidecar {s.name} (reused when running; removed {self.grace} s after the last task)",
+            f"sidecar {s.name} (reused when running on the same image ID; removed {self.grace} "
+            "s after the last task)",
+            f"  podman image inspect {s.image} (its ID; pulled when missing)",
             f"  {prefix}sh -c {shlex.quote(s.mount_script())}",
-            f"  {shlex.join(s.run.argv())}",
-            f"task {self.task.name}",
-            f"  {shlex.join(self.task.argv())}",
+            f"  {shlex.join(s.run_argv(s.image))} (the image by its ID, alongside the task)",
             *(f"mkdir -p {d}" for d in self.host_dirs),
+            f"task {self.task.name} (its first use of Nix waits for a starting daemon)",
+            f"  {shlex.join(starting.argv())}",
         ]
 
 
@@ -151,10 +189,13 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
         Mount(cargo, "/home/dev/.cargo"),
         Mount(req.sccache, "/home/dev/.cache/sccache"),
     )
-    # root on the host is root in the sandbox: dev cannot have uid 0
+    # root on the host is root in the sandbox: dev cannot have uid 0. With --root, rootless
+    # Podman's default mapping (no keep-id) makes the sandbox's root the host user, so what
+    # root writes into the project is the user's; under keep-id it would be a sub-uid.
+    keep_id = rootless and not req.root
     ids = [("AGENTBOX_HOST_UID", str(host.uid)), ("AGENTBOX_HOST_GID", str(host.gid))]
     env = [
-        *(ids if rootless else []),
+        *(ids if keep_id else []),
         ("NIX_REMOTE", f"unix://{NIX_SOCKET}"),
         ("SCCACHE_DIR", "/home/dev/.cache/sccache"),
     ]
@@ -172,7 +213,7 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
         command=req.command,
         interactive=interactive_shell or not host.stdin_tty,
         tty=host.stdin_tty and host.stdout_tty,
-        userns="keep-id" if rootless else None,
+        userns="keep-id" if keep_id else None,
         user="0:0",
         hostname=req.hostname,
         workdir="/workspace",

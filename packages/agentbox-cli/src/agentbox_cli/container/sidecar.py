@@ -6,6 +6,14 @@ hot path: ``sidecar.lock`` (exclusive) guards starting and removing; every runni
 task runs, and a task that was killed releases its share with its process. Before removing,
 Podman is still asked for running tasks of this sidecar (a task container can outlive a killed
 agentbox); if that question cannot be answered, nothing is removed.
+
+The sidecar belongs to an image ID: the hot path reuses it while Podman's image index file is
+unchanged since the ID was read (one ``stat``); otherwise ``podman image inspect`` says the
+tag's ID, and a different one replaces the sidecar once the project's running tasks have ended
+(the new run waits for ``sidecar-users.lock``, holding ``sidecar.lock`` so no task joins the old
+one meanwhile). A cold start mounts the overlay (checking the image has what container mode
+needs), then starts the sidecar container alongside the task (``start``, still holding
+``sidecar.lock``); the task holds its share of ``sidecar-users.lock`` from before it starts.
 """
 
 from __future__ import annotations
@@ -13,14 +21,16 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
-from agentbox_cli.container.plan import SidecarPlan
+from agentbox_cli.container.plan import CONTRACT_EXIT, GUEST_INIT, SIDECAR_ENTRYPOINT, SidecarPlan
 from agentbox_podman import podman
 from agentbox_podman.errors import PodmanError
-from agentbox_state.errors import AgentboxError
+from agentbox_state.errors import AgentboxError, CommandError
 from agentbox_state.lock import FileLock
-from agentbox_state.runner import Runner
+from agentbox_state.runner import Runner, command_failed
 
 
 def setup_lock(state_dir: Path) -> FileLock:
@@ -57,40 +67,221 @@ def alive(state: dict[str, str]) -> bool:
         return False
 
 
-def ensure(plan: SidecarPlan, runner: Runner) -> str:
-    """Reuse the running sidecar or start one; 'reused' or 'started'. Hold ``setup_lock``."""
+FUSE_HINT = "install it: apt-get install fuse-overlayfs (Debian/Ubuntu)"
+IMAGE_HINT = (
+    "build one with `agentbox image build` (localhost/agentbox:latest, the default), or base "
+    "yours on it"
+)
+WAIT_FOR_TASKS_SECONDS = 3600.0
+
+
+class ImageFacts(NamedTuple):
+    """What ``podman image inspect`` says about the image (one call, on the cold path)."""
+
+    id: str
+    entrypoint: list[str]
+    store_index: str  # the storage's images.json, whose change means "maybe a new ID"; or ""
+    store_stamp: str = ""  # of that index, taken before the inspect when it was known
+
+
+def with_stamp(facts: ImageFacts, index: str, before: str) -> ImageFacts:
+    """``facts`` with the index's stamp: the one taken before the inspect (so a change during
+    or after it shows as a change next time), or, the first time, one taken now (pure but for
+    that stat)."""
+    stamp = before if index == facts.store_index and before else store_stamp(facts.store_index)
+    return facts._replace(store_stamp=stamp)
+
+
+def image_facts(image: str, runner: Runner, *, debug: bool) -> ImageFacts:
+    """The image's ID and entry point; a missing image is pulled (as ``podman run`` would),
+    and when that fails the error says which image is missing and how to get it."""
+    from agentbox_cli.imageref import pull_missing
+
+    fmt = ("{{.Id}}\t{{json .Config.Entrypoint}}\t{{.GraphDriver.Name}}\t"
+           "{{.GraphDriver.Data.UpperDir}}")  # fmt: skip
+    argv = [*podman.podman_argv(debug=debug), "image", "inspect", "--format", fmt, image]
+    done = runner.run(argv, check=False)
+    if done.returncode != 0:
+        said = "\n".join(podman.tool_messages(done.stderr))
+        if "image not known" not in said and "no such image" not in said.lower():
+            raise command_failed(argv, done.returncode, done.stderr)
+        pull_missing(image, runner, debug=debug)
+        done = runner.run(argv)
+    return parse_facts(done.stdout)
+
+
+def parse_facts(out: str) -> ImageFacts:
+    """``image_facts``' answer (pure)."""
+    import json
+
+    fields = out.strip().split("\t")
+    if len(fields) != 4 or not fields[0]:
+        raise PodmanError(f"cannot understand podman image inspect's answer: {out.strip()!r}")
+    image_id, entry, driver, upper = fields
+    try:
+        parsed = json.loads(entry)
+    except ValueError:
+        parsed = None
+    entrypoint = [str(w) for w in parsed] if isinstance(parsed, list) else []
+    index = ""
+    if driver == "overlay" and upper.endswith("/diff") and upper.startswith("/"):
+        index = os.fspath(Path(upper).parents[2] / "overlay-images" / "images.json")
+    return ImageFacts(image_id, entrypoint, index)
+
+
+def store_stamp(index: str) -> str:
+    """Changes whenever Podman rewrites its image index (a build, tag, pull or removal)."""
+    if not index:
+        return ""
+    try:
+        st = os.stat(index)
+    except OSError:
+        return ""
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _same_image(state: dict[str, str], image: str) -> bool:
+    """The hot path's check, without Podman: the sidecar serves ``image`` and Podman's image
+    index is unchanged since it was started (so the tag still names the same ID)."""
+    stamp = state.get("store_stamp", "")
+    return state.get("image") == image and bool(stamp) and \
+        store_stamp(state.get("store_index", "")) == stamp  # fmt: skip
+
+
+def check_fuse_overlayfs(runner: Runner) -> None:
+    try:
+        done = runner.run(["fuse-overlayfs", "--version"], check=False)
+    except CommandError as err:
+        raise PodmanError(
+            "container mode needs fuse-overlayfs for the project's /nix overlay, and it is not "
+            "installed (or not on PATH)", hint=FUSE_HINT,
+        ) from err  # fmt: skip
+    if done.returncode == 127:
+        raise PodmanError("container mode needs fuse-overlayfs, and it cannot be run",
+                          hint=FUSE_HINT)  # fmt: skip
+
+
+def contract_error(image: str, facts: ImageFacts, missing: list[str]) -> PodmanError:
+    """Why the image cannot serve container mode (pure)."""
+    what = {
+        "/nix": "no /nix (the Nix store the sidecar serves)",
+        GUEST_INIT: f"no guest init ({GUEST_INIT})",
+        SIDECAR_ENTRYPOINT: f"no Nix sidecar entry point ({SIDECAR_ENTRYPOINT})",
+    }
+    reasons = [what.get(m, f"no {m}") for m in missing]
+    if not any(w.endswith("agentbox-guest-init") for w in facts.entrypoint[:1]):
+        shown = " ".join(facts.entrypoint) or "none"
+        reasons.append(f"its entry point is not the guest init (it is {shown})")
+    return PodmanError(
+        f"image {image} ({facts.id[:12]}) cannot run in container mode: it has "
+        + "; ".join(reasons), hint=IMAGE_HINT,
+    )  # fmt: skip
+
+
+class Prepared(NamedTuple):
+    """What ``ensure`` left: ``reused`` (running) or ``starting`` (the overlay is mounted,
+    ``start`` runs the sidecar container)."""
+
+    status: str
+    facts: ImageFacts | None = None
+
+
+def ensure(plan: SidecarPlan, runner: Runner, *, say: Callable[[str], None]) -> Prepared:
+    """Reuse the running sidecar of the same image ID, or mount the overlay of a new one (then
+    ``start`` it). Hold ``setup_lock``. A sidecar of another image is replaced only once no
+    task uses it: this waits for the project's running tasks, saying so with ``say``."""
     state = read_state(plan.state_file)
-    if state.get("image") == plan.image and alive(state):
-        return "reused"
-    teardown(plan, runner)  # whatever a crash left: container, overlay, state
+    running = alive(state)
+    if running and _same_image(state, plan.image):
+        return Prepared("reused")
+    check_fuse_overlayfs(runner)
+    known_index = state.get("store_index", "")
+    before = store_stamp(known_index)
+    facts = image_facts(plan.image, runner, debug=plan.debug)
+    facts = with_stamp(facts, known_index, before)
+    if running and state.get("image_id") == facts.id:
+        _write_state(plan.state_file, {**state, "image": plan.image,
+                     "store_index": facts.store_index,
+                     "store_stamp": facts.store_stamp})  # fmt: skip
+        return Prepared("reused")
+    if running:
+        _replace_when_idle(plan, state, facts, runner, say)
+    if state or plan.state_file.exists():
+        # whatever a crash left: container, overlay, state. The state file is written before
+        # anything is mounted or started and removed last, so without one there is nothing.
+        teardown(plan, runner)
     for d in (plan.upper, plan.work, plan.merged):
         d.mkdir(parents=True, exist_ok=True)
+    # recorded first: whatever happens next, teardown unmounts this image by its ID
+    _write_state(plan.state_file, {"name": plan.name, "image": plan.image,
+                                   "image_id": facts.id, "mounted": facts.id,
+                                   "store_index": facts.store_index})  # fmt: skip
     try:
-        runner.run([*plan.userns, "sh", "-c", plan.mount_script()])
-        runner.run(plan.run.argv())
-        waited = runner.run([*plan.userns, "sh", "-c", plan.wait_script()], check=False)
-        if waited.returncode != 0:
-            logs = runner.run(podman.logs(plan.name, debug=plan.debug), check=False)
-            said = "\n".join(podman.tool_messages(logs.stderr)).strip()  # the sidecar's own
-            raise PodmanError(
-                f"the Nix sidecar {plan.name} did not open its daemon socket within 10 s"
-                + (f":\n  {said or logs.stdout.strip()}" if logs.returncode == 0 else ""),
-                hint="check that the image has nix-daemon (agentbox image build) and rerun with "
-                "--debug",
-            )
-        info = runner.run(podman.container_state(plan.name, debug=plan.debug)).stdout.split()
+        mounted = runner.run([*plan.userns, "sh", "-c", plan.mount_script(facts.id)], check=False)
+        if mounted.returncode == CONTRACT_EXIT and mounted.stdout.startswith("missing:"):
+            raise contract_error(plan.image, facts, mounted.stdout.split()[1:])
+        if mounted.returncode != 0:
+            raise command_failed([*plan.userns, "sh", "-c", plan.mount_script(facts.id)],
+                                 mounted.returncode, mounted.stderr)  # fmt: skip
+        if not any(w.endswith("agentbox-guest-init") for w in facts.entrypoint[:1]):
+            raise contract_error(plan.image, facts, [])
     except BaseException:
         teardown(plan, runner)
         raise
-    _write_state(plan.state_file, {"name": plan.name, "image": plan.image,
-                                   "conmon_pid": info[1], "container_id": info[2]})  # fmt: skip
-    return "started"
+    return Prepared("starting", facts)
+
+
+def _replace_when_idle(plan: SidecarPlan, state: dict[str, str], facts: ImageFacts,
+                       runner: Runner, say: Callable[[str], None]) -> None:  # fmt: skip
+    """Wait until no task of the project uses the old image's sidecar (holding ``setup_lock``,
+    so no new one joins it); fails when only task containers of a killed agentbox remain."""
+    users = users_lock(plan.state_file.parent)
+    old = state.get("image_id", "")[:12] or "an older image"
+    say(f"{plan.image} is now image {facts.id[:12]}, but the project's Nix sidecar serves "
+        f"{old}: waiting for the project's running tasks to end, then replacing it "
+        "(Ctrl-C stops waiting)")  # fmt: skip
+    users.acquire(wait=WAIT_FOR_TASKS_SECONDS)
+    try:
+        if tasks_running(plan, runner):
+            raise PodmanError(
+                f"task containers of the Nix sidecar {plan.name} still run, though no agentbox "
+                "uses them", hint=f"stop them: podman ps --filter label="
+                f"{podman.SIDECAR_LABEL}={plan.name}, then podman rm --force NAME",
+            )  # fmt: skip
+    finally:
+        users.release()
+
+
+def start(plan: SidecarPlan, runner: Runner, facts: ImageFacts) -> None:
+    """Run the sidecar container (the image by ID) on the mounted overlay; no wait for its
+    daemon (the task's first use of Nix waits). Hold ``setup_lock``; tears down on failure."""
+    try:
+        plan.conmon_pidfile.unlink(missing_ok=True)
+        out = runner.run(plan.run_argv(facts.id)).stdout.split()
+        try:
+            pid = plan.conmon_pidfile.read_text(encoding="ascii").strip()
+        except OSError:
+            pid = ""
+        if not out or not pid.isdigit():
+            raise PodmanError(f"the Nix sidecar {plan.name} started, but podman did not say its "
+                              f"container id and conmon pid (got {out!r}, {pid!r})")  # fmt: skip
+    except BaseException:
+        teardown(plan, runner)
+        raise
+    _write_state(plan.state_file, {
+        "name": plan.name, "image": plan.image, "image_id": facts.id, "mounted": facts.id,
+        "conmon_pid": pid, "container_id": out[-1], "store_index": facts.store_index,
+        "store_stamp": facts.store_stamp,  # as of the inspect: a later change is seen
+    })  # fmt: skip
 
 
 def teardown(plan: SidecarPlan, runner: Runner) -> None:
-    """Remove the sidecar container and the overlay (in the namespace it lives in)."""
+    """Remove the sidecar container and the overlay (in the namespace it lives in), and
+    unmount the image it was made from (by ID when the state says which)."""
+    mounted = read_state(plan.state_file).get("mounted") or None
     runner.run(podman.remove(plan.name, debug=plan.debug), check=False)
-    runner.run([*plan.userns, "sh", "-c", plan.unmount_script()], check=False)
+    runner.run([*plan.userns, "sh", "-c", plan.unmount_script(mounted)], check=False)
+    plan.conmon_pidfile.unlink(missing_ok=True)
     plan.state_file.unlink(missing_ok=True)
 
 

@@ -5,20 +5,23 @@ from __future__ import annotations
 import os
 
 from agentbox_state.cli.app import Context, Verb
-from agentbox_state.errors import UsageError
+from agentbox_state.errors import AgentboxError, UsageError
 
-GRACE_ENV = "AGENTBOX_SIDECAR_IDLE_GRACE"
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from agentbox_cli.container.plan import SidecarPlan
+    from agentbox_cli.container.sidecar import ImageFacts, Prepared
+    from agentbox_state.lock import FileLock
+    from agentbox_state.runner import Runner
 
 
 def grace_seconds(ctx: Context) -> int:
+    """``[container] sidecar_idle_grace`` (the config layer applies
+    AGENTBOX_SIDECAR_IDLE_GRACE and reports a bad value)."""
     from agentbox_cli.container.plan import DEFAULT_GRACE
 
-    if GRACE_ENV in ctx.environ:
-        raw = ctx.environ[GRACE_ENV]
-        if not raw.isdigit():
-            raise UsageError(f"{GRACE_ENV}={raw!r} is not a whole number of seconds",
-                             hint="set it to 0 or more, or unset it")  # fmt: skip
-        return int(raw)
     configured = ctx.config.get("container.sidecar_idle_grace")
     return configured if isinstance(configured, int) else DEFAULT_GRACE
 
@@ -51,38 +54,122 @@ def run(ctx: Context) -> int:
     if ctx.flags.dry_run:
         ctx.out("\n".join(plan.describe()))
         return 0
-    for d in plan.host_dirs:
-        d.mkdir(parents=True, exist_ok=True)
     setup, users = sidecar.setup_lock(state_dir), sidecar.users_lock(state_dir)
+    starter: Starter | None = None
     with ctx.profiler.phase("sidecar"):
         setup.acquire(wait=120, on_wait=lambda m: ctx.err(f"agentbox: {m}"))
         try:
-            status = sidecar.ensure(plan.sidecar, runner)
-            if status == "started":  # the cold path: a good moment for a one-time check
+            prepared = sidecar.ensure(plan.sidecar, runner, say=lambda m: ctx.err(f"agentbox: {m}"))
+
+            def check_storage() -> str | None:  # on the cold path: a one-time warning
                 from agentbox_cli.container.storage_check import vfs_warning
 
-                warning = vfs_warning(runner, Path(ctx.paths.base) / "vfs-warned",
-                                      debug=ctx.flags.debug)  # fmt: skip
+                return vfs_warning(runner, Path(ctx.paths.base) / "vfs-warned",
+                                   debug=ctx.flags.debug)  # fmt: skip
+
+            if ctx.args.action == "sidecar":
+                warning = check_storage() if prepared.facts is not None else None
                 if warning:
                     ctx.err(warning)
-            if ctx.args.action == "sidecar":
-                ctx.out(plan.sidecar.name)
-                ctx.err(f"agentbox: sidecar {plan.sidecar.name} {status}; it keeps running "
-                        "until the next task's idle grace ends")  # fmt: skip
-                return 0
+                return _sidecar_action(ctx, plan.sidecar, prepared, runner)
+            for d in plan.host_dirs:
+                d.mkdir(parents=True, exist_ok=True)
             users.acquire(shared=True)
+            if prepared.facts is not None:  # started alongside the task; it releases setup
+                starter = Starter(plan.sidecar, runner, prepared.facts, setup, check_storage)
         finally:
-            setup.release()
+            if starter is None:
+                setup.release()
     try:
         with ctx.profiler.phase("task"):
-            return runner.interactive(plan.task.argv())
+            task = plan.task_for(daemon_starting=starter is not None)
+            status = runner.interactive(task.argv())
+        if starter is not None:
+            failed = starter.join()
+            if starter.warning:
+                ctx.err(starter.warning)
+            if failed is not None:
+                ctx.err(f"agentbox: {failed.message}")
+                if failed.hint:
+                    ctx.err(f"hint: {failed.hint}")
+                return status or 1
+        return status
     finally:
+        if starter is not None:
+            starter.join()
         users.release()
         outcome = None
         if plan.grace == 0:
             outcome = sidecar.remove_if_idle(plan.sidecar, state_dir, runner)
         if outcome not in (sidecar.REMOVED, sidecar.IN_USE):
             sidecar.schedule_removal(state_dir, plan.sidecar, plan.grace, runner)
+
+
+class Starter:
+    """Starts the sidecar container in a thread while the task starts (the overlay is already
+    mounted, so the task's bind mount of it is right); releases ``setup_lock`` when done. The
+    one-time storage check runs in a second thread, also off the task's start."""
+
+    def __init__(self, plan: SidecarPlan, runner: Runner, facts: ImageFacts, setup: FileLock,
+                 check: Callable[[], str | None]) -> None:  # fmt: skip
+        import threading
+
+        self.error: AgentboxError | None = None
+        self.warning: str | None = None
+        self._joined = False
+        self._threads = [
+            threading.Thread(target=self._start, args=(plan, runner, facts, setup),
+                             name="nix-sidecar-start", daemon=True),
+            threading.Thread(target=self._check, args=(check,), name="storage-check",
+                             daemon=True),
+        ]  # fmt: skip
+        for thread in self._threads:
+            thread.start()
+
+    def _start(self, plan: SidecarPlan, runner: Runner, facts: ImageFacts,
+               setup: FileLock) -> None:  # fmt: skip
+        from agentbox_cli.container import sidecar
+
+        try:
+            sidecar.start(plan, runner, facts)
+        except AgentboxError as err:
+            self.error = err
+        finally:
+            setup.release()
+
+    def _check(self, check: Callable[[], str | None]) -> None:
+        try:
+            self.warning = check()
+        except AgentboxError:
+            self.warning = None  # only a hint: never fails the run
+
+    def join(self) -> AgentboxError | None:
+        """The start's error, once (None after the first call)."""
+        for thread in self._threads:
+            thread.join()
+        if self._joined:
+            return None
+        self._joined = True
+        return self.error
+
+
+def _sidecar_action(ctx: Context, plan: SidecarPlan, prepared: Prepared, runner: Runner) -> int:
+    """``agentbox container sidecar``: start it (or reuse it) without waiting for its daemon,
+    so a broken one can be inspected; prints its name and its socket's host path."""
+    from agentbox_cli.container import sidecar
+
+    if prepared.facts is not None:
+        sidecar.start(plan, runner, prepared.facts)
+    ctx.out(plan.name)
+    ctx.out(os.fspath(plan.socket))
+    where = ("inside `podman unshare` (the overlay is mounted in rootless Podman's "
+             "namespace): `podman unshare ls -l " + os.fspath(plan.socket) + "`"
+             if plan.userns else "")  # fmt: skip
+    ctx.err(f"agentbox: sidecar {plan.name} {prepared.status}; not waited for: its daemon "
+            f"socket is {plan.socket}" + (f", {where}" if where else "")
+            + f"; `podman logs {plan.name}` shows the daemon's output. It keeps running until "
+            "the next task's idle grace ends")  # fmt: skip
+    return 0
 
 
 CONTAINER = Verb(
