@@ -81,3 +81,13 @@ rootless_overlay_storage() {
     echo "agentbox: your Podman had no storage yet: wrote driver = \"overlay\" to $conf" \
         "(rootless overlay; vfs would copy the whole image for every container)" >&2
 }
+
+# debootstrap_plan PLAN: "SUITE MIRROR BASE_TAR" when `agentbox --dry-run image build` (PLAN)
+# still has to make its Debian base with debootstrap; nothing when the base is cached or given.
+debootstrap_plan() {
+    local base line
+    base=$(printf '%s\n' "$1" | sed -n 's/^base \(.*\) (from debootstrap)$/\1/p')
+    line=$(printf '%s\n' "$1" | sed -n "s/^  run debootstrap --variant=minbase \([^ ]*\) '<dir>' \([^ ]*\)$/\1 \2/p")
+    [ -n "$base" ] && [ -n "$line" ] || return 0
+    printf '%s %s\n' "$line" "$base"
+}

@@ -285,3 +285,25 @@ def test_install_never_changes_existing_storage(fresh_user: str, run_as: RunAs) 
     assert not Path(f"/home/{fresh_user}/.config/containers/storage.conf").exists()
     assert done.stdout == made.stdout
     assert "wrote" not in done.stderr
+
+
+@pytest.mark.parametrize("suite", ["bookworm", "trixie"])
+def test_install_makes_the_base_the_build_wants(agentbox: Path, tmp_path: Path, suite: str) -> None:
+    env = {
+        "HOME": str(tmp_path),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "PATH": "/usr/bin:/bin",
+    }
+
+    def plan() -> str:
+        dry = subprocess.run([str(agentbox), "--dry-run", "image", "build", "--suite", suite],
+                             env=env, capture_output=True, text=True, check=True)  # fmt: skip
+        done = subprocess.run(["bash", "-c", f'. "{LIB_SH}"; debootstrap_plan "$1"', "-",
+                               dry.stdout], capture_output=True, text=True, check=True)  # fmt: skip
+        return done.stdout
+
+    base = tmp_path / "cache" / "agentbox" / f"debootstrap-{suite}-minbase.tar"
+    assert plan() == f"{suite} http://deb.debian.org/debian {base}\n"
+    base.parent.mkdir(parents=True)
+    base.write_bytes(b"")
+    assert plan() == ""  # cached: nothing to make
