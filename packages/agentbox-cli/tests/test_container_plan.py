@@ -112,6 +112,7 @@ def test_debug_and_profile_reach_every_podman_call_and_the_guest() -> None:
         f'if [ -n "$missing" ]; then podman {D} image unmount sha256:abc >/dev/null 2>&1 '
         '|| true; echo "missing:$missing"; exit 42; fi; '
         "mkdir -p /s/ws/nix/upper /s/ws/nix/work /s/ws/nix/merged; "
+        "rm -f /s/ws/nix/upper/var/nix/daemon-socket/socket; "
         'fuse-overlayfs -o "lowerdir=$m/nix,upperdir=/s/ws/nix/upper,workdir=/s/ws/nix/work" '
         "/s/ws/nix/merged"
     )

@@ -71,7 +71,8 @@ class SidecarPlan:
     def mount_script(self, ref: str | None = None) -> str:
         """Mount the image ``ref`` (its ID; the tag by default), check that it has what
         container mode needs (else print ``missing: PATH ...``, unmount it and exit
-        ``CONTRACT_EXIT``), then mount the overlay of its /nix; prints nothing on success."""
+        ``CONTRACT_EXIT``), remove the last daemon's stale socket from the upper layer, then
+        mount the overlay of its /nix; prints nothing on success."""
         q = shlex.quote
         ref = ref or self.image
         checks = "".join(
@@ -86,6 +87,9 @@ class SidecarPlan:
             f'echo "missing:$missing"; exit {CONTRACT_EXIT}; fi; '
             f"mkdir -p {q(os.fspath(self.upper))} {q(os.fspath(self.work))} "
             f"{q(os.fspath(self.merged))}; "
+            # the last daemon's socket persists in the upper layer: a task started alongside
+            # the new sidecar must not take it for the new daemon's (connection refused)
+            f"rm -f {q(os.fspath(self.upper) + NIX_SOCKET.removeprefix('/nix'))}; "
             f'fuse-overlayfs -o "lowerdir=$m/nix,upperdir={os.fspath(self.upper)},'
             f'workdir={os.fspath(self.work)}" {q(os.fspath(self.merged))}'
         )
