@@ -228,6 +228,10 @@ def user_image(bin_dir: Path) -> str:
                            text=True, check=False, timeout=3600)  # fmt: skip
     assert built.returncode == 0, built.stderr
     assert built.stdout == f"{AGENTBOX_IMAGE}\n"
+    ident = ["podman", "image", "inspect", "--format", "{{.Id}}", AGENTBOX_IMAGE]
+    mine = subprocess.run(ident, capture_output=True, text=True, check=True).stdout
+    if as_user(user, *ident).stdout == mine:
+        return user  # loaded already (a load of the 3.5 GB workstation takes minutes)
     with tempfile.TemporaryDirectory(prefix="agentbox-image-") as tmp:
         os.chmod(tmp, 0o755)
         archive = Path(tmp) / "image.tar"

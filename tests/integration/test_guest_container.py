@@ -129,7 +129,7 @@ def test_image_contents(user_image: str, workspace: Path) -> None:
     labels = as_user(user_image, "podman", "image", "inspect", "--format",
                      '{{index .Labels "agentbox.guest-init.version"}} '
                      '{{index .Labels "agentbox.build.suite"}}', IMAGE)  # fmt: skip
-    assert labels.stdout == "0.1.0 bookworm\n", labels.stderr
+    assert labels.stdout == "0.1.0 trixie\n", labels.stderr
 
 
 def test_loftd_guest_init_contract(user_image: str, workspace: Path) -> None:

@@ -2,9 +2,8 @@
 ordinary test user: Rust with sccache and mold, Nix with flakes, fish + starship, Python with
 tree-sitter, tmux, the agent CLIs and the store diagnostic.
 
-Until the default build is the workstation, this module builds it under its own tag
-(`agentbox image build --suite trixie --tag localhost/agentbox-next:latest`, cached stages) and
-loads it into the test user's storage beside the default image.
+The workstation is the default build (`agentbox image build`), so this module uses the image the
+session built once and loaded into the test user's storage (the `user_image` fixture).
 """
 
 from __future__ import annotations
@@ -19,51 +18,21 @@ from pathlib import Path
 import pytest
 
 from agentbox_cli.imagebuild.plan import DEFAULT_SUITE
-from agentbox_state.testing import require_root, require_test_user
+from agentbox_state.testing import require_root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from conftest import UserBox
 
-IMAGE = "localhost/agentbox:latest" if DEFAULT_SUITE == "trixie" else \
-    "localhost/agentbox-next:latest"  # fmt: skip
+IMAGE = "localhost/agentbox:latest"  # the default build (Debian 13) is the workstation
 RunAs = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def _load_into(user: str, image: str, run_as: RunAs) -> None:
-    ident = ["podman", "image", "inspect", "--format", "{{.Id}}", image]
-    mine = subprocess.run(ident, capture_output=True, text=True, check=True).stdout
-    if run_as(user, *ident).stdout == mine:
-        return  # loaded already (a load of 3 GB takes minutes)
-    with tempfile.TemporaryDirectory(prefix="agentbox-image-") as tmp:
-        os.chmod(tmp, 0o755)
-        archive = Path(tmp) / "image.tar"
-        subprocess.run(["podman", "save", "--quiet", "--format", "oci-archive", "-o",
-                        str(archive), image], check=True)  # fmt: skip
-        archive.chmod(0o644)
-        loaded = run_as(user, "podman", "load", "--quiet", "-i", str(archive))
-        assert loaded.returncode == 0, loaded.stderr
-    name = loaded.stdout.strip().split()[-1]
-    tagged = run_as(user, "podman", "tag", name, image)
-    assert tagged.returncode == 0, tagged.stderr
-    run_as(user, "podman", "image", "prune", "--force")
-
-
 @pytest.fixture(scope="module")
-def workstation(bin_dir: Path, run_as: RunAs, request: pytest.FixtureRequest) -> str:
+def workstation(user_image: str) -> str:
     """The workstation image in the test user's storage; returns the user."""
-    require_root("builds the image as root and loads it for the test user")
-    user = require_test_user()
-    if IMAGE == "localhost/agentbox:latest":  # the default build is the workstation
-        return str(request.getfixturevalue("user_image"))
-    built = subprocess.run(
-        [str(bin_dir / "agentbox"), "image", "build", "--suite", "trixie", "--tag", IMAGE],
-        capture_output=True, text=True, check=False, timeout=3600,
-    )  # fmt: skip
-    assert built.returncode == 0, built.stderr
-    assert built.stdout == f"{IMAGE}\n"
-    _load_into(user, IMAGE, run_as)
-    return user
+    assert DEFAULT_SUITE == "trixie"
+    return user_image
 
 
 @pytest.fixture

@@ -16,7 +16,9 @@ from agentbox_cli.imagebuild.plan import (
 
 
 def request(tmp_path: Path, **changes: object) -> BuildRequest:
+    """A Debian 12 build unless ``suite`` says otherwise (the smaller plan reads more easily)."""
     fields: dict[str, object] = {
+        "suite": "bookworm",
         "cache_dir": tmp_path / "cache",
         "guest_init_src": tmp_path / "src",
         "guest_init_version": "0.1.0",
@@ -60,6 +62,13 @@ def test_extra_packages_and_npm(tmp_path: Path) -> None:
     labels = dict(plan.stages[-1].config.labels)  # type: ignore[union-attr]
     assert labels["agentbox.guest-init.version"] == "0.1.0"
     assert labels["agentbox.build.npm"].endswith("typescript")
+
+
+def test_the_default_build_is_the_workstation(tmp_path: Path) -> None:
+    default = BuildRequest(cache_dir=tmp_path / "cache", guest_init_src=tmp_path / "src",
+                           guest_init_version="0.1.0")  # fmt: skip
+    assert default.suite == "trixie"
+    assert plan_build(default, "d") == trixie(tmp_path)
 
 
 def test_keys_change_only_from_the_changed_stage_on(tmp_path: Path) -> None:

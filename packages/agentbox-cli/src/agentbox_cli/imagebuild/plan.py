@@ -12,7 +12,7 @@ from pathlib import Path
 from agentbox_cli.imagebuild import assets
 
 DEFAULT_TAG = "localhost/agentbox:latest"
-DEFAULT_SUITE = "bookworm"
+DEFAULT_SUITE = "trixie"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 STAGE_REPO = "localhost/agentbox-build"
 KEY_LABEL = "agentbox.build.stage-key"

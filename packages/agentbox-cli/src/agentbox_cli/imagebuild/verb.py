@@ -14,8 +14,8 @@ OPTIONS = (
     ),
     Option(
         "--suite",
-        "the Debian release: bookworm (default) or trixie (the workstation: Rust, sccache, "
-        "mold, clang, starship, Nix with flakes)",
+        "the Debian release: trixie (default; the workstation: Rust, sccache, mold, clang, "
+        "starship, Nix with flakes) or bookworm (the smaller Debian 12 image)",
         metavar="NAME",
     ),
     Option(
