@@ -75,7 +75,8 @@ def types(session: nox.Session) -> None:
     """mypy --strict over every package, its tests, the top-level tests and this file.
 
     Test dirs are checked one by one: each may have its own ``conftest`` module."""
-    session.install(MYPY, PYTEST, "nox", "podman>=4.3")
+    session.install(MYPY, PYTEST, "nox", "podman>=4.3", "dataclasses-json>=0.6",
+                    "typing-extensions>=4.6")  # fmt: skip
     session.run("mypy", *(f"packages/{p}/src" for p in PACKAGES), "bench", "noxfile.py",
                 *session.posargs)  # fmt: skip
     for tests in [*(f"packages/{p}/tests" for p in PACKAGES), "tests"]:

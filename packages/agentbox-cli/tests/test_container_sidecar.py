@@ -1,3 +1,4 @@
+import json
 import os
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ def running_state(plan: SidecarPlan, **fields: str) -> None:
         word = f.read().split(b"\0")[0].decode()
     state = {"name": plan.name, "image": IMAGE, "image_id": ID, "mounted": ID,
              "conmon_pid": str(os.getpid()), "container_id": word, **fields}  # fmt: skip
-    plan.state_file.write_text("".join(f"{k}={v}\n" for k, v in state.items()))
+    plan.state_file.write_text(json.dumps(state))
 
 
 def test_a_cold_start_mounts_the_image_by_id_then_starts_the_sidecar(tmp_path: Path) -> None:
@@ -232,7 +233,7 @@ def test_a_failed_sidecar_start_tears_down(tmp_path: Path) -> None:
     rec = RecordingRunner()
     rec.script("podman", "run", returncode=125, stderr="Error: no\n")
     facts = sidecar.ImageFacts(ID, ["/bin/agentbox-guest-init"], "")
-    plan.state_file.write_text(f"mounted={ID}\n")
+    plan.state_file.write_text(json.dumps({"mounted": ID}))
     with pytest.raises(Exception, match="failed with exit status 125"):
         sidecar.start(plan, rec, facts)
     assert rec.argvs[-2:] == [["podman", "rm", "--force", "--ignore", NAME],
@@ -242,7 +243,8 @@ def test_a_failed_sidecar_start_tears_down(tmp_path: Path) -> None:
 
 def test_leftovers_of_a_crash_are_cleaned_first(tmp_path: Path) -> None:
     plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=True, debug=False)
-    plan.state_file.write_text(f"name={NAME}\nimage={IMAGE}\nimage_id={ID}\nmounted={ID}\n")
+    plan.state_file.write_text(json.dumps({"name": NAME, "image": IMAGE, "image_id": ID,
+                                           "mounted": ID}))  # fmt: skip
     rec = RecordingRunner()
     rec.script(*inspect(), stdout=facts_out())
     assert sidecar.ensure(plan, rec, say=print).status == "starting"
@@ -251,6 +253,25 @@ def test_leftovers_of_a_crash_are_cleaned_first(tmp_path: Path) -> None:
         ["podman", "unshare", "sh", "-c", plan.unmount_script(ID)],
         ["podman", "unshare", "sh", "-c", plan.mount_script(ID)],
     ]
+
+
+def test_the_state_file_is_a_strict_json_record(tmp_path: Path) -> None:
+    from agentbox_state.recordfile import RecordFileError
+
+    path = tmp_path / "nix-sidecar.state"
+    assert sidecar.read_state(path) == {}
+    sidecar._write_state(path, {"name": NAME, "mounted": ID})
+    assert json.loads(path.read_text()) == {"name": NAME, "mounted": ID}
+    assert sidecar.read_state(path) == {"name": NAME, "mounted": ID}
+    path.write_text(f"name={NAME}\n")  # the key=value lines of older versions
+    with pytest.raises(RecordFileError) as caught:
+        sidecar.read_state(path)
+    assert caught.value.message == (
+        f"the Nix sidecar state {path} is not JSON (Expecting value at line 1 column 1)"
+    )
+    path.write_text('{"conmon_pid": 42}')
+    with pytest.raises(RecordFileError, match="has 'conmon_pid' as an integer, not a string"):
+        sidecar.read_state(path)
 
 
 def test_parse_facts() -> None:

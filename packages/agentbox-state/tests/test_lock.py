@@ -1,3 +1,4 @@
+import json
 import os
 import stat
 import subprocess
@@ -12,11 +13,13 @@ import pytest
 
 from agentbox_state.errors import AgentboxError, LockHeldError
 from agentbox_state.lock import FileLock
+from agentbox_state.recordfile import RecordFileError
 
 HOLDER = """
 import sys, time
 from pathlib import Path
 from agentbox_state.lock import FileLock
+from agentbox_state.recordfile import RecordFileError
 lock = FileLock(Path(sys.argv[1]), what="test")
 lock.acquire()
 print("held", flush=True)
@@ -28,8 +31,10 @@ lock.release()
 def test_acquire_release_and_record(tmp_path: Path) -> None:
     path = tmp_path / "locks" / "ws.lock"
     with FileLock(path, what="workspace /p") as lock:
-        record = path.read_text()
-        assert record.startswith(f"pid={os.getpid()}\nsince=")
+        record = json.loads(path.read_text())
+        assert list(record) == ["pid", "since"]
+        assert record["pid"] == os.getpid()
+        assert abs(record["since"] - time.time()) < 60
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert not lock.held
     assert path.read_text() == ""  # the record goes with the lock; the file stays
@@ -179,3 +184,30 @@ def test_a_shared_holder_is_described_as_such(tmp_path: Path) -> None:
         assert "a shared holder, or one that has not recorded its pid yet" in caught.value.message
     finally:
         shared.release()
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        (b"pid=1\nsince=2\n", "is not JSON (Expecting value at line 1 column 1)"),
+        (b"[1, 2]", "is an array, not a JSON object"),
+        (b'{"pid": "1", "since": 2}', "has 'pid' as a string, not an integer"),
+        (b'{"pid": 1}', "lacks 'since'"),
+        (b'{"pid": 1, "since": 2, "host": "x"}', "has the unknown key 'host' (known: pid, since)"),
+    ],
+)
+def test_a_holder_record_that_is_not_one_is_named(
+    tmp_path: Path, record: bytes, reason: str
+) -> None:
+    path = tmp_path / "ws.lock"
+    with FileLock(path, what="workspace /p"):
+        os.truncate(path, 0)  # stand in for a writer of another format
+        with open(path, "r+b") as f:
+            f.write(record)
+        with pytest.raises(RecordFileError) as caught:
+            FileLock(path, what="workspace /p").acquire()
+    assert caught.value.message == f"the lock holder record {path} {reason}"
+    assert caught.value.path == str(path)
+    assert caught.value.hint == (
+        "only agentbox writes it; remove the file once no agentbox or loftd runs"
+    )

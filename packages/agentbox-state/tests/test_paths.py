@@ -22,14 +22,14 @@ NO_FILE = ConfigFile(path="/cfg/agentbox/agentbox.toml", exists=False)
 )  # fmt: skip
 def test_state_base_from_environment(environ: dict[str, str], base: str, source: str) -> None:
     paths = StatePaths.resolve("agentbox", environ, NO_FILE)
-    assert paths.base == base
+    assert paths.base == Path(base)
     assert paths.base_source == source
 
 
 def test_config_location_moves_the_base() -> None:
     cfg = ConfigFile(path=NO_FILE.path, exists=True, values={"state.location": "/srv/s"})
     paths = StatePaths.resolve("loftd", {"HOME": "/home/u", "XDG_STATE_HOME": "/xs"}, cfg)
-    assert paths.base == "/srv/s/loftd"
+    assert paths.base == Path("/srv/s/loftd")
     assert paths.base_source == "/cfg/agentbox/agentbox.toml [state].location"
 
 
@@ -37,10 +37,12 @@ def test_layout(tmp_path: Path) -> None:
     paths = StatePaths.resolve("agentbox", {"HOME": "/home/u"}, NO_FILE)
     ws = Workspace.from_path(tmp_path)
     base = "/home/u/.local/state/agentbox"
-    assert paths.sccache == f"{base}/sccache"
-    assert paths.images == f"{base}/images"
-    assert paths.workspace_dir(ws) == f"{base}/workspaces/{ws.key}"
-    assert paths.locks_dir(ws) == f"{base}/workspaces/{ws.key}/locks"
+    layout = paths.layout(ws)
+    assert paths.sccache == Path(f"{base}/sccache")
+    assert paths.images == Path(f"{base}/images")
+    assert layout.state_dir == paths.workspace_dir(ws) == Path(f"{base}/workspaces/{ws.key}")
+    assert layout.locks_dir == Path(f"{base}/workspaces/{ws.key}/locks")
+    assert layout.disk("libkrun-nix.raw") == Path(f"{base}/workspaces/{ws.key}/libkrun-nix.raw")
 
 
 @pytest.mark.parametrize(
@@ -78,14 +80,15 @@ def test_workspace_lock(tmp_path: Path) -> None:
 
     paths = StatePaths.resolve("agentbox", {"HOME": str(tmp_path / "home")}, NO_FILE)
     ws = Workspace.from_path(tmp_path)
-    with paths.workspace_lock(ws) as lock:
-        assert str(lock.path) == f"{paths.locks_dir(ws)}/workspace.lock"
+    layout = paths.layout(ws)
+    with layout.lock() as lock:
+        assert str(lock.path) == f"{layout.locks_dir}/workspace.lock"
         with pytest.raises(LockHeldError) as caught:
-            paths.workspace_lock(ws).acquire()
+            layout.lock().acquire()
         assert caught.value.message.startswith(f"workspace {ws.path} is in use: its lock ")
-        disk = paths.workspace_lock(ws, "libkrun-nix.raw")
+        disk = layout.lock("libkrun-nix.raw")
         disk.acquire()  # a different name is a different lock
         with pytest.raises(LockHeldError) as caught:
-            paths.workspace_lock(ws, "libkrun-nix.raw").acquire()
+            layout.lock("libkrun-nix.raw").acquire()
         assert caught.value.message.startswith(f"libkrun-nix.raw of {ws.path} is in use")
         disk.release()

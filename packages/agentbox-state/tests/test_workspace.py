@@ -65,7 +65,7 @@ def test_hash_is_stable() -> None:
 def test_workspace_is_an_immutable_value(tmp_path: Path) -> None:
     ws = Workspace.from_path(tmp_path)
     with pytest.raises(AttributeError, match="Workspace is immutable; cannot set slug"):
-        ws.slug = "other"
+        ws.slug = "other"  # type: ignore[misc]  # mypy knows it is frozen too
     assert ws == Workspace.from_path(str(tmp_path))
     assert hash(ws) == hash(Workspace.from_path(tmp_path))
     assert repr(ws).startswith(f"Workspace(key='{ws.key}', path='{tmp_path}'")

@@ -27,30 +27,17 @@ class Invalid(Exception):  # noqa: N818 - internal signal, never escapes this mo
         self.hint = hint
 
 
-class Key(Record):
+class Key(Record, kw_only=True):
     """One accepted key: ``accepted`` describes valid values in words; ``convert`` checks one;
     ``default`` is the effective value when the file does not set it. ``env`` names the
     environment variable that overrides the file; ``from_env`` turns its text into a value for
     ``convert`` (the text itself when absent)."""
 
-    __slots__ = ("accepted", "convert", "default", "env", "from_env")
     accepted: str
     convert: Callable[[object], object]
-    default: object
-    env: str | None
-    from_env: Callable[[str], object] | None
-
-    def __init__(
-        self,
-        *,
-        accepted: str,
-        convert: Callable[[object], object],
-        default: object = None,
-        env: str | None = None,
-        from_env: Callable[[str], object] | None = None,
-    ) -> None:
-        self._set(accepted=accepted, convert=convert, default=default, env=env,
-                  from_env=from_env)  # fmt: skip
+    default: object = None
+    env: str | None = None
+    from_env: Callable[[str], object] | None = None
 
 
 def toml_repr(value: object) -> str:
@@ -130,26 +117,19 @@ def non_negative_int(value: object) -> int:
     return value
 
 
-class ConfigFile(Record):
+class ConfigFile(Record, kw_only=True):
     """What a config file said (``values`` maps ``table.key`` to converted values) and what the
     environment overrides (``overrides`` maps ``table.key`` to the value and its variable)."""
 
-    __slots__ = ("exists", "overrides", "path", "values")
     path: str
     exists: bool
-    values: Mapping[str, object]
-    overrides: Mapping[str, tuple[object, str]]
+    # both copied by __post_init__, so the class-level defaults are never shared
+    values: Mapping[str, object] = {}
+    overrides: Mapping[str, tuple[object, str]] = {}
 
-    def __init__(
-        self,
-        *,
-        path: str,
-        exists: bool,
-        values: Mapping[str, object] | None = None,
-        overrides: Mapping[str, tuple[object, str]] | None = None,
-    ) -> None:
-        self._set(path=path, exists=exists, values=dict(values or {}),
-                  overrides=dict(overrides or {}))  # fmt: skip
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "values", dict(self.values))
+        object.__setattr__(self, "overrides", dict(self.overrides))
 
     def get(self, key_path: str) -> object | None:
         """The effective value: the environment's, else the file's (None: neither set it)."""

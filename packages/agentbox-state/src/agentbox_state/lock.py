@@ -2,7 +2,8 @@
 
 ``FileLock`` wraps ``flock(2)``: the kernel releases it when the holder exits, however it exits,
 so a crashed run never leaves a stale lock. The holder writes its pid and start time into the
-file so that a second run can say "held by pid N since T" instead of hanging or guessing.
+file (a JSON record: ``{"pid": N, "since": T}``, see ``agentbox_state.recordfile``) so that a
+second run can say "held by pid N since T" instead of hanging or guessing.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+from agentbox_state import recordfile
 from agentbox_state.errors import AgentboxError, LockHeldError
 
 TYPE_CHECKING = False
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 POLL_SECONDS = 0.05
+HOLDER = {"pid": int, "since": float}  # the holder record's keys, both required
 
 
 class LockGoneError(AgentboxError):
@@ -36,18 +39,20 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 def _describe_holder(path: Path) -> tuple[int | None, str]:
-    """(pid, "pid N since T") from a lock file's record, as far as it can be read."""
+    """(pid, "pid N since T") from a lock file's record; a record that is there but not one is
+    a ``RecordFileError`` naming the file."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        data = path.read_bytes()
     except OSError:
-        text = ""
-    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-    try:
-        pid = int(fields["pid"])
-        since = float(fields["since"])
-    except (KeyError, ValueError):
+        data = b""
+    if not data.strip():
         # shared holders record nothing; an exclusive one may be just starting
         return None, "another process (a shared holder, or one that has not recorded its pid yet)"
+    record = recordfile.decode(
+        data, path=path, what="lock holder record", fields=HOLDER, required=HOLDER,
+        hint="only agentbox writes it; remove the file once no agentbox or loftd runs",
+    )  # fmt: skip
+    pid, since = int(record["pid"]), float(record["since"])
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
     return pid, f"pid {pid} since {stamp}"
 
@@ -111,7 +116,11 @@ class FileLock:
                     raise AgentboxError(
                         f"cannot lock {self.path} for {self.what}: {err.strerror}"
                     ) from err
-            pid, holder = _describe_holder(self.path)
+            try:
+                pid, holder = _describe_holder(self.path)
+            except AgentboxError:
+                os.close(fd)
+                raise
             if time.monotonic() >= deadline:
                 os.close(fd)
                 waited = f" (waited {wait:g} s)" if wait > 0 else ""
@@ -129,7 +138,7 @@ class FileLock:
             os.close(fd)
             raise LockGoneError(f"{self.what} is gone: its lock {self.path} was removed")
         if not shared:
-            record = f"pid={os.getpid()}\nsince={time.time():.3f}\n".encode()
+            record = recordfile.encode({"pid": os.getpid(), "since": round(time.time(), 3)})
             os.ftruncate(fd, 0)
             os.pwrite(fd, record, 0)
         self._fd = fd

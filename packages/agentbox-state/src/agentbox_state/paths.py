@@ -3,13 +3,14 @@
 XDG base directories are read from the given mapping (never from ``os.environ`` behind the
 caller's back), so tests and callers decide what the environment is. platformdirs is not used:
 it reads the process environment itself and accepts relative XDG values, which we refuse.
-Paths are ``str`` here: this module is on every command's start-up path, and ``pathlib`` costs
-more to import than the rest of it (see ``agentbox_state.record``).
+``StatePaths`` and a workspace's ``WorkspaceLayout`` hand out ``Path`` objects, each said once
+here; callers join nothing themselves.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from agentbox_state.errors import StatePathError
 from agentbox_state.record import Record
@@ -47,23 +48,44 @@ def config_file_path(app: str, environ: Mapping[str, str]) -> str:
     return os.path.join(root, app, f"{app}.toml")
 
 
-def cache_dir(app: str, environ: Mapping[str, str]) -> str:
+def cache_dir(app: str, environ: Mapping[str, str]) -> Path:
     """``$XDG_CACHE_HOME/<app>``, else ``~/.cache/<app>``: what can be made again."""
     root, _ = _xdg_dir(environ, "XDG_CACHE_HOME", ".cache")
-    return os.path.join(root, app)
+    return Path(root, app)
 
 
-class StatePaths(Record):
+class WorkspaceLayout(Record, kw_only=True):
+    """Where one workspace's state lives: its dir (the disks and the files an app keeps per
+    project are in it, by the names that app gives them) and its ``locks`` dir."""
+
+    workspace: Workspace
+    state_dir: Path
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.state_dir / "locks"
+
+    def disk(self, file_name: str) -> Path:
+        """A disk image of the workspace (``libkrun-nix.raw``, ...): in its state dir."""
+        return self.state_dir / file_name
+
+    def lock(self, name: str = "workspace") -> FileLock:
+        """The advisory lock ``name`` of the workspace (``workspace``, or a disk's name), kept
+        in its ``locks`` dir; taking it creates that dir."""
+        from agentbox_state.lock import FileLock
+
+        path = self.workspace.path
+        what = f"workspace {path}" if name == "workspace" else f"{name} of {path}"
+        return FileLock(self.locks_dir / f"{name}.lock", what=what)
+
+
+class StatePaths(Record, kw_only=True):
     """The state layout of one application (``agentbox`` or ``loftd``) for one user."""
 
-    __slots__ = ("app", "base", "base_source", "config_file")
     app: str
-    config_file: str
-    base: str
+    config_file: Path
+    base: Path
     base_source: str
-
-    def __init__(self, *, app: str, config_file: str, base: str, base_source: str) -> None:
-        self._set(app=app, config_file=config_file, base=base, base_source=base_source)
 
     @classmethod
     def resolve(cls, app: str, environ: Mapping[str, str], config: ConfigFile) -> StatePaths:
@@ -74,35 +96,27 @@ class StatePaths(Record):
             root, source = location, f"{config.path} [state].location"
         else:
             root, source = _xdg_dir(environ, "XDG_STATE_HOME", ".local/state")
-        base = os.path.join(root, app)
-        return cls(app=app, config_file=config.path, base=base, base_source=source)
+        return cls(app=app, config_file=Path(config.path), base=Path(root, app),
+                   base_source=source)  # fmt: skip
 
     @property
-    def sccache(self) -> str:
+    def sccache(self) -> Path:
         """The compiler cache shared by every workspace."""
-        return os.path.join(self.base, "sccache")
+        return self.base / "sccache"
 
     @property
-    def workspaces(self) -> str:
-        return os.path.join(self.base, "workspaces")
+    def workspaces(self) -> Path:
+        return self.base / "workspaces"
 
     @property
-    def images(self) -> str:
+    def images(self) -> Path:
         """The per-user, digest-keyed image cache."""
-        return os.path.join(self.base, "images")
+        return self.base / "images"
 
-    def workspace_dir(self, workspace: Workspace) -> str:
-        return os.path.join(self.workspaces, workspace.key)
+    def layout(self, workspace: Workspace) -> WorkspaceLayout:
+        """Where ``workspace``'s state lives (``workspaces/<key>``)."""
+        return WorkspaceLayout(workspace=workspace, state_dir=self.workspaces / workspace.key)
 
-    def locks_dir(self, workspace: Workspace) -> str:
-        return os.path.join(self.workspace_dir(workspace), "locks")
-
-    def workspace_lock(self, workspace: Workspace, name: str = "workspace") -> FileLock:
-        """The advisory lock ``name`` of one workspace (``workspace``, or a disk's name), kept
-        in its ``locks`` dir; taking it creates that dir."""
-        from agentbox_state.lock import FileLock
-
-        what = (
-            f"workspace {workspace.path}" if name == "workspace" else f"{name} of {workspace.path}"
-        )
-        return FileLock(os.path.join(self.locks_dir(workspace), f"{name}.lock"), what=what)
+    def workspace_dir(self, workspace: Workspace) -> Path:
+        """``layout(workspace).state_dir``, for the call sites not yet moved to ``layout``."""
+        return self.layout(workspace).state_dir

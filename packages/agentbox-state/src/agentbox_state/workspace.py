@@ -44,20 +44,16 @@ def path_hash(path: str) -> str:
     return digest[:HASH_LEN]
 
 
-class Workspace(Record):
+class Workspace(Record, kw_only=True):
     """A project directory, identified by its canonical path.
 
     ``key`` (``<slug>-<hash>``) names its state dir: two projects with the same folder name get
     different keys because the hash covers the whole canonical path.
     """
 
-    __slots__ = ("key", "path", "slug")
     path: str
     slug: str
     key: str
-
-    def __init__(self, *, path: str, slug: str, key: str) -> None:
-        self._set(path=path, slug=slug, key=key)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str]) -> Workspace:

@@ -41,18 +41,29 @@ def users_lock(state_dir: Path) -> FileLock:
     return FileLock(state_dir / "locks" / "sidecar-users.lock", what="the Nix sidecar's tasks")
 
 
+# The state file's keys (a JSON record, agentbox_state.recordfile), each a string; written in
+# stages (before the mount, then once the container runs), so none is required.
+STATE_KEYS = ("name", "image", "image_id", "mounted", "conmon_pid", "container_id",
+              "store_index", "store_stamp")  # fmt: skip
+
+
 def read_state(path: Path) -> dict[str, str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, UnicodeDecodeError):
-        return {}
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    """The sidecar's state record; empty when there is none. One that is not a record is an
+    error naming the file (it is written whole, so only another writer leaves such a file)."""
+    from agentbox_state import recordfile
+
+    found = recordfile.read(
+        path, what="Nix sidecar state", fields=dict.fromkeys(STATE_KEYS, str),
+        hint="remove it and the sidecar (podman rm --force the agentbox-nix-* container of "
+        "this project), then run again",
+    )  # fmt: skip
+    return {key: str(value) for key, value in (found or {}).items()}
 
 
 def _write_state(path: Path, fields: dict[str, str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{k}={v}\n" for k, v in fields.items()), encoding="utf-8")
-    os.replace(tmp, path)
+    from agentbox_state import recordfile
+
+    recordfile.write(path, fields)
 
 
 def alive(state: dict[str, str]) -> bool:

@@ -35,7 +35,7 @@ def run(ctx: Context) -> int:
     from agentbox_state.workspace import current_workspace
 
     workspace = current_workspace()
-    state_dir = Path(ctx.paths.workspace_dir(workspace))
+    state_dir = ctx.paths.layout(workspace).state_dir
     runner = ctx.runner()
     known = sidecar.read_state(state_dir / "nix-sidecar.state").get("image")
     with ctx.profiler.phase("image_reference_resolution"):
@@ -47,7 +47,7 @@ def run(ctx: Context) -> int:
     request = ContainerRequest(
         image=image, workspace_key=workspace.key, slug=workspace.slug,
         hostname=workspace.hostname, task_name=workspace.task_name(), state_dir=state_dir,
-        sccache=Path(ctx.paths.sccache), command=ctx.args.command, root=ctx.flags.root,
+        sccache=ctx.paths.sccache, command=ctx.args.command, root=ctx.flags.root,
         debug=ctx.flags.debug, grace=grace_seconds(ctx), profile=ctx.flags.profile,
     )  # fmt: skip
     plan = plan_container(request, host)
@@ -64,7 +64,7 @@ def run(ctx: Context) -> int:
             def check_storage() -> str | None:  # on the cold path: a one-time warning
                 from agentbox_cli.container.storage_check import vfs_warning
 
-                return vfs_warning(runner, Path(ctx.paths.base) / "vfs-warned",
+                return vfs_warning(runner, ctx.paths.base / "vfs-warned",
                                    debug=ctx.flags.debug)  # fmt: skip
 
             if ctx.args.action == "sidecar":

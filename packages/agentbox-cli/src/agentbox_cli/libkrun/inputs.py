@@ -35,8 +35,8 @@ def request(ctx: Context, workspace: Workspace, image: str) -> LibkrunRequest:
     publish = ctx.args.values.get("publish", ())
     return LibkrunRequest(
         image=image, workspace_key=workspace.key, hostname=workspace.hostname,
-        task_name=workspace.task_name(), state_dir=Path(ctx.paths.workspace_dir(workspace)),
-        sccache=Path(ctx.paths.sccache), command=ctx.args.command,
+        task_name=workspace.task_name(), state_dir=ctx.paths.layout(workspace).state_dir,
+        sccache=ctx.paths.sccache, command=ctx.args.command,
         mem_gib=parse_mem(mem) if mem is not None else None, tsi=ctx.args.flag("tsi"),
         publish=publish if isinstance(publish, tuple) else (),
         guest_init=Path(guest_init).absolute() if guest_init else None, root=ctx.flags.root,

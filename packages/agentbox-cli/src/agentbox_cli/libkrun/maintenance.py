@@ -46,7 +46,7 @@ def containers_using(path: Path, runner: Runner, *, debug: bool = False) -> list
 
 
 def _disk(ctx: Context, spec: DiskSpec) -> Path:
-    return Path(ctx.paths.workspace_dir(current_workspace())) / spec.file_name
+    return ctx.paths.layout(current_workspace()).disk(spec.file_name)
 
 
 def _refuse_if_used(path: Path, runner: Runner, *, debug: bool) -> None:
@@ -83,7 +83,7 @@ def resize(ctx: Context) -> int:
         raise UsageError("libkrun resize needs --size SIZE", hint="for example --size 128G")
     new_size = parse_disk_size(size, what="--size")
     workspace = current_workspace()
-    path = Path(ctx.paths.workspace_dir(workspace)) / TARGETS[target].file_name
+    path = ctx.paths.layout(workspace).disk(TARGETS[target].file_name)
     runner = ctx.runner()
     current = disks.check_disk(path, runner)
     if new_size <= current:

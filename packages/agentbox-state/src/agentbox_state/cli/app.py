@@ -7,6 +7,8 @@ file → resolve state paths → run one verb inside a profiled phase → exit s
 
 from __future__ import annotations
 
+import os
+
 from agentbox_state.cli.args import Args, Option, parse, render_help
 from agentbox_state.cli.flags import GlobalFlags, Setting, global_options, resolve_global_flags
 from agentbox_state.cli.outcome import failure, wants_debug
@@ -26,46 +28,21 @@ if TYPE_CHECKING:
     Sink = Callable[[str], None]
 
 
-class AppSpec(Record):
+class AppSpec(Record, kw_only=True):
     """What distinguishes one command line from the other."""
 
-    __slots__ = (
-        "default_image", "default_verb", "description", "image_env", "name", "schema", "version",
-    )  # fmt: skip
     name: str
     version: str
     description: str
     image_env: str
     default_image: str
     schema: Schema
-    default_verb: str | None
-
-    def __init__(
-        self,
-        *,
-        name: str,
-        version: str,
-        description: str,
-        image_env: str,
-        default_image: str,
-        schema: Schema,
-        default_verb: str | None = None,
-    ) -> None:
-        self._set(
-            name=name,
-            version=version,
-            description=description,
-            image_env=image_env,
-            default_image=default_image,
-            schema=schema,
-            default_verb=default_verb,
-        )
+    default_verb: str | None = None
 
 
-class Context(Record):
+class Context(Record, kw_only=True):
     """Everything a verb starts from."""
 
-    __slots__ = ("args", "config", "environ", "err", "flags", "out", "paths", "profiler", "spec")
     spec: AppSpec
     args: Args
     environ: Mapping[str, str]
@@ -75,31 +52,6 @@ class Context(Record):
     profiler: Profiler
     out: Sink
     err: Sink
-
-    def __init__(
-        self,
-        *,
-        spec: AppSpec,
-        args: Args,
-        environ: Mapping[str, str],
-        flags: GlobalFlags,
-        config: ConfigFile,
-        paths: StatePaths,
-        profiler: Profiler,
-        out: Sink,
-        err: Sink,
-    ) -> None:
-        self._set(
-            spec=spec,
-            args=args,
-            environ=environ,
-            flags=flags,
-            config=config,
-            paths=paths,
-            profiler=profiler,
-            out=out,
-            err=err,
-        )
 
     def runner(self) -> SubprocessRunner:
         """The process runner for this invocation: with --debug, each command is echoed to
@@ -112,39 +64,14 @@ class Context(Record):
 class Verb(Record):
     """A verb: its name, one line of help, its own options, and what it runs."""
 
-    __slots__ = ("action_required", "actions", "help", "name", "operands", "options", "run",
-                 "runs_command")  # fmt: skip
     name: str
     help: str
     run: Callable[[Context], int]
-    options: tuple[Option, ...]
-    actions: tuple[str, ...]
-    action_required: bool
-    runs_command: bool
-    operands: bool  # the words after the action are its operands, `--` or not
-
-    def __init__(
-        self,
-        name: str,
-        help: str,  # noqa: A002
-        run: Callable[[Context], int],
-        options: tuple[Option, ...] = (),
-        *,
-        actions: tuple[str, ...] = (),
-        action_required: bool = True,
-        runs_command: bool = False,
-        operands: bool = False,
-    ) -> None:
-        self._set(
-            name=name,
-            help=help,
-            run=run,
-            options=options,
-            actions=actions,
-            action_required=action_required,
-            runs_command=runs_command,
-            operands=operands,
-        )
+    options: tuple[Option, ...] = ()
+    actions: tuple[str, ...] = ()
+    action_required: bool = True
+    runs_command: bool = False
+    operands: bool = False  # the words after the action are its operands, `--` or not
 
 
 def help_text(spec: AppSpec, verbs: Sequence[Verb], verb: str | None = None) -> str:
@@ -189,7 +116,7 @@ def effective_settings(ctx: Context) -> dict[str, Setting]:
                 settings[key_path] = Setting(ctx.config.values[key_path], where)
             else:
                 settings[key_path] = Setting(spec.default, "default")
-    settings["state.base"] = Setting(ctx.paths.base, ctx.paths.base_source)
+    settings["state.base"] = Setting(os.fspath(ctx.paths.base), ctx.paths.base_source)
     settings.update(ctx.flags.settings())
     return settings
 

@@ -25,23 +25,11 @@ if TYPE_CHECKING:
 class Option(Record):
     """``--name`` (and optionally ``-x``): a flag, or one taking a ``metavar`` value."""
 
-    __slots__ = ("help", "metavar", "name", "repeat", "short")
     name: str
     help: str
-    metavar: str | None
-    short: str | None
-    repeat: bool
-
-    def __init__(
-        self,
-        name: str,
-        help: str,  # noqa: A002
-        *,
-        metavar: str | None = None,
-        short: str | None = None,
-        repeat: bool = False,
-    ) -> None:
-        self._set(name=name, help=help, metavar=metavar, short=short, repeat=repeat)
+    metavar: str | None = None
+    short: str | None = None
+    repeat: bool = False
 
     @property
     def dest(self) -> str:
@@ -53,30 +41,15 @@ class Option(Record):
         return f"{names} {self.metavar}" if self.metavar else names
 
 
-class Args(Record):
+class Args(Record, kw_only=True):
     """The parse result: the verb (or None), option values by dest, and the command after --."""
 
-    __slots__ = ("action", "command", "help", "values", "verb", "version")
     verb: str | None
-    action: str | None
     values: dict[str, object]
-    command: tuple[str, ...]
-    help: bool
-    version: bool
-
-    def __init__(
-        self,
-        *,
-        verb: str | None,
-        values: dict[str, object],
-        command: tuple[str, ...] = (),
-        help: bool = False,  # noqa: A002
-        version: bool = False,
-        action: str | None = None,
-    ) -> None:
-        self._set(
-            verb=verb, values=values, command=command, help=help, version=version, action=action
-        )
+    command: tuple[str, ...] = ()
+    help: bool = False
+    version: bool = False
+    action: str | None = None
 
     def flag(self, dest: str) -> bool:
         return bool(self.values.get(dest, False))

@@ -26,43 +26,19 @@ def global_options(image_env: str) -> tuple[Option, ...]:
 class Setting(Record):
     """An effective value and where it came from (``default``, ``flag --x``, ``env X``, a file)."""
 
-    __slots__ = ("source", "value")
     value: object
     source: str
 
-    def __init__(self, value: object, source: str) -> None:
-        self._set(value=value, source=source)
 
-
-class GlobalFlags(Record):
+class GlobalFlags(Record, kw_only=True):
     """The global options after combining flags and environment."""
 
-    __slots__ = ("debug", "dry_run", "image", "profile", "pull_latest", "root")
     image: Setting
     pull_latest: bool
     debug: bool
     profile: bool
     root: bool
     dry_run: bool
-
-    def __init__(
-        self,
-        *,
-        image: Setting,
-        pull_latest: bool,
-        debug: bool,
-        profile: bool,
-        root: bool,
-        dry_run: bool,
-    ) -> None:
-        self._set(
-            image=image,
-            pull_latest=pull_latest,
-            debug=debug,
-            profile=profile,
-            root=root,
-            dry_run=dry_run,
-        )
 
     def settings(self) -> dict[str, Setting]:
         def flag(name: str, value: bool) -> Setting:

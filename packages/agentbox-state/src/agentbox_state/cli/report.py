@@ -1,6 +1,12 @@
-"""Text and JSON rendering of the ``paths`` and ``config`` reports both command lines print."""
+"""Text and JSON rendering of the ``paths`` and ``config`` reports both command lines print.
+
+The reports are plain dicts here, for the text form on the start-up path; their JSON form and
+schemas are the records of ``agentbox_state.reports``, loaded only for ``--json``.
+"""
 
 from __future__ import annotations
+
+import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -13,14 +19,14 @@ if TYPE_CHECKING:
 
 def paths_report(paths: StatePaths, workspace: Workspace) -> dict[str, object]:
     return {
-        "state_base": paths.base,
+        "state_base": os.fspath(paths.base),
         "state_base_source": paths.base_source,
-        "config_file": paths.config_file,
+        "config_file": os.fspath(paths.config_file),
         "workspace": workspace.path,
         "workspace_slug": workspace.slug,
-        "workspace_state_dir": paths.workspace_dir(workspace),
-        "sccache_dir": paths.sccache,
-        "image_cache_dir": paths.images,
+        "workspace_state_dir": os.fspath(paths.layout(workspace).state_dir),
+        "sccache_dir": os.fspath(paths.sccache),
+        "image_cache_dir": os.fspath(paths.images),
     }
 
 
@@ -42,12 +48,13 @@ def _text_value(value: object) -> str:
     return str(value)
 
 
-def render(report: Mapping[str, object], *, as_json: bool) -> str:
-    """JSON (stable key order, for scripts) or aligned ``key: value`` lines (for people)."""
+def render(kind: str, report: Mapping[str, object], *, as_json: bool) -> str:
+    """The ``kind`` report (``paths`` or ``config``) as JSON (stable key order, for scripts) or
+    as aligned ``key: value`` lines (for people)."""
     if as_json:
-        import json
+        from agentbox_state.reports import to_json  # dataclasses-json: only for --json
 
-        return json.dumps(report, indent=2)
+        return to_json(kind, report)
     lines: list[str] = []
     scalars = {k: v for k, v in report.items() if not isinstance(v, dict)}
     width = max((len(k) for k in scalars), default=0)

@@ -13,13 +13,13 @@ JSON = Option("--json", "print JSON for scripts")
 def _paths(ctx: Context) -> int:
     with ctx.profiler.phase("workspace_identity"):
         workspace = current_workspace()
-    ctx.out(render(paths_report(ctx.paths, workspace), as_json=ctx.args.flag("json")))
+    ctx.out(render("paths", paths_report(ctx.paths, workspace), as_json=ctx.args.flag("json")))
     return 0
 
 
 def _config(ctx: Context) -> int:
     report = config_report(ctx.config.path, ctx.config.exists, effective_settings(ctx))
-    ctx.out(render(report, as_json=ctx.args.flag("json")))
+    ctx.out(render("config", report, as_json=ctx.args.flag("json")))
     return 0
 
 
