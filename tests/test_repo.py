@@ -74,3 +74,19 @@ def test_siblings_are_floors_and_match_nox(pkg: str) -> None:
     assert sorted(siblings) == sorted(nox_local_deps()[pkg])
     if pkg == "agentbox-guest-init":
         assert deps == [], "the guest init depends on nothing"
+
+
+# What only an app may name: its disks (file names, labels, ids) and its guest contract's
+# variables. The libraries take them as data from the app (agentbox_cli.libkrun.disks,
+# agentbox_cli.microvm.face, loftd.face).
+APP_NAMES = re.compile(r"LIBKRUN_NIX|LIBKRUN_CONTAINERS|MICROVM_|LOFTD_")
+
+
+@pytest.mark.parametrize("pkg", ["agentbox-storage", "agentbox-krun"])
+def test_libraries_name_no_app(pkg: str) -> None:
+    src = ROOT / "packages" / pkg / "src"
+    found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+             for path in sorted(src.rglob("*.py"))
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if APP_NAMES.search(line)]  # fmt: skip
+    assert found == []

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from agentbox_krun.sizing import vcpus
 from agentbox_state.testing import btrfs_loop, require, require_root, require_test_user
 from agentbox_state.workspace import Workspace
 from loftd.guest import STATUS_PATH
-from loftd.sizing import vcpus
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -11,11 +11,10 @@ from agentbox_cli.libkrun.plan import (
     KrunHost,
     LibkrunRequest,
     default_mem_gib,
-    parse_mem,
     plan_libkrun,
     plan_resize,
-    vcpus,
 )
+from agentbox_krun.sizing import parse_mem, vcpus
 from agentbox_state.errors import UsageError
 
 # What crun's krun handler accepts, as zeroqn/crun documents it in krun.1.md (the agentbox

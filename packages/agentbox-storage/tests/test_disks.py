@@ -17,10 +17,13 @@ from agentbox_state.parse import GIB
 from agentbox_state.runner import SubprocessRunner
 from agentbox_state.testing import HidingRunner, RecordingRunner, require_root, run_as_user
 from agentbox_storage import disks
-from agentbox_storage.disks import LIBKRUN_NIX, DiskSpec
+from agentbox_storage.disks import DiskSpec
 from agentbox_storage.errors import StorageError
 
 MIB = 1024**2
+# a disk spec shaped like an app's /nix disk, at the default size
+NIX = DiskSpec(file_name="nix.raw", label="AGENTBOX_NIX", block_id="agentbox-nix",
+               purpose="the /nix store disk")  # fmt: skip
 SMALL = DiskSpec(file_name="t.raw", label="AGENTBOX_TEST", block_id="t", purpose="a test disk",
                  default_size=256 * MIB)  # fmt: skip
 RUNNER = SubprocessRunner(os.environ)
@@ -36,7 +39,7 @@ def digest(path: Path) -> str:
 
 def test_create_is_sparse_btrfs_with_label(tmp_path: Path) -> None:
     path = tmp_path / "state" / "libkrun-nix.raw"
-    made = disks.ensure_disk(path, LIBKRUN_NIX, RUNNER)
+    made = disks.ensure_disk(path, NIX, RUNNER)
     assert made == disks.Ensured(path, True, 64 * GIB)
     st = path.stat()
     assert st.st_size == 64 * GIB

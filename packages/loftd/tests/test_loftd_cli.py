@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from loftd.main import main
-from loftd.runtime import TaskRequest
+from loftd.runtime import Face, TaskRequest
 
 
 @pytest.fixture
@@ -145,11 +145,13 @@ def _request(uid: int, tmp: Path) -> TaskRequest:
 def test_guest_env_and_where_the_helper_runs(
     graft: bool, uid: int, expected: list[str], tmp_path: Path
 ) -> None:
-    from loftd.runtime import Face, guest_env, helper_in_userns
+    from loftd.plan import guest_env, helper_in_userns
 
+    # grafted: /nix a host overlay, the workspace bind-mounted (no virtiofs tag)
     face = Face(name="x", library_env="X_LIB", env_prefix="X_", guest_init="bin/x",
-                guest_argv=("x",), disks=(), workspace_tag="ws", extra_env=("X_EXTRA=1",),
-                nix_host_overlay=graft, workspace_virtiofs=not graft)  # fmt: skip
+                guest_argv=("x",), disks=(), workspace_tag=None if graft else "ws",
+                workspace_tag_env="X_WORKSPACE_TAG", guest_env=("X_EXTRA=1",),
+                nix_overlay_dir="nix-overlay" if graft else None)  # fmt: skip
     req = _request(uid, tmp_path)
     status = "X_GUEST_STATUS_FILE=/.agentbox-task/guest.status"
     assert list(guest_env(face, req)) == [*expected, status, "X_EXTRA=1"]
@@ -161,7 +163,7 @@ def test_guest_env_and_where_the_helper_runs(
 
 
 def test_the_helper_gets_the_loader_and_libkrun_log_variables() -> None:
-    from loftd.runtime import Face, helper_env
+    from loftd.plan import helper_env
 
     face = Face(name="x", library_env="X_LIB", env_prefix="X_", guest_init="bin/x",
                 guest_argv=("x",), disks=(), workspace_tag="ws")  # fmt: skip

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from agentbox_cli.container.verb import CONTAINER, INTERNAL
+from agentbox_cli.container.verb import CONTAINER
 from agentbox_cli.imagebuild.verb import IMAGE
+from agentbox_cli.internal import INTERNAL
 from agentbox_cli.libkrun.verb import LIBKRUN
 from agentbox_cli.microvm.verb import MICROVM
 from agentbox_cli.schema import SPEC
+from agentbox_state.cli.console import console_main
 from agentbox_state.cli.verbs import CONFIG, PATHS
-from loftd.console import console_main
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

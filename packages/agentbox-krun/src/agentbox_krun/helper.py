@@ -2,8 +2,9 @@
 
 ``krun_start_enter`` never returns when the VM starts (libkrun exits the process with the
 guest's status), so it is only ever called here, in a child the command line starts with the
-terminal inherited. ``ENV_VAR`` names the variable that may point at the library
-(``AGENTBOX_LIBKRUN_LIBRARY`` or ``LOFTD_LIBKRUN_LIBRARY``).
+terminal inherited. ``ENV_VAR`` names the variable that may point at the library (each
+app has its own; the parent sets it to the library it found). ``python -m agentbox_krun.enter``
+is how the runtime starts it.
 
 Exit codes when libkrun does not take over: 125 a setup call failed, 126 krun_start_enter
 failed, 127 libkrun could not be loaded, 2 bad arguments or launch.conf. A guest command can

@@ -31,31 +31,13 @@ DEFAULT_SIZE = 64 * GIB
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DiskSpec:
     """One managed disk: its file name in the workspace state dir, filesystem label and the
-    virtio block id the guest finds it by."""
+    virtio block id the guest finds it by. Each app declares its own (storage names none)."""
 
     file_name: str
     label: str
     block_id: str
     purpose: str
     default_size: int = DEFAULT_SIZE
-
-
-LIBKRUN_NIX = DiskSpec(file_name="libkrun-nix.raw", label="AGENTBOX_NIX",
-                       block_id="agentbox-nix", purpose="the /nix store disk")  # fmt: skip
-LIBKRUN_CONTAINERS = DiskSpec(
-    file_name="libkrun-containers.raw", label="AGENTBOX_CONTAINERS",
-    block_id="agentbox-containers", purpose="the container storage disk",
-)  # fmt: skip
-MICROVM_NIX = DiskSpec(file_name="microvm-nix.raw", label="AGENTBOX_NIX",
-                       block_id="agentbox-nix", purpose="the /nix store disk")  # fmt: skip
-MICROVM_CONTAINERS = DiskSpec(
-    file_name="microvm-containers.raw", label="AGENTBOX_CONTAINERS",
-    block_id="agentbox-containers", purpose="the container storage disk",
-)  # fmt: skip
-LOFTD_CONTAINERS = DiskSpec(
-    file_name="loftd-containers.raw", label="LOFTD_CONTAINERS",
-    block_id="loftd-containers", purpose="loftd's container storage disk",
-)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,16 +8,13 @@ import os
 from agentbox_state.cli.app import Context, Verb
 from agentbox_state.cli.args import Option
 from agentbox_state.errors import UsageError
+from loftd.options import MEM, PRESERVE_DEBUG
+from loftd.schema import LOCAL_IMAGE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-# shared with `agentbox microvm`, the same runtime
-PRESERVE_DEBUG = Option(
-    "--preserve-debug", "keep the task root and state, and print how to remove them"
-)
-MEM = Option("--mem", "VM memory in whole GiB (default 4)", metavar="GIB")
 OPTIONS = (
     Option(
         "--rootfs-backend",
@@ -27,16 +24,18 @@ OPTIONS = (
     PRESERVE_DEBUG,
     MEM,
 )
-LOCAL_IMAGE = "localhost/loftd:latest"
 
 
 def run(ctx: Context) -> int:
     from pathlib import Path
 
+    from agentbox_krun.sizing import parse_mem, vcpus
     from agentbox_state.workspace import current_workspace
     from agentbox_storage.backends import Backend, parse_backend
-    from agentbox_storage.disks import LOFTD_CONTAINERS
-    from loftd.runtime import Face, TaskRequest, run_task_here
+    from loftd.face import FACE
+    from loftd.facts import probe_host
+    from loftd.plan import plan_task
+    from loftd.runtime import TaskRequest
     from loftd.schema import BACKENDS, PUBLISHED_IMAGE
 
     flag = ctx.args.value("rootfs_backend")
@@ -44,8 +43,6 @@ def run(ctx: Context) -> int:
     allowed = tuple(Backend(b) for b in BACKENDS)
     backend = parse_backend(flag or (configured if isinstance(configured, str) else BACKENDS[0]),
                             allowed=allowed)  # fmt: skip
-    from loftd.sizing import parse_mem, vcpus
-
     mem = ctx.args.value("mem")
     mem_gib = parse_mem(mem) if mem is not None else 4
     runner = ctx.runner()
@@ -58,18 +55,6 @@ def run(ctx: Context) -> int:
 
     image, pull = choose_image(explicit, ctx.flags.pull_latest, local_exists, PUBLISHED_IMAGE)
     workspace = current_workspace()
-    face = Face(
-        name="loftd", library_env="LOFTD_LIBKRUN_LIBRARY", env_prefix="LOFTD_",
-        guest_init="bin/loftd-guest-init", guest_argv=("loftd-guest-init", "enter", "--"),
-        disks=(LOFTD_CONTAINERS,), workspace_tag="loftd-workspace",
-        extra_env=(
-            "LOFTD_CONTAINERS_STORAGE=1",
-            f"LOFTD_CONTAINERS_DISK_ID={LOFTD_CONTAINERS.block_id}",
-            f"LOFTD_CONTAINERS_DISK_LABEL={LOFTD_CONTAINERS.label}",
-            "LOFTD_NIX_HOST_OVERLAY=1",
-        ),
-        nix_host_overlay=True, workspace_virtiofs=False, loftd_calls=True,
-    )  # fmt: skip
     request = TaskRequest(
         image=image, backend=backend, workspace=Path(workspace.path),
         state_dir=Path(ctx.paths.workspace_dir(workspace)), images_dir=Path(ctx.paths.images),
@@ -78,14 +63,14 @@ def run(ctx: Context) -> int:
         root=ctx.flags.root, preserve=ctx.args.flag("preserve_debug"), pull=pull,
         profile=ctx.flags.profile, debug=ctx.flags.debug,
     )  # fmt: skip
+    host = probe_host(FACE, request, runner, ctx.profiler, environ=ctx.environ)
+    plan = plan_task(FACE, request, host)
     if ctx.flags.dry_run:
-        ctx.out(f"loftd: image {image} (pull {pull}), task root {backend.value}, "
-                f"task {request.task_id}")  # fmt: skip
+        ctx.out("\n".join(plan.describe()))
         return 0
-    return run_task_here(
-        face, request, runner, ctx.profiler, program="loftd",
-        helper_verb="libkrun-enter", environ=dict(ctx.environ), notice=ctx.err,
-    )  # fmt: skip
+    from loftd.execute import execute
+
+    return execute(plan, runner, ctx.profiler, ctx.err)
 
 
 def choose_image(

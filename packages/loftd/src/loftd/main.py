@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from agentbox_state.cli.console import console_main
 from agentbox_state.cli.verbs import CONFIG, PATHS
-from loftd.console import console_main
 from loftd.launch import INTERNAL, LAUNCH
 from loftd.schema import SPEC
 

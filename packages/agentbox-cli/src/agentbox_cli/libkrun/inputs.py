@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from agentbox_cli.libkrun.plan import KrunHost, LibkrunRequest, parse_mem
+from agentbox_cli.libkrun.plan import KrunHost, LibkrunRequest
+from agentbox_krun.sizing import parse_mem
 from agentbox_state.cli.app import Context
 from agentbox_state.errors import UsageError
 from agentbox_state.workspace import Workspace

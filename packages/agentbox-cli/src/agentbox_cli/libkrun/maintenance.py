@@ -11,6 +11,7 @@ import os
 import shlex
 from pathlib import Path
 
+from agentbox_cli.libkrun.disks import LIBKRUN_NIX
 from agentbox_cli.libkrun.plan import TARGETS
 from agentbox_podman import podman
 from agentbox_podman.errors import PodmanError
@@ -20,7 +21,7 @@ from agentbox_state.parse import format_size, parse_disk_size
 from agentbox_state.runner import Runner
 from agentbox_state.workspace import current_workspace
 from agentbox_storage import disks
-from agentbox_storage.disks import LIBKRUN_NIX, DiskSpec
+from agentbox_storage.disks import DiskSpec
 
 
 def containers_using(path: Path, runner: Runner, *, debug: bool = False) -> list[str]:

@@ -7,12 +7,11 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentbox_cli.libkrun.disks import LIBKRUN_CONTAINERS, LIBKRUN_NIX
+from agentbox_krun.sizing import vcpus
 from agentbox_podman.podman import ROLE_LABEL, WORKSPACE_LABEL, Mount, RunSpec
 from agentbox_state.errors import UsageError
-from agentbox_storage.disks import LIBKRUN_CONTAINERS, LIBKRUN_NIX, DiskSpec
-from loftd.sizing import MAX_MEM_GIB, parse_mem, vcpus
-
-__all__ = ["MAX_MEM_GIB", "parse_mem", "vcpus"]  # the libkrun verb imports them from here
+from agentbox_storage.disks import DiskSpec
 
 GUEST_INIT_PATH = "/bin/agentbox-guest-init"
 KRUN_MAX_CPUS = 16  # crun's krun.cpus maximum (zeroqn/crun krun.1.md, OCI Annotations)

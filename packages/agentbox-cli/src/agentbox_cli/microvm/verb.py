@@ -1,4 +1,5 @@
-"""``agentbox microvm [--storage B] [--preserve-debug] [--mem GIB] [-- CMD]``."""
+"""``agentbox microvm [--storage B] [--preserve-debug] [--mem GIB] [-- CMD]``: the request, then
+the direct-libkrun runtime's facts → plan → execute (``loftd.runtime``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from agentbox_state.cli.app import Context, Verb
 from agentbox_state.cli.args import Option
 from agentbox_state.errors import UsageError
-from loftd.launch import MEM, PRESERVE_DEBUG
+from loftd.options import MEM, PRESERVE_DEBUG
 
 OPTIONS = (
     Option(
@@ -24,12 +25,14 @@ OPTIONS = (
 def run(ctx: Context) -> int:
     from pathlib import Path
 
+    from agentbox_cli.microvm.face import FACE
+    from agentbox_krun.sizing import parse_mem, vcpus
     from agentbox_podman.images import LOCAL_IMAGE
     from agentbox_state.workspace import current_workspace
     from agentbox_storage.backends import parse_backend
-    from agentbox_storage.disks import MICROVM_CONTAINERS, MICROVM_NIX
-    from loftd.runtime import Face, TaskRequest, run_task_here
-    from loftd.sizing import parse_mem, vcpus
+    from loftd.facts import probe_host
+    from loftd.plan import plan_task
+    from loftd.runtime import TaskRequest
 
     if ctx.flags.pull_latest:
         raise UsageError(
@@ -43,20 +46,6 @@ def run(ctx: Context) -> int:
     if guest_init is not None and not Path(guest_init).is_file():
         raise UsageError(f"--guest-init {guest_init} is not a file")
     workspace = current_workspace()
-    face = Face(
-        name="agentbox microvm", library_env="AGENTBOX_LIBKRUN_LIBRARY",
-        env_prefix="AGENTBOX_", guest_init="bin/agentbox-guest-init",
-        guest_argv=("agentbox-guest-init", "microvm", "enter", "--"),
-        disks=(MICROVM_NIX, MICROVM_CONTAINERS), workspace_tag="agentbox-workspace",
-        extra_env=(
-            "AGENTBOX_KVM_DROP_TO_DEV=1",
-            "AGENTBOX_LIBKRUN_NIX_OVERLAY=1", "AGENTBOX_LIBKRUN_CONTAINERS_STORAGE=1",
-            f"AGENTBOX_LIBKRUN_NIX_DISK_ID={MICROVM_NIX.block_id}",
-            f"AGENTBOX_LIBKRUN_NIX_DISK_LABEL={MICROVM_NIX.label}",
-            f"AGENTBOX_LIBKRUN_CONTAINERS_DISK_ID={MICROVM_CONTAINERS.block_id}",
-            f"AGENTBOX_LIBKRUN_CONTAINERS_DISK_LABEL={MICROVM_CONTAINERS.label}",
-        ),
-    )  # fmt: skip
     image = ctx.flags.image.value if isinstance(ctx.flags.image.value, str) else LOCAL_IMAGE
     request = TaskRequest(
         image=image, backend=backend, workspace=Path(workspace.path),
@@ -68,13 +57,15 @@ def run(ctx: Context) -> int:
         guest_init_override=Path(guest_init).absolute() if guest_init else None,
         profile=ctx.flags.profile, debug=ctx.flags.debug,
     )  # fmt: skip
+    runner = ctx.runner()
+    host = probe_host(FACE, request, runner, ctx.profiler, environ=ctx.environ)
+    plan = plan_task(FACE, request, host)
     if ctx.flags.dry_run:
-        ctx.out(f"{face.name}: image {image}, task root {backend.value}, task {request.task_id}")
+        ctx.out("\n".join(plan.describe()))
         return 0
-    return run_task_here(
-        face, request, ctx.runner(), ctx.profiler, program="agentbox_cli",
-        helper_verb="krun-enter", environ=dict(ctx.environ), notice=ctx.err,
-    )  # fmt: skip
+    from loftd.execute import execute
+
+    return execute(plan, runner, ctx.profiler, ctx.err)
 
 
 MICROVM = Verb(

@@ -1,4 +1,4 @@
-"""How big a VM is: the ``--mem`` grammar and the vCPU rule, shared by every libkrun mode.
+"""How big a libkrun VM is: the ``--mem`` grammar and the vCPU rule, shared by every libkrun mode.
 
 Kept free of heavy imports: the command lines use it before they decide to run anything.
 """

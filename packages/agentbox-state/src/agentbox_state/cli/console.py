@@ -1,4 +1,5 @@
-"""Console-script plumbing shared by ``loftd`` and ``agentbox``: owns stdout, stderr and exit."""
+"""Console-script plumbing every command line shares (``agentbox``, ``loftd``): owns stdout,
+stderr and exit."""
 
 from __future__ import annotations
 
