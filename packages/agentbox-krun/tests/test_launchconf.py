@@ -1,3 +1,5 @@
+import dataclasses
+import json
 import stat
 from pathlib import Path
 
@@ -15,90 +17,124 @@ CONF = LaunchConf(
     disks=(Disk("agentbox-nix", "/s/n.raw", False), Disk("agentbox-containers", "/s/c.raw", True)),
     workspace_source="/src/app", workspace_tag="agentbox-workspace", workspace_target="/workspace",
 )  # fmt: skip
+LOFTD = dataclasses.replace(
+    CONF, nix_overlay=NixOverlay("/c/rootfs/nix", "/s/up", "/s/wk", "/s/lease"),
+    init_log=True, task_lock="/s/tasks/t1/.task.lock", nested_virt=True,
+    workspace_source=None, workspace_tag=None, workspace_target=None,
+    mounts=(Mount("/src/app", "/workspace", False), Mount("/t", "/t", True)),
+)  # fmt: skip
 
 
-def test_round_trip(tmp_path: Path) -> None:
+def test_the_microvm_document_round_trips_whole(tmp_path: Path) -> None:
     path = tmp_path / "launch.conf"
     launchconf.write(CONF, path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert launchconf.read(path) == CONF
-    first = path.read_text().splitlines()[0]
-    assert first == "task_rootfs=" + b"/s/tasks/t1/rootfs".hex()
+    assert json.loads(path.read_text()) == {
+        "task_rootfs": "/s/tasks/t1/rootfs", "ram_mib": 4096, "vcpus": 2,
+        "workdir": "/workspace", "exec_path": "/bin/agentbox-guest-init",
+        "argv": ["agentbox-guest-init", "microvm", "enter", "--", "sh", "-c", "echo 'x=y'\n"],
+        "env": ["AGENTBOX_HOST_UID=1000", "TERM=xterm"],
+        "disks": [{"id": "agentbox-nix", "path": "/s/n.raw", "readonly": False},
+                  {"id": "agentbox-containers", "path": "/s/c.raw", "readonly": True}],
+        "mounts": [], "init_log": False, "nested_virt": False,
+        "workspace_source": "/src/app", "workspace_tag": "agentbox-workspace",
+        "workspace_target": "/workspace",
+    }  # fmt: skip
+    assert path.read_text().splitlines()[:2] == ["{", '  "task_rootfs": "/s/tasks/t1/rootfs",']
 
 
-def test_nix_overlay_round_trips(tmp_path: Path) -> None:
-    import dataclasses
-
-    conf = dataclasses.replace(
-        CONF, nix_overlay=NixOverlay("/c/rootfs/nix", "/s/up", "/s/wk", "/s/lease"),
-        init_log=True, task_lock="/s/tasks/t1/.task.lock",
-        nested_virt=True, mounts=(Mount("/src/app", "/workspace", False), Mount("/t", "/t", True)),
-    )  # fmt: skip
+def test_the_loftd_document_round_trips_whole(tmp_path: Path) -> None:
     path = tmp_path / "launch.conf"
-    launchconf.write(conf, path)
-    assert launchconf.read(path) == conf
-    assert f"nix_upper={h('/s/up')}" in path.read_text().splitlines()
-    assert f"nested_virt={h('auto')}" in path.read_text().splitlines()
+    launchconf.write(LOFTD, path)
+    assert launchconf.read(path) == LOFTD
+    doc = json.loads(path.read_text())
+    assert doc["nix_overlay"] == {"lower": "/c/rootfs/nix", "upper": "/s/up", "work": "/s/wk",
+                                  "lease": "/s/lease"}  # fmt: skip
+    assert doc["mounts"] == [{"source": "/src/app", "target": "/workspace", "readonly": False},
+                             {"source": "/t", "target": "/t", "readonly": True}]  # fmt: skip
+    assert (doc["init_log"], doc["nested_virt"], doc["task_lock"]) == (
+        True, True, "/s/tasks/t1/.task.lock",
+    )  # fmt: skip
+    assert "workspace_tag" not in doc  # unset optional paths are left out
     plain = launchconf.parse(launchconf.render(CONF))  # the microvm shape: none of them
     assert (plain.nix_overlay, plain.mounts, plain.init_log, plain.nested_virt) == (
         None, (), False, False,
     )  # fmt: skip
 
 
-def test_indexes_are_ordered_numerically() -> None:
-    lines = [f"argv.{i}={str(i).encode().hex()}" for i in (10, 2, 0, 1, 3, 4, 5, 6, 7, 8, 9)]
-    base = [line for line in launchconf.render(CONF).splitlines() if not line.startswith("argv.")]
-    conf = launchconf.parse("\n".join(base + lines))
-    assert conf.argv == tuple(str(i) for i in range(11))
+def test_any_path_round_trips_and_the_file_is_ascii() -> None:
+    odd = dataclasses.replace(CONF, workdir="/wörk", argv=("\udcff", 'a"b\\c'))
+    text = launchconf.render(odd)
+    assert text.isascii()
+    assert launchconf.parse(text) == odd
 
 
-def h(value: str) -> str:
-    return value.encode().hex()
+MINIMAL = {"task_rootfs": "/r", "ram_mib": 1, "vcpus": 1, "workdir": "/", "exec_path": "/x"}
 
 
-REQUIRED = [f"task_rootfs={h('/r')}", f"ram_mib={h('1')}", f"vcpus={h('1')}",
-            f"workdir={h('/')}", f"exec_path={h('/x')}"]  # fmt: skip
+def test_only_the_required_keys_give_the_defaults() -> None:
+    conf = launchconf.parse(json.dumps(MINIMAL))
+    assert conf == LaunchConf(task_rootfs="/r", ram_mib=1, vcpus=1, workdir="/", exec_path="/x")
+
+
+DISK = {"id": "a", "path": "/p", "readonly": False}
+MOUNT = {"source": "/p", "target": "/w", "readonly": False}
+NIX = {"lower": "/l", "upper": "/u", "work": "/w", "lease": "/e"}
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["nokey"], "launch.conf:6: no '=' in the line"),
-        (["color=00"], "launch.conf:6: unknown key 'color'"),
-        ([f"vcpus={h('2')}"], "launch.conf:6: duplicate key 'vcpus'"),
-        (["argv.0=zz"], "launch.conf:6: the value of argv.0 is not valid hex"),
-        (["argv.0=abc"], "launch.conf:6: the value of argv.0 is not valid hex"),
-        (["argv.0=ff"], "launch.conf:6: the value of argv.0 is not UTF-8"),
-        ([f"argv.1={h('a')}"], "argv.N indexes are not 0..0: [1]"),
-        ([f"argv.x={h('a')}"], "launch.conf:6: unknown key 'argv.x'"),
-        ([f"disk.0.id={h('a')}"], "disk.0 needs id, path and readonly"),
-        ([f"disk.0.id={h('a')}", f"disk.0.path={h('/p')}", f"disk.0.readonly={h('yes')}"],
-         "disk.0.readonly is not 0 or 1: 'yes'"),
-        ([f"disk.0.size={h('1')}"], "launch.conf:6: unknown key 'disk.0.size'"),
-        ([f"init_log={h('yes')}"], "init_log is not 0 or 1: 'yes'"),
-        ([f"nested_virt={h('on')}"], "nested_virt is not auto: 'on'"),
-        ([f"mount.0.source={h('/p')}", f"mount.0.target={h('/workspace')}"],
-         "mount.0 needs source, target and readonly"),
-        *(([f"mount.0.source={h('/p')}", f"mount.0.target={h(target)}",
-            f"mount.0.readonly={h('0')}"],
-           f"mount target {target!r} is not a normalised absolute guest path below /")
+        ({"color": 1}, "unknown key 'color'"),
+        ({"ram_mib": "4G"}, "ram_mib is a string, not a whole number"),
+        ({"vcpus": -1}, "vcpus is -1, not a whole number >= 0"),
+        ({"vcpus": True}, "vcpus is a boolean, not a whole number"),
+        ({"workdir": None}, "workdir is null, not a string"),
+        ({"argv": "sh"}, "argv is a string, not a list"),
+        ({"env": ["A=1", 2]}, "env[1] is a whole number, not a string"),
+        ({"disks": [DISK, {"id": "b"}]}, "disks[1] lacks path, readonly"),
+        ({"disks": [{**DISK, "readonly": "yes"}]},
+         "disks[0].readonly is a string, not true or false"),
+        ({"disks": [{**DISK, "size": 1}]}, "unknown key 'disks[0].size'"),
+        ({"disks": ["/p"]}, "disks[0] is a string, not an object"),
+        ({"init_log": 1}, "init_log is a whole number, not true or false"),
+        ({"nested_virt": "auto"}, "nested_virt is a string, not true or false"),
+        ({"mounts": [{"source": "/p", "target": "/w"}]}, "mounts[0] lacks readonly"),
+        *(({"mounts": [{**MOUNT, "target": target}]},
+           f"mounts[0].target {target!r} is not a normalised absolute guest path below /")
           for target in ("workspace", "/a/../etc", "/", "//x", "/w/")),
-        ([f"mount.1.source={h('/p')}", f"mount.1.target={h('/w')}", f"mount.1.readonly={h('1')}"],
-         "mount.N indexes are not 0..0: [1]"),
-        ([f"nix_lower={h('/l')}", f"nix_work={h('/w')}"],
-         "launch.conf: nix_lower, nix_upper, nix_work, nix_lease go together; only nix_lower, "
-         "nix_work given"),
+        ({"nix_overlay": {"lower": "/l", "work": "/w"}}, "nix_overlay lacks upper, lease"),
+        ({"nix_overlay": {**NIX, "upper": 1}}, "nix_overlay.upper is a whole number, not a string"),
+        ({"nix_overlay": [NIX]}, "nix_overlay is a list, not an object"),
+        ({"task_lock": 1}, "task_lock is a whole number, not a string"),
     ],
 )  # fmt: skip
-def test_refusals(extra: list[str], message: str) -> None:
+def test_refusals_name_the_key(extra: dict[str, object], message: str) -> None:
     with pytest.raises(LaunchConfError) as caught:
-        launchconf.parse("\n".join(REQUIRED + extra))
+        launchconf.parse(json.dumps({**MINIMAL, **extra}))
+    assert caught.value.message == f"launch.conf: {message}"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("task_rootfs=2f72\n", "launch.conf:1: not JSON: Expecting value (column 1)"),
+        ('{"vcpus": 1,\n "vcpus": 2}', "launch.conf: duplicate key 'vcpus'"),
+        ("[1]", "launch.conf: the document is a list, not an object"),
+        ('{"workdir": "/"}', "launch.conf: missing required keys: task_rootfs, ram_mib, vcpus, "
+                             "exec_path"),
+    ],
+)  # fmt: skip
+def test_documents_that_are_not_one(text: str, message: str) -> None:
+    with pytest.raises(LaunchConfError) as caught:
+        launchconf.parse(text)
     assert caught.value.message == message
 
 
-def test_missing_required_and_bad_numbers() -> None:
-    with pytest.raises(LaunchConfError, match="missing required keys: ram_mib, vcpus"):
-        launchconf.parse("\n".join(r for r in REQUIRED if not r.startswith(("ram", "vcpus"))))
-    bad = [r if not r.startswith("ram_mib") else f"ram_mib={h('4G')}" for r in REQUIRED]
-    with pytest.raises(LaunchConfError, match="ram_mib is not a whole number: '4G'"):
-        launchconf.parse("\n".join(bad))
+def test_the_reader_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "launch.conf"
+    path.write_text(json.dumps({**MINIMAL, "vcpus": "2"}))
+    with pytest.raises(LaunchConfError) as caught:
+        launchconf.read(path)
+    assert caught.value.message == f"{path}: vcpus is a string, not a whole number"

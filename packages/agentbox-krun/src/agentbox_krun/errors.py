@@ -34,7 +34,7 @@ class KrunError(AgentboxError):
 
 
 class LaunchConfError(AgentboxError):
-    """A launch.conf that cannot be used (the message names the line)."""
+    """A launch.conf that cannot be used (the message names the file and the key)."""
 
 
 class KrunLoadError(AgentboxError):

@@ -1,32 +1,49 @@
 """``launch.conf``: what the parent decided, handed to the libkrun helper process.
 
-One ``key=<hex of the UTF-8 value>`` per line, so no value can break the format. Written 0600 in
-the task's state dir. The parser is strict: unknown or duplicate keys, a line without ``=``,
-bad hex, non-UTF-8 and missing required keys are errors naming the line; indexed keys
-(``argv.N``, ``env.N``, ``disk.N.field``, ``mount.N.field``) are ordered numerically.
+A JSON object (one key per field, ``argv``/``env``/``disks``/``mounts`` as lists, the optional
+``nix_overlay`` as an object, optional paths left out when unset), written 0600 in the task's
+state dir and kept by ``--preserve-debug`` for a person to read. ASCII with ``\\u`` escapes, so
+any path (even one that is not UTF-8) round-trips. The helper parses it with the standard
+library, strictly: unknown, duplicate and missing required keys, and values of the wrong type,
+are errors naming the key (``disks[1].readonly``).
 
 Two call orders, as the original had them: agentbox microvm (``krun_set_log_level``, the
-workspace over virtiofs) and loftd (``init_log=1``: ``krun_init_log``; ``nested_virt=auto``:
-ask libkrun, enable when supported; the workspace and /nix grafted into the root by the helper,
-``mount.N`` and ``nix_*``, in a mount namespace of its own).
+workspace over virtiofs) and loftd (``init_log``: ``krun_init_log``; ``nested_virt``: ask
+libkrun, enable when supported; the workspace and /nix grafted into the root by the helper,
+``mounts`` and ``nix_overlay``, in a mount namespace of its own).
+
+    {
+      "task_rootfs": "/s/tasks/t1/rootfs", "ram_mib": 4096, "vcpus": 2,
+      "workdir": "/workspace", "exec_path": "/bin/agentbox-guest-init",
+      "argv": ["agentbox-guest-init", "microvm", "enter"], "env": ["TERM=xterm"],
+      "disks": [{"id": "agentbox-nix", "path": "/s/n.raw", "readonly": false}],
+      "mounts": [], "init_log": false, "nested_virt": false,
+      "workspace_source": "/src/app", "workspace_tag": "agentbox-workspace",
+      "workspace_target": "/workspace"
+    }
 """
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from agentbox_krun.errors import LaunchConfError
 
-NIX_KEYS = ("nix_lower", "nix_upper", "nix_work", "nix_lease")
-SCALARS = ("task_rootfs", "workspace_source", "workspace_tag", "workspace_target", "ram_mib",
-           "vcpus", "workdir", "exec_path", "init_log", "nested_virt", "task_lock",
-           *NIX_KEYS)  # fmt: skip
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 REQUIRED = ("task_rootfs", "ram_mib", "vcpus", "workdir", "exec_path")
-GROUPS = {"disk": ("id", "path", "readonly"), "mount": ("source", "target", "readonly")}
+OPTIONAL_PATHS = ("workspace_source", "workspace_tag", "workspace_target", "task_lock")
+NIX_KEYS = ("lower", "upper", "work", "lease")
+DISK_KEYS = ("id", "path", "readonly")
+MOUNT_KEYS = ("source", "target", "readonly")
+KEYS = (*REQUIRED, "argv", "env", "disks", "mounts", "init_log", "nested_virt", *OPTIONAL_PATHS,
+        "nix_overlay")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,36 +93,30 @@ class LaunchConf:
     nested_virt: bool = False  # "auto": enabled when krun_check_nested_virt says supported
     task_lock: str | None = None  # held (shared) by the helper while the VM runs
 
-    def lines(self) -> list[tuple[str, str]]:
-        out: list[tuple[str, str]] = [
-            ("task_rootfs", self.task_rootfs), ("ram_mib", str(self.ram_mib)),
-            ("vcpus", str(self.vcpus)), ("workdir", self.workdir), ("exec_path", self.exec_path),
-        ]  # fmt: skip
-        for key in ("workspace_source", "workspace_tag", "workspace_target", "task_lock"):
-            value = getattr(self, key)
-            if value is not None:
-                out.append((key, value))
-        if self.nix_overlay is not None:
-            n = self.nix_overlay
-            out += [("nix_lower", n.lower), ("nix_upper", n.upper), ("nix_work", n.work),
-                    ("nix_lease", n.lease)]  # fmt: skip
-        if self.init_log:
-            out.append(("init_log", "1"))
-        if self.nested_virt:
-            out.append(("nested_virt", "auto"))
-        out += [(f"argv.{i}", a) for i, a in enumerate(self.argv)]
-        out += [(f"env.{i}", e) for i, e in enumerate(self.env)]
-        for i, d in enumerate(self.disks):
-            out += [(f"disk.{i}.id", d.block_id), (f"disk.{i}.path", d.path),
-                    (f"disk.{i}.readonly", "1" if d.readonly else "0")]  # fmt: skip
-        for i, m in enumerate(self.mounts):
-            out += [(f"mount.{i}.source", m.source), (f"mount.{i}.target", m.target),
-                    (f"mount.{i}.readonly", "1" if m.readonly else "0")]  # fmt: skip
-        return out
+
+def document(conf: LaunchConf) -> dict[str, object]:
+    """The JSON object for ``conf``: every key, except the optional ones left unset."""
+    doc: dict[str, object] = {
+        "task_rootfs": conf.task_rootfs, "ram_mib": conf.ram_mib, "vcpus": conf.vcpus,
+        "workdir": conf.workdir, "exec_path": conf.exec_path,
+        "argv": list(conf.argv), "env": list(conf.env),
+        "disks": [{"id": d.block_id, "path": d.path, "readonly": d.readonly} for d in conf.disks],
+        "mounts": [{"source": m.source, "target": m.target, "readonly": m.readonly}
+                   for m in conf.mounts],
+        "init_log": conf.init_log, "nested_virt": conf.nested_virt,
+    }  # fmt: skip
+    for key in OPTIONAL_PATHS:
+        value = getattr(conf, key)
+        if value is not None:
+            doc[key] = value
+    if conf.nix_overlay is not None:
+        n = conf.nix_overlay
+        doc["nix_overlay"] = {"lower": n.lower, "upper": n.upper, "work": n.work, "lease": n.lease}
+    return doc
 
 
 def render(conf: LaunchConf) -> str:
-    return "".join(f"{k}={v.encode('utf-8').hex()}\n" for k, v in conf.lines())
+    return json.dumps(document(conf), indent=2) + "\n"
 
 
 def write(conf: LaunchConf, path: Path) -> None:
@@ -117,97 +128,125 @@ def write(conf: LaunchConf, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _indexed(values: Mapping[tuple[str, int], str], prefix: str) -> tuple[str, ...]:
-    indexes = sorted(i for p, i in values if p == prefix)
-    if indexes != list(range(len(indexes))):
-        raise LaunchConfError(f"{prefix}.N indexes are not 0..{len(indexes) - 1}: {indexes}")
-    return tuple(values[(prefix, i)] for i in indexes)
+def _json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    kinds = {dict: "an object", list: "a list", str: "a string", int: "a whole number",
+             float: "a number"}  # fmt: skip
+    return kinds.get(type(value), type(value).__name__)
 
 
-def _int(fields: Mapping[str, str], key: str) -> int:
-    value = fields[key]
-    if not value.isdigit() or not value.isascii():
-        raise LaunchConfError(f"{key} is not a whole number: {value!r}")
-    return int(value)
+class _Reader:
+    """Typed access to one parsed object; every refusal names the key (``disks[0].path``)."""
+
+    def __init__(self, source: str, obj: object, where: str, keys: tuple[str, ...],
+                 required: tuple[str, ...]) -> None:  # fmt: skip
+        self.source, self.where = source, where
+        if not isinstance(obj, dict):
+            raise self.error(f"{where or 'the document'} is {_json_type(obj)}, not an object")
+        unknown = [k for k in obj if k not in keys]
+        if unknown:
+            raise self.error(f"unknown key {self.name(unknown[0])!r}")
+        missing = [k for k in required if k not in obj]
+        if missing:
+            what = f"{where} lacks" if where else "missing required keys:"
+            raise self.error(f"{what} {', '.join(missing)}")
+        self.obj: dict[str, object] = obj
+
+    def error(self, message: str) -> LaunchConfError:
+        return LaunchConfError(f"{self.source}: {message}")
+
+    def name(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def typed(self, key: str, check: Callable[[object], bool], kind: str, default: object
+              ) -> object:  # fmt: skip
+        if key not in self.obj:
+            return default
+        value = self.obj[key]
+        if not check(value):
+            raise self.error(f"{self.name(key)} is {_json_type(value)}, not {kind}")
+        return value
+
+    def text(self, key: str, default: str | None = None) -> str | None:
+        value = self.typed(key, lambda v: isinstance(v, str), "a string", default)
+        return value if isinstance(value, str) else None
+
+    def string(self, key: str) -> str:
+        value = self.text(key)
+        assert value is not None  # required keys are there
+        return value
+
+    def count(self, key: str) -> int:
+        value = self.typed(key, lambda v: type(v) is int, "a whole number", None)
+        assert isinstance(value, int)
+        if value < 0:
+            raise self.error(f"{self.name(key)} is {value}, not a whole number >= 0")
+        return value
+
+    def flag(self, key: str) -> bool:
+        return self.typed(key, lambda v: isinstance(v, bool), "true or false", False) is True
+
+    def items(self, key: str) -> list[object]:
+        value = self.typed(key, lambda v: isinstance(v, list), "a list", [])
+        assert isinstance(value, list)
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        items = self.items(key)
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise self.error(f"{self.name(key)}[{i}] is {_json_type(item)}, not a string")
+        return tuple(str(item) for item in items)
+
+    def objects(self, key: str, keys: tuple[str, ...]) -> list[_Reader]:
+        return [_Reader(self.source, item, f"{self.name(key)}[{i}]", keys, keys)
+                for i, item in enumerate(self.items(key))]  # fmt: skip
 
 
-def _group(groups: Mapping[str, Mapping[int, Mapping[str, str]]], name: str
-           ) -> list[Mapping[str, str]]:  # fmt: skip
-    """``name.N.field`` entries in index order, each complete, readonly 0 or 1."""
-    found = groups[name]
-    if sorted(found) != list(range(len(found))):
-        raise LaunchConfError(f"{name}.N indexes are not 0..{len(found) - 1}: {sorted(found)}")
-    fields = GROUPS[name]
-    for i in range(len(found)):
-        entry = found[i]
-        if set(entry) != set(fields):
-            raise LaunchConfError(f"{name}.{i} needs {', '.join(fields[:-1])} and {fields[-1]}")
-        if entry["readonly"] not in ("0", "1"):
-            raise LaunchConfError(f"{name}.{i}.readonly is not 0 or 1: {entry['readonly']!r}")
-    return [found[i] for i in range(len(found))]
+def _no_duplicates(source: str) -> Callable[[list[tuple[str, object]]], dict[str, object]]:
+    def build(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        found: dict[str, object] = {}
+        for key, value in pairs:
+            if key in found:
+                raise LaunchConfError(f"{source}: duplicate key {key!r}")
+            found[key] = value
+        return found
+
+    return build
 
 
 def parse(text: str, source: str = "launch.conf") -> LaunchConf:
-    fields: dict[str, str] = {}
-    indexed: dict[tuple[str, int], str] = {}
-    groups: dict[str, dict[int, dict[str, str]]] = {name: {} for name in GROUPS}
-    for number, line in enumerate(text.splitlines(), 1):
-        where = f"{source}:{number}"
-        key, sep, hexed = line.partition("=")
-        if not sep:
-            raise LaunchConfError(f"{where}: no '=' in the line")
-        try:
-            value = bytes.fromhex(hexed).decode("utf-8")
-        except ValueError as err:
-            kind = "not UTF-8" if isinstance(err, UnicodeDecodeError) else "not valid hex"
-            raise LaunchConfError(f"{where}: the value of {key} is {kind}") from None
-        parts = key.split(".")
-        if key in SCALARS and len(parts) == 1:
-            slot: object = key
-            seen = key in fields
-            fields[key] = value
-        elif len(parts) == 2 and parts[0] in ("argv", "env") and parts[1].isdigit():
-            slot = (parts[0], int(parts[1]))
-            seen = slot in indexed
-            indexed[(parts[0], int(parts[1]))] = value
-        elif len(parts) == 3 and parts[0] in GROUPS and parts[1].isdigit() \
-                and parts[2] in GROUPS[parts[0]]:  # fmt: skip
-            entry = groups[parts[0]].setdefault(int(parts[1]), {})
-            seen = parts[2] in entry
-            entry[parts[2]] = value
-        else:
-            raise LaunchConfError(f"{where}: unknown key {key!r}")
-        if seen:
-            raise LaunchConfError(f"{where}: duplicate key {key!r}")
-    missing = [k for k in REQUIRED if k not in fields]
-    if missing:
-        raise LaunchConfError(f"{source}: missing required keys: {', '.join(missing)}")
-    disks = tuple(Disk(e["id"], e["path"], e["readonly"] == "1") for e in _group(groups, "disk"))
-    mounts = tuple(Mount(e["source"], e["target"], e["readonly"] == "1")
-                   for e in _group(groups, "mount"))  # fmt: skip
-    for m in mounts:
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates(source))
+    except json.JSONDecodeError as err:
+        raise LaunchConfError(f"{source}:{err.lineno}: not JSON: {err.msg} (column {err.colno})"
+                              ) from None  # fmt: skip
+    doc = _Reader(source, data, "", KEYS, REQUIRED)
+    disks = tuple(Disk(d.string("id"), d.string("path"), d.flag("readonly"))
+                  for d in doc.objects("disks", DISK_KEYS))  # fmt: skip
+    mounts = tuple(Mount(m.string("source"), m.string("target"), m.flag("readonly"))
+                   for m in doc.objects("mounts", MOUNT_KEYS))  # fmt: skip
+    for i, m in enumerate(mounts):
         # normpath keeps a leading "//" (POSIX lets it mean something else): refused too
         if m.target == "/" or not m.target.startswith("/") or m.target.startswith("//") or \
                 m.target != posixpath.normpath(m.target):  # fmt: skip
-            raise LaunchConfError(f"mount target {m.target!r} is not a normalised absolute "
-                                  "guest path below /")  # fmt: skip
-    for key, allowed in (("init_log", ("0", "1")), ("nested_virt", ("auto",))):
-        if key in fields and fields[key] not in allowed:
-            raise LaunchConfError(f"{key} is not {' or '.join(allowed)}: {fields[key]!r}")
-    nix = [k for k in NIX_KEYS if k in fields]
-    if nix and len(nix) != len(NIX_KEYS):
-        raise LaunchConfError(f"{source}: {', '.join(NIX_KEYS)} go together; "
-                              f"only {', '.join(nix)} given")  # fmt: skip
+            raise doc.error(f"mounts[{i}].target {m.target!r} is not a normalised absolute "
+                            "guest path below /")  # fmt: skip
+    nix = None
+    if "nix_overlay" in doc.obj:
+        n = _Reader(source, doc.obj["nix_overlay"], "nix_overlay", NIX_KEYS, NIX_KEYS)
+        nix = NixOverlay(*(n.string(k) for k in NIX_KEYS))
     return LaunchConf(
-        task_rootfs=fields["task_rootfs"], ram_mib=_int(fields, "ram_mib"),
-        vcpus=_int(fields, "vcpus"), workdir=fields["workdir"], exec_path=fields["exec_path"],
-        argv=_indexed(indexed, "argv"), env=_indexed(indexed, "env"), disks=disks, mounts=mounts,
-        init_log=fields.get("init_log") == "1", nested_virt="nested_virt" in fields,
-        task_lock=fields.get("task_lock"),
-        workspace_source=fields.get("workspace_source"),
-        workspace_tag=fields.get("workspace_tag"),
-        workspace_target=fields.get("workspace_target"),
-        nix_overlay=NixOverlay(*(fields[k] for k in NIX_KEYS)) if nix else None,
+        task_rootfs=doc.string("task_rootfs"), ram_mib=doc.count("ram_mib"),
+        vcpus=doc.count("vcpus"), workdir=doc.string("workdir"),
+        exec_path=doc.string("exec_path"), argv=doc.strings("argv"), env=doc.strings("env"),
+        disks=disks, mounts=mounts, init_log=doc.flag("init_log"),
+        nested_virt=doc.flag("nested_virt"), task_lock=doc.text("task_lock"),
+        workspace_source=doc.text("workspace_source"), workspace_tag=doc.text("workspace_tag"),
+        workspace_target=doc.text("workspace_target"), nix_overlay=nix,
     )  # fmt: skip
 
 
