@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 
 from agentbox_state.errors import AgentboxError
 from agentbox_state.record import Record
 
 SLUG_MAX = 32
 HASH_LEN = 12
-
-# hashlib loads OpenSSL (about 5 ms here); the interpreter's built-in SHA-256 gives the same
-# digest for free. Fall back to hashlib where a build lacks the built-in module.
-try:
-    if sys.version_info >= (3, 12):
-        from _sha2 import sha256
-    else:
-        from _sha256 import sha256  # type: ignore[import-not-found]  # no stub in typeshed
-except ImportError:  # pragma: no cover - an interpreter built without its own hashes
-    from hashlib import sha256
 
 
 def slugify(name: str) -> str:
@@ -40,7 +29,9 @@ def slugify(name: str) -> str:
 
 def path_hash(path: str) -> str:
     """A short, stable hash of a canonical path (hex, :data:`HASH_LEN` characters)."""
-    digest: str = sha256(os.fsencode(path)).hexdigest()
+    import hashlib  # OpenSSL, a few ms: only when a workspace is identified, not for --help
+
+    digest = hashlib.sha256(os.fsencode(path)).hexdigest()
     return digest[:HASH_LEN]
 
 
