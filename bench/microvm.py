@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agentbox_state.testing import btrfs_loop
+from agentbox_testing import btrfs_loop
 from loftd.guest import STATUS_PATH
 
 ROOT = Path(__file__).resolve().parents[1]

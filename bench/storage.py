@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agentbox_state.runner import SubprocessRunner
-from agentbox_state.testing import btrfs_loop
 from agentbox_storage import taskroot
 from agentbox_storage.backends import Backend
+from agentbox_testing import btrfs_loop
 
 RUNS = int(os.environ.get("BENCH_RUNS", "15"))
 MIB = 1024**2

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agentbox_state.testing import require, require_test_user
+from agentbox_testing import require, require_test_user
 
 BIN = Path(sys.executable).parent
 TEST_USER = os.environ.get("AGENTBOX_TEST_USER", "agentbox-test")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import ast
+import functools
+import importlib.util
 import re
 import tomllib
 from pathlib import Path
@@ -22,15 +23,26 @@ def pyproject(pkg: str) -> dict[str, object]:
     return tomllib.loads((ROOT / "packages" / pkg / "pyproject.toml").read_text())
 
 
+@functools.cache
 def nox_local_deps() -> dict[str, list[str]]:
-    tree = ast.parse((ROOT / "noxfile.py").read_text())
-    for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "LOCAL_DEPS":
-            assert node.value is not None
-            value = ast.literal_eval(node.value)
-            assert isinstance(value, dict)
-            return value
-    raise AssertionError("noxfile.py has no LOCAL_DEPS")
+    """noxfile.py's LOCAL_DEPS, which it derives from the pyprojects (the repo session installs
+    nox, which the noxfile imports)."""
+    spec = importlib.util.spec_from_file_location("noxfile", ROOT / "noxfile.py")
+    assert spec is not None
+    assert spec.loader is not None
+    noxfile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(noxfile)
+    value = noxfile.LOCAL_DEPS
+    assert isinstance(value, dict)
+    return value
+
+
+def version_of(pkg: str) -> str:
+    """The one version source: ``__version__`` in the package's ``__init__`` (hatch reads it)."""
+    init = ROOT / "packages" / pkg / "src" / pkg.replace("-", "_") / "__init__.py"
+    found = re.findall(r'^__version__ = "([^"]*)"$', init.read_text(), flags=re.M)
+    assert len(found) == 1, f"{init}: one __version__ line"
+    return str(found[0])
 
 
 def test_the_seven_packages() -> None:
@@ -46,12 +58,15 @@ def test_package_shape(pkg: str) -> None:
     project = data["project"]
     assert isinstance(project, dict)
     assert project["name"] == pkg
-    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
+    assert "version" not in project
+    assert project["dynamic"] == ["version"]
+    hatch_version = data["tool"]["hatch"]["version"]  # type: ignore[index]
+    assert hatch_version == {"path": f"src/{pkg.replace('-', '_')}/__init__.py"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version_of(pkg))
     assert project["requires-python"] == ">=3.11"
     module = pkg.replace("-", "_")
     src = ROOT / "packages" / pkg / "src" / module
     assert (src / "py.typed").exists()
-    assert f'__version__ = "{project["version"]}"' in (src / "__init__.py").read_text()
     assert any((ROOT / "packages" / pkg / "tests").glob("test_*.py"))
     scripts = project.get("scripts", {})
     assert list(scripts) == SCRIPTS.get(pkg, [])
@@ -71,7 +86,9 @@ def test_siblings_are_floors_and_match_nox(pkg: str) -> None:
             siblings.append(name)
         elif name == "tomli":
             assert "python_version < '3.11'" in dep, "tomli only where tomllib is missing"
-    assert sorted(siblings) == sorted(nox_local_deps()[pkg])
+    local = nox_local_deps()
+    assert sorted(siblings) == sorted(local[pkg])
+    assert all(list(local).index(s) < list(local).index(pkg) for s in siblings), "bottom-up"
     if pkg == "agentbox-guest-init":
         assert deps == [], "the guest init depends on nothing"
 
@@ -90,3 +107,16 @@ def test_libraries_name_no_app(pkg: str) -> None:
              for n, line in enumerate(path.read_text().splitlines(), 1)
              if APP_NAMES.search(line)]  # fmt: skip
     assert found == []
+
+
+def test_the_test_harness_is_never_published() -> None:
+    harness = tomllib.loads((ROOT / "tests" / "support" / "pyproject.toml").read_text())
+    project = harness["project"]
+    assert project["name"] == "agentbox-testing"
+    assert "Private :: Do Not Upload" in project["classifiers"]
+    assert project["dependencies"] == ["pytest>=8"]  # nothing of ours: serves every package
+    for pkg in PACKAGES:
+        deps = pyproject(pkg)["project"]["dependencies"]  # type: ignore[index]
+        assert not [d for d in deps if d.startswith("agentbox-testing")], pkg
+    testing = (ROOT / "packages/agentbox-state/src/agentbox_state/testing.py").read_text()
+    assert "def require" not in testing  # the published runner doubles carry no CI harness

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agentbox_state.testing import require
+from agentbox_testing import require
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -173,6 +173,7 @@ def test_start_up_path_stays_light(home: Home, argv: list[str]) -> None:
     assert out.stderr == "[]\n"
 
 
+@pytest.mark.root
 def test_as_an_ordinary_user(agentbox: Path, bin_dir: Path, test_user: str) -> None:
     """The real user-facing path: a non-root user with their own HOME and no XDG variables."""
     try:

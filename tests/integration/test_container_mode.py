@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+pytestmark = [pytest.mark.root, pytest.mark.podman, pytest.mark.image]
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.root, pytest.mark.podman, pytest.mark.image]
+
 IMAGE = "localhost/agentbox:latest"
 
 

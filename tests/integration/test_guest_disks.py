@@ -14,7 +14,9 @@ import pytest
 
 from agentbox_guest_init.contract import GuestError
 from agentbox_guest_init.nix import wait_for_socket
-from agentbox_state.testing import require_root
+from agentbox_testing import require_root
+
+pytestmark = [pytest.mark.root, pytest.mark.btrfs]
 
 SCRIPT = r"""
 import json, os, subprocess, sys

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agentbox_state.testing import require_root
+from agentbox_testing import require_root
+
+pytestmark = [pytest.mark.root, pytest.mark.btrfs, pytest.mark.podman, pytest.mark.image]
 
 IMAGE = "localhost/agentbox:latest"
 MIB = 1024**2

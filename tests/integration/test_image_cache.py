@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 
 from agentbox_state.runner import SubprocessRunner
-from agentbox_state.testing import RecordingRunner, require, require_root, run_as_user
+from agentbox_state.testing import RecordingRunner
 from agentbox_storage.errors import StorageError
 from agentbox_storage.imagecache import ImageCache
+from agentbox_testing import require, require_root, run_as_user
 from loftd.ingest import ingest_argv
+
+pytestmark = [pytest.mark.root, pytest.mark.podman]
 
 GUEST = "bin/agentbox-guest-init"
 RUNNER = SubprocessRunner(os.environ)

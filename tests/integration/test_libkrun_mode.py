@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
-from agentbox_state.testing import require, run_as_user
 from agentbox_state.workspace import Workspace
+from agentbox_testing import require, run_as_user
+
+pytestmark = [pytest.mark.root, pytest.mark.btrfs, pytest.mark.podman, pytest.mark.image]
 
 AGENTBOX_IMAGE = "localhost/agentbox:latest"
 

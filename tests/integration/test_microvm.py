@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from agentbox_krun.sizing import vcpus
-from agentbox_state.testing import btrfs_loop, require, require_root, require_test_user
 from agentbox_state.workspace import Workspace
+from agentbox_testing import btrfs_loop, require, require_root, require_test_user
 from loftd.guest import STATUS_PATH
 
 TYPE_CHECKING = False
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[2]
 STUB = ROOT / "packages" / "agentbox-krun" / "tests" / "stub" / "libkrun_stub.c"
+pytestmark = [pytest.mark.root, pytest.mark.btrfs, pytest.mark.podman, pytest.mark.libkrun]
+
 IMAGE = "localhost/agentbox-tiny:microvm"
 # The stub is no VM: the kvm check (which refuses this host's kvm-pvm) is skipped for its runs,
 # as the README documents; test_the_kvm_check_* run without it.

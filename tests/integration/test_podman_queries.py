@@ -16,7 +16,9 @@ import pytest
 from agentbox_podman.errors import PodmanError
 from agentbox_podman.query import api_socket, containers_with_labels
 from agentbox_state.runner import SubprocessRunner
-from agentbox_state.testing import require_root, run_as_user
+from agentbox_testing import require_root, run_as_user
+
+pytestmark = [pytest.mark.root, pytest.mark.podman, pytest.mark.image]
 
 RUNNER = SubprocessRunner(os.environ)
 LIMITS = ["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]

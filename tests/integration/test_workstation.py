@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from agentbox_cli.imagebuild.plan import DEFAULT_SUITE
-from agentbox_state.testing import require_root
+from agentbox_testing import require_root
+
+pytestmark = [pytest.mark.root, pytest.mark.podman, pytest.mark.image]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -31,7 +31,8 @@ from agentbox_cli.libkrun.watchdog import (
 )
 from agentbox_podman.podman import RunSpec
 from agentbox_state.runner import SubprocessRunner
-from agentbox_state.testing import RecordingRunner, require
+from agentbox_state.testing import RecordingRunner
+from agentbox_testing import require
 
 FAST = Timing(interval=0.05, grace=0.3, exit_grace=1.5, settle=0.3, term_wait=1.0)
 RUNNER = SubprocessRunner(os.environ)

@@ -13,7 +13,7 @@ import pytest
 
 from agentbox_krun import launchconf
 from agentbox_krun.launchconf import LaunchConf
-from agentbox_state.testing import require
+from agentbox_testing import require
 
 STUB_SOURCE = Path(__file__).parent / "stub" / "libkrun_stub.c"
 

@@ -1,17 +1,24 @@
 """The same setup calls against a real libkrun: the fork in PyPI's smolmachines wheel (it has
 no krun_set_root, so the root goes through krun_add_virtiofs("/dev/root", ...)). Everything up
-to krun_start_enter: no guest boots on this host (kvm-pvm runs no ordinary guest kernel)."""
+to krun_start_enter; a boot only where KVM can run a guest (not kvm-pvm: see test_boot)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from agentbox_state.testing import require
+from agentbox_krun import kvm
+from agentbox_krun.launchconf import LaunchConf
+from agentbox_testing import host_root, require
+
+if TYPE_CHECKING:
+    from conftest import Launched
 
 CHILD = """
 import os, sys
@@ -58,6 +65,7 @@ def real_libkrun() -> Path | None:
     return path if path.exists() else None
 
 
+@pytest.mark.libkrun
 @pytest.mark.parametrize("order", ["microvm", "loftd"])
 def test_setup_calls_against_the_real_fork(tmp_path: Path, order: str) -> None:
     lib = real_libkrun()
@@ -85,7 +93,20 @@ def test_setup_calls_against_the_real_fork(tmp_path: Path, order: str) -> None:
         assert lines[2:] == ["loftd configured True"]
 
 
-@pytest.mark.skip(reason="booting a guest is impossible here: /dev/kvm is kvm-pvm, which runs no "
-                  "ordinary guest kernel (KVM_EXIT_INTERNAL_ERROR); see HOST-NOTES")  # fmt: skip
-def test_boot() -> None:
-    """Placeholder for the boot tier on a host whose KVM can run a guest."""
+@pytest.mark.libkrun
+@pytest.mark.kvm
+def test_boot(tmp_path: Path, launch: Callable[..., Launched]) -> None:
+    """A guest boots on the real libkrun: the host's /bin/sh, copied with its libraries into a
+    small root, runs in the VM, and its exit status is the helper's."""
+    lib = real_libkrun()
+    require(lib is not None, "PyPI's smolmachines (a libkrun build) is not installed")
+    assert lib is not None
+    cannot = kvm.problem(kvm.probe())
+    require(cannot is None, f"booting a guest needs a KVM that runs one; here {cannot}",
+            host_hardware=True)  # fmt: skip
+    root = host_root(tmp_path / "rootfs", "/bin/sh")
+    conf = LaunchConf(task_rootfs=str(root), ram_mib=512, vcpus=1, workdir="/",
+                      exec_path="/bin/sh", argv=("sh", "-c", "exit 7"))  # fmt: skip
+    done = launch(lib, conf, LD_PRELOAD="libvirglrenderer.so.1",
+                  LD_LIBRARY_PATH=str(lib.parent))  # libkrunfw.so.5, opened by name  # fmt: skip
+    assert (done.code, done.calls) == (7, []), done.err

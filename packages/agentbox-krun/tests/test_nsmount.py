@@ -13,7 +13,7 @@ import pytest
 from agentbox_krun.errors import KrunError
 from agentbox_krun.launchconf import LaunchConf, Mount, NixOverlay
 from agentbox_krun.nsmount import overlay_options
-from agentbox_state.testing import require_root
+from agentbox_testing import require_root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ def run(launch: Callable[..., Launched]) -> Callable[[Path, LaunchConf, str], La
                                               KRUN_STUB_EXIT="5")  # fmt: skip
 
 
+@pytest.mark.root
 def test_the_guest_sees_the_overlay_and_the_host_does_not(
     stub: Path, tmp_path: Path, run: Runner
 ) -> None:
@@ -82,6 +83,7 @@ def test_the_guest_sees_the_overlay_and_the_host_does_not(
     assert (code, out, err) == (5, "guest\n", "")
 
 
+@pytest.mark.root
 def test_bind_mounts_graft_the_workspace(stub: Path, tmp_path: Path, run: Runner) -> None:
     require_root("bind mounts in a mount namespace")
     rootfs = tmp_path / "rootfs"
@@ -124,6 +126,7 @@ def test_user_namespace_detection() -> None:
     assert in_user_namespace("         0       1001          1\n         1     100000      65536\n")
 
 
+@pytest.mark.root
 def test_the_nix_lease_and_a_symlinked_nix(stub: Path, tmp_path: Path, run: Runner) -> None:
     from agentbox_state.lock import FileLock
 
@@ -156,6 +159,7 @@ def test_the_nix_lease_and_a_symlinked_nix(stub: Path, tmp_path: Path, run: Runn
     assert f"{rootfs}/nix leads through a symlink: refusing to mount there" in err
 
 
+@pytest.mark.root
 def test_a_failed_mount_stops_before_libkrun(stub: Path, tmp_path: Path, run: Runner) -> None:
     require_root("mounting a kernel overlay")
     (tmp_path / "rootfs" / "nix").mkdir(parents=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agentbox_state.testing import btrfs_loop
+from agentbox_testing import btrfs_loop
 
 MakeRootfs = Callable[..., Path]
 

@@ -15,10 +15,11 @@ import pytest
 from agentbox_state.errors import LockHeldError
 from agentbox_state.parse import GIB
 from agentbox_state.runner import SubprocessRunner
-from agentbox_state.testing import HidingRunner, RecordingRunner, require_root, run_as_user
+from agentbox_state.testing import HidingRunner, RecordingRunner
 from agentbox_storage import disks
 from agentbox_storage.disks import DiskSpec
 from agentbox_storage.errors import StorageError
+from agentbox_testing import require_root, run_as_user
 
 MIB = 1024**2
 # a disk spec shaped like an app's /nix disk, at the default size
@@ -27,6 +28,7 @@ NIX = DiskSpec(file_name="nix.raw", label="AGENTBOX_NIX", block_id="agentbox-nix
 SMALL = DiskSpec(file_name="t.raw", label="AGENTBOX_TEST", block_id="t", purpose="a test disk",
                  default_size=256 * MIB)  # fmt: skip
 RUNNER = SubprocessRunner(os.environ)
+pytestmark = pytest.mark.btrfs  # the real mkfs.btrfs, blkid and btrfs tools
 
 
 def uuid(path: Path) -> str:
@@ -137,7 +139,7 @@ REFUSALS = [
                  id="ext4"),
     pytest.param(_fifo, "is a named pipe, not a disk image; refusing to touch it", id="fifo"),
     pytest.param(_device, "is a character device, not a disk image; refusing to touch it",
-                 id="device"),
+                 id="device", marks=pytest.mark.root),
 ]  # fmt: skip
 
 
@@ -196,6 +198,7 @@ def fs_total_bytes(path: Path) -> int:
     raise AssertionError(out)
 
 
+@pytest.mark.root
 def test_host_side_filesystem_resize(tmp_path: Path) -> None:
     require_root("loop devices and mount")
     path = tmp_path / "d.raw"
@@ -319,6 +322,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.root
 def test_rootless(tmp_path: Path) -> None:
     import tempfile
 

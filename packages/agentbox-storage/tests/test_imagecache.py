@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from agentbox_state.runner import SubprocessRunner
-from agentbox_state.testing import RecordingRunner, require_root
+from agentbox_state.testing import RecordingRunner
 from agentbox_storage import imagecache
 from agentbox_storage.errors import StorageError
 from agentbox_storage.imagecache import ImageCache
+from agentbox_testing import require_root
 
 D1 = "sha256:" + "a" * 64
 D2 = "sha256:" + "b" * 64
@@ -249,6 +250,8 @@ def test_two_ingests_of_one_digest_both_succeed(tmp_path: Path, image: Path) -> 
     assert ImageCache(cache_root).is_valid(D1)
 
 
+@pytest.mark.root
+@pytest.mark.btrfs
 def test_cache_on_btrfs_uses_a_subvolume(btrfs: Path, image: Path) -> None:
     require_root("btrfs loop mount")
     from agentbox_storage.taskroot import is_subvolume

@@ -18,12 +18,13 @@ import pytest
 
 from agentbox_state.errors import AgentboxError
 from agentbox_state.runner import SubprocessRunner
-from agentbox_state.testing import HidingRunner, RecordingRunner, require_root, run_as_user
+from agentbox_state.testing import HidingRunner, RecordingRunner
 from agentbox_storage import argv, taskroot
 from agentbox_storage.backends import Backend
 from agentbox_storage.errors import StorageError
 from agentbox_storage.mounts import DEAD_FUSE_ERRNOS, is_mounted, mount_points
 from agentbox_storage.taskroot import TaskRoot
+from agentbox_testing import require_root, run_as_user
 
 RUNNER = SubprocessRunner(os.environ)
 MakeRootfs = Callable[..., Path]
@@ -69,6 +70,8 @@ def test_snapshot_argv_rootless(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", [Backend.BTRFS_SNAPSHOT, Backend.FUSE_OVERLAY, Backend.REFLINK])
+@pytest.mark.root
+@pytest.mark.btrfs
 def test_backend_gives_a_writable_copy_that_leaves_the_cache_alone(
     cache: Path, backend: Backend
 ) -> None:
@@ -91,6 +94,8 @@ def test_backend_gives_a_writable_copy_that_leaves_the_cache_alone(
     assert listing(cache) == before
 
 
+@pytest.mark.root
+@pytest.mark.btrfs
 def test_snapshot_refuses_a_non_btrfs_task_dir(cache: Path, tmp_path: Path) -> None:
     task_dir = tmp_path / "t1"  # /tmp is not btrfs
     with pytest.raises(StorageError) as caught:
@@ -115,6 +120,8 @@ def test_reflink_fails_instead_of_copying(tmp_path: Path, make_rootfs: MakeRootf
     assert not (task_dir / "rootfs-reflink").exists(), "partial output must be removed"
 
 
+@pytest.mark.root
+@pytest.mark.btrfs
 def test_auto_prefers_the_snapshot(cache: Path) -> None:
     root = taskroot.materialize(Backend.AUTO, cache, cache.parent / "tasks" / "a", RUNNER)
     assert root.backend is Backend.BTRFS_SNAPSHOT
@@ -152,6 +159,8 @@ def test_auto_reports_both_failures(tmp_path: Path) -> None:
     assert not (tmp_path / "t1" / "rootfs-fuse-overlay").exists()
 
 
+@pytest.mark.root
+@pytest.mark.btrfs
 def test_stale_output_of_a_killed_run_is_replaced(cache: Path) -> None:
     task_dir = cache.parent / "tasks" / "t1"
     first = taskroot.materialize(Backend.BTRFS_SNAPSHOT, cache, task_dir, RUNNER)
@@ -161,6 +170,8 @@ def test_stale_output_of_a_killed_run_is_replaced(cache: Path) -> None:
     taskroot.cleanup(again, RUNNER)
 
 
+@pytest.mark.root
+@pytest.mark.btrfs
 def test_preserve_debug_keeps_everything_and_the_commands_clean_it(cache: Path) -> None:
     for backend in (Backend.BTRFS_SNAPSHOT, Backend.FUSE_OVERLAY):
         task_dir = cache.parent / "tasks" / backend.value
@@ -250,6 +261,8 @@ WHEN = pytest.mark.parametrize("in_flight", [False, True], ids=["afterwards", "i
 
 
 @WHEN
+@pytest.mark.root
+@pytest.mark.btrfs
 def test_unmount_after_the_overlay_daemon_was_killed(cache: Path, in_flight: bool) -> None:
     task_dir = cache.parent / "tasks" / f"crash-{in_flight}"
     root = taskroot.materialize(Backend.FUSE_OVERLAY, cache, task_dir, RUNNER)
@@ -266,6 +279,8 @@ def test_unmount_after_the_overlay_daemon_was_killed(cache: Path, in_flight: boo
 
 
 @WHEN
+@pytest.mark.root
+@pytest.mark.btrfs
 def test_a_dead_fuse_mount_is_no_subvolume(cache: Path, in_flight: bool) -> None:
     task_dir = cache.parent / "tasks" / f"subvolume-{in_flight}"
     root = taskroot.materialize(Backend.FUSE_OVERLAY, cache, task_dir, RUNNER)
@@ -282,6 +297,8 @@ def test_a_dead_fuse_mount_is_no_subvolume(cache: Path, in_flight: bool) -> None
 
 
 @WHEN
+@pytest.mark.root
+@pytest.mark.btrfs
 def test_garbage_collection_survives_dead_fuse_mounts(
     cache: Path, tmp_path: Path, in_flight: bool
 ) -> None:
@@ -326,6 +343,8 @@ time.sleep(600)
 """
 
 
+@pytest.mark.root
+@pytest.mark.btrfs
 def test_garbage_collection_takes_only_abandoned_tasks(cache: Path) -> None:
     tasks = cache.parent / "tasks"
     procs = {}
@@ -454,11 +473,13 @@ except StorageError as err:
 """
 
 
+@pytest.mark.root
+@pytest.mark.btrfs
 def test_rootless(btrfs: Path, btrfs_strict: Path) -> None:
     require_root("preparing the user's dirs on the loop mounts")
     import pwd
 
-    from agentbox_state.testing import test_user
+    from agentbox_testing import test_user
 
     user = pwd.getpwnam(test_user())
     dirs = []

@@ -1,18 +1,17 @@
-"""Test support shared by every package's tests: a recording runner and capability gates."""
+"""Runner doubles for tests of code that takes a ``Runner``: one that records each call and
+answers from a script, and a real one on which named tools are missing.
+
+Capability gates for this repository's CI host (root, the test user, loop-device btrfs) are not
+here: they live in the unpublished test harness (``tests/support``, ``agentbox_testing``)."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
-import subprocess
-import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentbox_state.parse import env_flag
 from agentbox_state.runner import (
     STOP_SETTLE,
     STOP_TERM_WAIT,
@@ -21,8 +20,6 @@ from agentbox_state.runner import (
     Watch,
     command_failed,
 )
-
-ENFORCE_VAR = "AGENTBOX_CI_ENFORCE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,124 +162,3 @@ class HidingRunner(SubprocessRunner):
         check: bool = True,
     ) -> Completed:
         return super().run(self._hidden(argv), input=input, env=env, cwd=cwd, check=check)
-
-
-def enforced(environ: Mapping[str, str] | None = None) -> bool:
-    """True when CI asks that a missing capability fail the run instead of skipping."""
-    return env_flag(os.environ if environ is None else environ, ENFORCE_VAR)
-
-
-def require(available: bool, reason: str) -> None:
-    """Skip the calling test when a capability is missing, or fail under ``AGENTBOX_CI_ENFORCE``.
-
-    ``reason`` says what is missing and how to get it, so the skip explains itself.
-    """
-    if available:
-        return
-    import pytest
-
-    if enforced():
-        pytest.fail(f"{ENFORCE_VAR}=1 and a required capability is missing: {reason}")
-    pytest.skip(reason)
-
-
-TEST_USER_VAR = "AGENTBOX_TEST_USER"
-DEFAULT_TEST_USER = "agentbox-test"
-
-
-def test_user() -> str:
-    """The ordinary user rootless tests run as (scripts/test creates it when run as root)."""
-    return os.environ.get(TEST_USER_VAR, DEFAULT_TEST_USER)
-
-
-def require_root(why: str) -> None:
-    require(os.geteuid() == 0, f"needs root: {why}")
-
-
-def require_test_user() -> str:
-    """Skip (or fail under enforcement) unless we are root and the test user exists."""
-    import pwd
-    import shutil
-
-    user = test_user()
-    try:
-        pwd.getpwnam(user)
-        exists = True
-    except KeyError:
-        exists = False
-    require(
-        os.geteuid() == 0 and exists and shutil.which("runuser") is not None,
-        f"rootless tests need root, runuser and the user {user} (scripts/test creates it)",
-    )
-    return user
-
-
-def run_as_user(
-    code: str,
-    *,
-    packages: Sequence[str],
-    cwd: str | os.PathLike[str],
-    env: Mapping[str, str] | None = None,
-    timeout: float = 300,
-) -> subprocess.CompletedProcess[str]:
-    """Run Python ``code`` as the ordinary test user with copies of ``packages`` importable.
-
-    The packages are copied from where this interpreter imports them into a world-readable
-    temporary dir, so the test does not depend on the checkout or venv being readable by the
-    user; the system's python3 runs the code. Returns the finished process (not checked).
-    """
-    import importlib
-    import pwd
-    import shutil
-    import tempfile
-
-    user = require_test_user()
-    home = pwd.getpwnam(user).pw_dir
-    with tempfile.TemporaryDirectory(prefix="agentbox-user-code-") as tmp:
-        os.chmod(tmp, 0o755)
-        for name in packages:
-            module = importlib.import_module(name)
-            assert module.__file__ is not None
-            shutil.copytree(
-                Path(module.__file__).parent,
-                Path(tmp) / name,
-                ignore=shutil.ignore_patterns("__pycache__"),
-            )
-        for root, dirs, files in os.walk(tmp):
-            for d in dirs:
-                os.chmod(os.path.join(root, d), 0o755)
-            for f in files:
-                os.chmod(os.path.join(root, f), 0o644)
-        child_env = {
-            "HOME": home, "USER": user, "LOGNAME": user, "PYTHONPATH": tmp,
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "LANG": "C.UTF-8", **(env or {}),
-        }  # fmt: skip
-        python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
-        return subprocess.run(
-            ["runuser", "-u", user, "--", "env", "-i",
-             *(f"{k}={v}" for k, v in child_env.items()), python, "-c", code],
-            cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
-
-
-@contextmanager
-def btrfs_loop(
-    image: Path, mountpoint: Path, *, size: str = "4G", options: str = "user_subvol_rm_allowed"
-) -> Iterator[Path]:
-    """A real btrfs filesystem: a sparse file, mkfs.btrfs, loop-mounted (root only)."""
-    require_root("mounting a loop-device btrfs")
-    import shutil
-
-    for tool in ("mkfs.btrfs", "mount", "umount"):
-        require(shutil.which(tool) is not None, f"{tool} is missing (apt-get install btrfs-progs)")
-    subprocess.run(["truncate", "-s", size, os.fspath(image)], check=True)
-    subprocess.run(["mkfs.btrfs", "--quiet", os.fspath(image)], check=True, capture_output=True)
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-o", f"loop,{options}", os.fspath(image), os.fspath(mountpoint)],
-                   check=True)  # fmt: skip
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "--lazy", os.fspath(mountpoint)], check=False)
-        image.unlink(missing_ok=True)
