@@ -93,6 +93,42 @@ def test_siblings_are_floors_and_match_nox(pkg: str) -> None:
         assert deps == [], "the guest init depends on nothing"
 
 
+# Where a distribution's import name is not its name with dashes as underscores.
+IMPORT_NAMES: dict[str, str] = {}
+
+
+def imported_modules(src: Path) -> set[str]:
+    """The top-level modules any source file under ``src`` imports (at any depth, also under
+    TYPE_CHECKING: a typed package's annotations need their library installed too)."""
+    found: set[str] = set()
+    for path in src.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("pkg", PACKAGES)
+def test_every_declared_dependency_is_imported(pkg: str) -> None:
+    """A third-party dependency no source imports is dead weight (or, like the tomli that was
+    declared only for Python < 3.11 under requires-python >= 3.11, one that can never install)."""
+    project = pyproject(pkg)["project"]
+    assert isinstance(project, dict)
+    imported = imported_modules(ROOT / "packages" / pkg / "src")
+    unused = []
+    for dep in project["dependencies"]:
+        name = re.split(r"[<>=!~ \[]", dep, maxsplit=1)[0]
+        assert ";" not in dep, f"{pkg}: {dep!r}: no environment markers under requires-python"
+        if name in PACKAGES:
+            continue
+        module = IMPORT_NAMES.get(name, name.replace("-", "_"))
+        if module not in imported:
+            unused.append(f"{dep} ({module})")
+    assert unused == [], f"{pkg} declares dependencies none of its sources import"
+
+
 # What only an app may name: its disks (file names, labels, ids) and its guest contract's
 # variables. The libraries take them as data from the app (agentbox_cli.libkrun.disks,
 # agentbox_cli.microvm.face, loftd.face).
