@@ -80,15 +80,31 @@ def test_podman_py_stays_off_the_start_up_path() -> None:
 
 
 def test_vfs_driver_is_noticed_for_real(tmp_path: Path) -> None:
+    """The driver container mode's one-time warning reads is what the cold start's real
+    ``podman image inspect`` says, for an image in a vfs storage and one in root's overlay."""
     require_root("a throwaway root storage config")
+    from agentbox_cli.container.imagefacts import FactsCache, image_facts
     from agentbox_cli.container.storage_check import VFS_FIX, vfs_warning
 
     conf = tmp_path / "storage.conf"
     conf.write_text(f'[storage]\ndriver = "vfs"\ngraphroot = "{tmp_path}/graph"\n'
                     f'runroot = "{tmp_path}/run"\n')  # fmt: skip
     runner = SubprocessRunner({**os.environ, "CONTAINERS_STORAGE_CONF": str(conf)})
-    assert vfs_warning(runner, tmp_path / "warned") == VFS_FIX
-    assert vfs_warning(RUNNER, tmp_path / "other") is None  # root's real storage: overlay
+    empty = tmp_path / "empty.tar"
+    subprocess.run(["tar", "-cf", str(empty), "-T", "/dev/null"], check=True)
+    runner.run(["podman", "import", "--quiet", str(empty), "localhost/agentbox-vfs-probe:1"])
+    cache = FactsCache(runner, debug=False)
+    assert cache.exists("localhost/agentbox-vfs-probe:1")
+    assert not cache.exists("localhost/agentbox-no-such-image:1")
+    driver = cache.found["localhost/agentbox-vfs-probe:1"].driver
+    assert (driver, vfs_warning(driver, tmp_path / "warned")) == ("vfs", VFS_FIX)
+    probe = "localhost/agentbox-overlay-probe:1"  # in root's real storage: overlay
+    RUNNER.run(["podman", "import", "--quiet", str(empty), probe])
+    try:
+        ours = image_facts(probe, RUNNER, debug=False)
+    finally:
+        RUNNER.run(["podman", "rmi", "--force", probe], check=False)
+    assert (ours.driver, vfs_warning(ours.driver, tmp_path / "other")) == ("overlay", None)
 
 
 # With --debug every podman/buildah call carries the tool's own --log-level=debug; its log goes

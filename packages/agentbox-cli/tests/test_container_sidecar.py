@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from agentbox_cli.container import sidecar
+from agentbox_cli.container import imagefacts, sidecar
 from agentbox_cli.container.plan import SidecarPlan, plan_sidecar
 from agentbox_podman.errors import PodmanError
 from agentbox_state.testing import HidingRunner, RecordingRunner
@@ -45,7 +45,7 @@ def test_a_cold_start_mounts_the_image_by_id_then_starts_the_sidecar(tmp_path: P
     index = tmp_path / "overlay-images" / "images.json"
     index.parent.mkdir()
     index.write_text("{}")
-    stamp = sidecar.store_stamp(os.fspath(index))
+    stamp = imagefacts.store_stamp(os.fspath(index))
     prepared = sidecar.ensure(plan, rec, say=print)
     assert prepared.status == "starting"
     assert prepared.facts is not None
@@ -90,7 +90,7 @@ def test_reuse_without_podman_while_the_image_index_is_unchanged(tmp_path: Path)
     plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=True, debug=False)
     index = tmp_path / "images.json"
     index.write_text("{}")
-    running_state(plan, store_index=str(index), store_stamp=sidecar.store_stamp(str(index)))
+    running_state(plan, store_index=str(index), store_stamp=imagefacts.store_stamp(str(index)))
     rec = RecordingRunner()
     assert sidecar.ensure(plan, rec, say=print) == sidecar.Prepared("reused")
     assert rec.argvs == []
@@ -99,7 +99,7 @@ def test_reuse_without_podman_while_the_image_index_is_unchanged(tmp_path: Path)
     rec.script(*inspect(), stdout=facts_out(root=tmp_path))
     assert sidecar.ensure(plan, rec, say=print) == sidecar.Prepared("reused")
     assert rec.argvs == [["fuse-overlayfs", "--version"], inspect()]
-    assert sidecar.read_state(plan.state_file)["store_stamp"] == sidecar.store_stamp(
+    assert sidecar.read_state(plan.state_file)["store_stamp"] == imagefacts.store_stamp(
         os.fspath(tmp_path / "overlay-images" / "images.json")
     )
 
@@ -232,7 +232,7 @@ def test_a_failed_sidecar_start_tears_down(tmp_path: Path) -> None:
     plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=False, debug=False)
     rec = RecordingRunner()
     rec.script("podman", "run", returncode=125, stderr="Error: no\n")
-    facts = sidecar.ImageFacts(ID, ["/bin/agentbox-guest-init"], "")
+    facts = imagefacts.ImageFacts(ID, ["/bin/agentbox-guest-init"], "")
     plan.state_file.write_text(json.dumps({"mounted": ID}))
     with pytest.raises(Exception, match="failed with exit status 125"):
         sidecar.start(plan, rec, facts)
@@ -275,13 +275,13 @@ def test_the_state_file_is_a_strict_json_record(tmp_path: Path) -> None:
 
 
 def test_parse_facts() -> None:
-    f = sidecar.parse_facts(facts_out())
-    assert f == sidecar.ImageFacts(ID, ["/bin/agentbox-guest-init", "default", "enter", "--"],
-                                   "/st/overlay-images/images.json")  # fmt: skip
-    vfs = sidecar.parse_facts(f"{ID}\tnull\tvfs\t<no value>\n")
-    assert vfs == sidecar.ImageFacts(ID, [], "")
+    f = imagefacts.parse_facts(facts_out())
+    assert f == imagefacts.ImageFacts(ID, ["/bin/agentbox-guest-init", "default", "enter", "--"],
+                                   "/st/overlay-images/images.json", driver="overlay")  # fmt: skip
+    vfs = imagefacts.parse_facts(f"{ID}\tnull\tvfs\t<no value>\n")
+    assert vfs == imagefacts.ImageFacts(ID, [], "", driver="vfs")
     with pytest.raises(PodmanError):
-        sidecar.parse_facts("")
+        imagefacts.parse_facts("")
 
 
 def test_the_reaper_runs_with_debug_when_the_run_did(tmp_path: Path) -> None:
@@ -293,3 +293,35 @@ def test_the_reaper_runs_with_debug_when_the_run_did(tmp_path: Path) -> None:
             [sys.executable, "-m", "agentbox_cli", *flags, "internal", "sidecar-reap", "--",
              str(tmp_path), IMAGE, "120"],
         ]  # fmt: skip
+
+
+def test_the_image_lookup_and_the_cold_start_share_one_inspect(tmp_path: Path) -> None:
+    """Container mode's "is the image here?" is the inspect the cold start needs: its answer
+    is kept (stamped with the index as it was before it) and not asked again."""
+    plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=True, debug=False)
+    index = tmp_path / "overlay-images" / "images.json"
+    index.parent.mkdir()
+    index.write_text("{}")
+    stamp = imagefacts.store_stamp(os.fspath(index))
+    rec = RecordingRunner()
+    rec.script(*inspect(), stdout=facts_out(root=tmp_path))
+    missing = ["podman", "image", "inspect", "--format", FMT, "docker.io/x/y:1"]
+    rec.script(*missing, returncode=125, stderr="Error: docker.io/x/y:1: image not known\n")
+    cache = imagefacts.FactsCache(rec, debug=False, known_index=os.fspath(index))
+    assert cache.exists(IMAGE)
+    assert not cache.exists("docker.io/x/y:1")
+    index.write_text('{"rebuilt": 1}')  # after the inspect: the next run must see it
+    prepared = sidecar.ensure(plan, rec, say=print, cache=cache)
+    assert prepared.facts == imagefacts.ImageFacts(
+        ID, ["/bin/agentbox-guest-init", "default", "enter", "--"], os.fspath(index),
+        store_stamp=stamp, driver="overlay",
+    )  # fmt: skip
+    assert rec.argvs == [inspect(), missing, ["fuse-overlayfs", "--version"],
+                         ["podman", "unshare", "sh", "-c", plan.mount_script(ID)]]  # fmt: skip
+
+
+def test_an_inspect_that_fails_for_another_reason_is_not_taken_for_a_missing_image() -> None:
+    rec = RecordingRunner()
+    rec.script(*inspect(), returncode=125, stderr="Error: database is locked\n")
+    with pytest.raises(Exception, match="exit status 125"):
+        imagefacts.FactsCache(rec, debug=False).exists(IMAGE)

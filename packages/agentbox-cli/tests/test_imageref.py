@@ -75,3 +75,18 @@ def test_a_missing_image_that_cannot_be_pulled_is_named_with_how_to_get_it(
     )
     assert caught.value.hint == hint
     assert rec.argvs == [["podman", "pull", "--quiet", image]]
+
+
+def test_the_lookup_can_be_the_callers_own() -> None:
+    """Container mode answers "is it here?" with the inspect it needs anyway: no other call."""
+    asked: list[str] = []
+
+    def here(image: str) -> bool:
+        asked.append(image)
+        return image == PUBLISHED_IMAGE
+
+    rec = RecordingRunner()
+    assert resolve_image(flags(debug=False), rec, exists=here) == PUBLISHED_IMAGE
+    assert (asked, rec.argvs) == ([LOCAL_IMAGE, PUBLISHED_IMAGE], [])
+    assert resolve_image(flags(debug=False), rec, exists=lambda image: False) == PUBLISHED_IMAGE
+    assert rec.argvs == [["podman", "pull", "--quiet", PUBLISHED_IMAGE]]

@@ -3,6 +3,8 @@ published image (which is pulled, and fails clearly where no registry is reachab
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from agentbox_podman import podman
 from agentbox_podman.errors import PodmanError
 from agentbox_podman.images import LOCAL_IMAGE, PUBLISHED_IMAGE
@@ -49,9 +51,12 @@ def pull_missing(image: str, runner: Runner, *, debug: bool) -> None:
         ) from err
 
 
-def resolve_image(flags: GlobalFlags, runner: Runner, *, known: str | None = None) -> str:
+def resolve_image(flags: GlobalFlags, runner: Runner, *, known: str | None = None,
+                  exists: Callable[[str], bool] | None = None) -> str:  # fmt: skip
     """The image reference to run. ``known`` is what a running sidecar already proves exists
-    (skips the lookup on the hot path). ``flags.debug`` is Podman's ``--log-level=debug``."""
+    (skips the lookup on the hot path); ``exists`` answers "is it in local storage?" (default
+    ``podman image exists``; container mode asks the inspect it needs anyway).
+    ``flags.debug`` is Podman's ``--log-level=debug``."""
     debug = flags.debug
     if isinstance(flags.image.value, str):
         return flags.image.value
@@ -60,8 +65,14 @@ def resolve_image(flags: GlobalFlags, runner: Runner, *, known: str | None = Non
         return PUBLISHED_IMAGE
     if known == LOCAL_IMAGE:
         return LOCAL_IMAGE
-    if runner.run(podman.image_exists(LOCAL_IMAGE, debug=debug), check=False).returncode == 0:
+
+    def here(image: str) -> bool:
+        if exists is not None:
+            return exists(image)
+        return runner.run(podman.image_exists(image, debug=debug), check=False).returncode == 0
+
+    if here(LOCAL_IMAGE):
         return LOCAL_IMAGE
-    if runner.run(podman.image_exists(PUBLISHED_IMAGE, debug=debug), check=False).returncode:
+    if not here(PUBLISHED_IMAGE):
         _pull(PUBLISHED_IMAGE, runner, debug=debug)
     return PUBLISHED_IMAGE

@@ -25,6 +25,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from agentbox_cli.container.imagefacts import (
+    FactsCache,
+    ImageFacts,
+    image_facts,
+    store_stamp,
+    with_stamp,
+)
 from agentbox_cli.container.plan import CONTRACT_EXIT, GUEST_INIT, SIDECAR_ENTRYPOINT, SidecarPlan
 from agentbox_podman import podman
 from agentbox_podman.errors import PodmanError
@@ -86,71 +93,6 @@ IMAGE_HINT = (
 WAIT_FOR_TASKS_SECONDS = 3600.0
 
 
-class ImageFacts(NamedTuple):
-    """What ``podman image inspect`` says about the image (one call, on the cold path)."""
-
-    id: str
-    entrypoint: list[str]
-    store_index: str  # the storage's images.json, whose change means "maybe a new ID"; or ""
-    store_stamp: str = ""  # of that index, taken before the inspect when it was known
-
-
-def with_stamp(facts: ImageFacts, index: str, before: str) -> ImageFacts:
-    """``facts`` with the index's stamp: the one taken before the inspect (so a change during
-    or after it shows as a change next time), or, the first time, one taken now (pure but for
-    that stat)."""
-    stamp = before if index == facts.store_index and before else store_stamp(facts.store_index)
-    return facts._replace(store_stamp=stamp)
-
-
-def image_facts(image: str, runner: Runner, *, debug: bool) -> ImageFacts:
-    """The image's ID and entry point; a missing image is pulled (as ``podman run`` would),
-    and when that fails the error says which image is missing and how to get it."""
-    from agentbox_cli.imageref import pull_missing
-
-    fmt = ("{{.Id}}\t{{json .Config.Entrypoint}}\t{{.GraphDriver.Name}}\t"
-           "{{.GraphDriver.Data.UpperDir}}")  # fmt: skip
-    argv = [*podman.podman_argv(debug=debug), "image", "inspect", "--format", fmt, image]
-    done = runner.run(argv, check=False)
-    if done.returncode != 0:
-        said = "\n".join(podman.tool_messages(done.stderr))
-        if "image not known" not in said and "no such image" not in said.lower():
-            raise command_failed(argv, done.returncode, done.stderr)
-        pull_missing(image, runner, debug=debug)
-        done = runner.run(argv)
-    return parse_facts(done.stdout)
-
-
-def parse_facts(out: str) -> ImageFacts:
-    """``image_facts``' answer (pure)."""
-    import json
-
-    fields = out.strip().split("\t")
-    if len(fields) != 4 or not fields[0]:
-        raise PodmanError(f"cannot understand podman image inspect's answer: {out.strip()!r}")
-    image_id, entry, driver, upper = fields
-    try:
-        parsed = json.loads(entry)
-    except ValueError:
-        parsed = None
-    entrypoint = [str(w) for w in parsed] if isinstance(parsed, list) else []
-    index = ""
-    if driver == "overlay" and upper.endswith("/diff") and upper.startswith("/"):
-        index = os.fspath(Path(upper).parents[2] / "overlay-images" / "images.json")
-    return ImageFacts(image_id, entrypoint, index)
-
-
-def store_stamp(index: str) -> str:
-    """Changes whenever Podman rewrites its image index (a build, tag, pull or removal)."""
-    if not index:
-        return ""
-    try:
-        st = os.stat(index)
-    except OSError:
-        return ""
-    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
-
-
 def _same_image(state: dict[str, str], image: str) -> bool:
     """The hot path's check, without Podman: the sidecar serves ``image`` and Podman's image
     index is unchanged since it was started (so the tag still names the same ID)."""
@@ -197,7 +139,8 @@ class Prepared(NamedTuple):
     facts: ImageFacts | None = None
 
 
-def ensure(plan: SidecarPlan, runner: Runner, *, say: Callable[[str], None]) -> Prepared:
+def ensure(plan: SidecarPlan, runner: Runner, *, say: Callable[[str], None],
+           cache: FactsCache | None = None) -> Prepared:  # fmt: skip
     """Reuse the running sidecar of the same image ID, or mount the overlay of a new one (then
     ``start`` it). Hold ``setup_lock``. A sidecar of another image is replaced only once no
     task uses it: this waits for the project's running tasks, saying so with ``say``."""
@@ -207,9 +150,11 @@ def ensure(plan: SidecarPlan, runner: Runner, *, say: Callable[[str], None]) -> 
         return Prepared("reused")
     check_fuse_overlayfs(runner)
     known_index = state.get("store_index", "")
-    before = store_stamp(known_index)
-    facts = image_facts(plan.image, runner, debug=plan.debug)
-    facts = with_stamp(facts, known_index, before)
+    facts = cache.found.get(plan.image) if cache is not None else None
+    if facts is None:  # not asked yet (the image was named, or known from the state)
+        before = store_stamp(known_index)
+        facts = with_stamp(image_facts(plan.image, runner, debug=plan.debug), known_index,
+                           before)  # fmt: skip
     if running and state.get("image_id") == facts.id:
         _write_state(plan.state_file, {**state, "image": plan.image,
                      "store_index": facts.store_index,

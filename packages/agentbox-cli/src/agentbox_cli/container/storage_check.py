@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agentbox_podman import podman
-from agentbox_state.runner import Runner
-
 VFS_FIX = (
     "agentbox: warning: your Podman uses the vfs storage driver, which copies the whole image "
     "for every container (about 7x slower starts). To use overlay instead, put\n"
@@ -16,12 +13,10 @@ VFS_FIX = (
 )
 
 
-def vfs_warning(runner: Runner, marker: Path, *, debug: bool = False) -> str | None:
-    """The warning text the first time the driver is vfs (remembered in ``marker``)."""
-    if marker.exists():
-        return None
-    driver = runner.run(podman.info_graph_driver(debug=debug), check=False).stdout.strip()
-    if driver != "vfs":
+def vfs_warning(driver: str, marker: Path) -> str | None:
+    """The warning text the first time the storage ``driver`` (as ``podman image inspect``
+    says it: the cold start asks it anyway) is vfs, remembered in ``marker``."""
+    if driver != "vfs" or marker.exists():
         return None
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("warned about the vfs storage driver\n")
