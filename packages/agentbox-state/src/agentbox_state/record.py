@@ -43,6 +43,10 @@ class _RecordMeta(type):
         for base in bases:
             inherited += getattr(base, "_fields", ())
         annotations = namespace.get("__annotations__", {})
+        if "__annotations__" not in namespace and "__annotate__" in namespace:
+            # Python 3.14's lazy annotations: the fields would be silently lost
+            raise TypeError(f"{name}: declare Record fields under `from __future__ import "
+                            "annotations`")  # fmt: skip
         assert isinstance(annotations, dict)
         own = tuple(
             (field, namespace.pop(field, _NO_DEFAULT))
