@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agentbox_cli.container.verb import CONTAINER
+from agentbox_cli.doctor.verb import DOCTOR
 from agentbox_cli.imagebuild.verb import IMAGE
 from agentbox_cli.internal import INTERNAL
 from agentbox_cli.libkrun.verb import LIBKRUN
@@ -15,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-VERBS = (LIBKRUN, CONTAINER, MICROVM, PATHS, CONFIG, IMAGE, INTERNAL)
+VERBS = (LIBKRUN, CONTAINER, MICROVM, PATHS, CONFIG, IMAGE, DOCTOR, INTERNAL)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

@@ -9,9 +9,13 @@ from agentbox_state.config import (
     STATE_TABLE,
     Key,
     non_negative_int,
+    one_of,
     string_list,
     whole_number_text,
 )
+
+MODES = ("libkrun", "container", "microvm")  # the verbs `[run] mode` may name; libkrun first
+MODE_KEY = "run.mode"
 
 SPEC = AppSpec(
     name="agentbox",
@@ -22,9 +26,18 @@ The project is mounted at /workspace; the Nix store, container images, caches an
 agent config survive across runs. State lives outside the project: see 'agentbox paths'.""",
     image_env="AGENTBOX_IMAGE",
     default_verb="libkrun",
+    mode_key=MODE_KEY,
     default_image=f"{LOCAL_IMAGE} when present, else {PUBLISHED_IMAGE}",
     schema={
         "state": STATE_TABLE,
+        "run": {
+            "mode": Key(
+                accepted='"libkrun", "container" or "microvm" (what bare `agentbox` runs)',
+                convert=one_of(*MODES),
+                default=MODES[0],
+                env="AGENTBOX_MODE",
+            ),
+        },
         "container": {
             "sidecar_idle_grace": Key(
                 accepted="a whole number of seconds (0 removes the sidecar when the last task "

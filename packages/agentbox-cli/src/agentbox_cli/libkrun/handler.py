@@ -5,9 +5,15 @@ from __future__ import annotations
 from agentbox_state.errors import AgentboxError, CommandError
 from agentbox_state.runner import Runner
 
+# Where every refusal of libkrun mode (the default) points: doctor, and the config line that
+# makes another mode the default (never chosen silently).
+DOCTOR_HINT = (
+    "`agentbox doctor` says which mode this host can run; to make container mode the default, "
+    'put `[run]` / `mode = "container"` in agentbox.toml (or set AGENTBOX_MODE=container)'
+)
 HINT = (
     "libkrun mode needs crun built with libkrun (its --version lists +LIBKRUN) and libkrunfw; "
-    "`agentbox container` runs the same image in a rootless container without them"
+    "`agentbox container` runs the same image in a rootless container without them; " + DOCTOR_HINT
 )
 
 

@@ -60,13 +60,16 @@ def run(ctx: Context) -> int:
 def check_host(ctx: Context, runner: Runner) -> None:
     """Can this host run a libkrun-mode VM (crun's krun handler, then a KVM that boots an
     ordinary guest kernel)? Asked before anything is created."""
-    from agentbox_cli.libkrun.handler import check_krun_handler
+    from agentbox_cli.libkrun.handler import DOCTOR_HINT, check_krun_handler
     from agentbox_krun import kvm
 
     with ctx.profiler.phase("krun_handler_check"):
         check_krun_handler(runner)
     with ctx.profiler.phase("kvm_check"):
-        kvm.check(ctx.environ, "AGENTBOX_", "libkrun mode")
+        try:
+            kvm.check(ctx.environ, "AGENTBOX_", "libkrun mode")
+        except kvm.KvmUnavailableError as err:
+            raise kvm.KvmUnavailableError(err.message, hint=f"{DOCTOR_HINT}; {err.hint}") from err
 
 
 def launch(ctx: Context) -> int:

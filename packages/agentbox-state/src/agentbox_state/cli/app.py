@@ -13,7 +13,7 @@ from agentbox_state.cli.args import Args, Option, parse, render_help
 from agentbox_state.cli.flags import GlobalFlags, Setting, global_options, resolve_global_flags
 from agentbox_state.cli.outcome import failure, wants_debug
 from agentbox_state.config import load_config
-from agentbox_state.errors import UsageError
+from agentbox_state.errors import AgentboxError, UsageError
 from agentbox_state.paths import StatePaths, config_file_path
 from agentbox_state.profile import Profiler, should_report
 from agentbox_state.record import Record
@@ -38,6 +38,9 @@ class AppSpec(Record, kw_only=True):
     default_image: str
     schema: Schema
     default_verb: str | None = None
+    # the config key (``table.key``) whose effective value names the verb a bare invocation
+    # runs instead of ``default_verb`` (agentbox: ``run.mode``); None: always ``default_verb``
+    mode_key: str | None = None
 
 
 class Context(Record, kw_only=True):
@@ -80,14 +83,22 @@ def help_text(spec: AppSpec, verbs: Sequence[Verb], verb: str | None = None) -> 
 
 
 def build_context(
-    spec: AppSpec, args: Args, environ: Mapping[str, str], *, out: Sink, err: Sink
+    spec: AppSpec,
+    args: Args,
+    environ: Mapping[str, str],
+    *,
+    out: Sink,
+    err: Sink,
+    config: ConfigFile | None = None,
 ) -> Context:
+    """``config``: the config file already loaded (to choose the default verb), else loaded here."""
     flags = resolve_global_flags(
         args, environ, image_env=spec.image_env, default_image=spec.default_image
     )
     profiler = Profiler(f"{spec.name} host profile", enabled=flags.profile)
     with profiler.phase("config_load"):
-        config = load_config(config_file_path(spec.name, environ), spec.schema, environ)
+        if config is None:
+            config = load_config(config_file_path(spec.name, environ), spec.schema, environ)
         paths = StatePaths.resolve(spec.name, environ, config)
     return Context(
         spec=spec,
@@ -121,6 +132,21 @@ def effective_settings(ctx: Context) -> dict[str, Setting]:
     return settings
 
 
+def default_verb(spec: AppSpec, environ: Mapping[str, str]) -> tuple[str | None, ConfigFile | None]:
+    """The verb a bare invocation runs (``spec.mode_key``'s effective value, else
+    ``spec.default_verb``) and the config that said so. A config that cannot be loaded gives
+    ``spec.default_verb`` and None: ``build_context`` then raises its error before any verb
+    runs (so ``--help`` and ``--version`` still answer), nothing falls back silently."""
+    if spec.mode_key is None:
+        return spec.default_verb, None
+    try:
+        config = load_config(config_file_path(spec.name, environ), spec.schema, environ)
+    except AgentboxError:
+        return spec.default_verb, None
+    chosen = config.get(spec.mode_key)
+    return (chosen if isinstance(chosen, str) else spec.default_verb), config
+
+
 def run(
     spec: AppSpec,
     verbs: Sequence[Verb],
@@ -133,12 +159,13 @@ def run(
     table = {v.name: v.options for v in verbs}
     actions = {v.name: v.actions for v in verbs if v.actions}
     optional = [v.name for v in verbs if not v.action_required]
+    default, config = default_verb(spec, environ)
     args = parse(
         spec.name, argv, global_options(spec.image_env), table, actions, optional,
-        default_verb=spec.default_verb, operand_verbs=[v.name for v in verbs if v.operands],
+        default_verb=default, operand_verbs=[v.name for v in verbs if v.operands],
     )  # fmt: skip
-    if args.verb is None and spec.default_verb and not (args.help or args.version):
-        args = Args(verb=spec.default_verb, values=args.values, command=args.command)
+    if args.verb is None and default and not (args.help or args.version):
+        args = Args(verb=default, values=args.values, command=args.command)
     if args.help or (args.verb is None and not args.version):
         out(help_text(spec, verbs, args.verb))
         return 0
@@ -152,7 +179,7 @@ def run(
             f"'{args.verb}' runs no command; remove the words after --",
             hint=f"see '{spec.name} {args.verb} --help'",
         )
-    ctx = build_context(spec, args, environ, out=out, err=err)
+    ctx = build_context(spec, args, environ, out=out, err=err, config=config)
     try:
         with ctx.profiler.phase(verb.name):
             return verb.run(ctx)
