@@ -7,6 +7,7 @@ these tests look inside the "VM". As root, and as the ordinary test user."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -771,3 +772,36 @@ def test_rootless_microvm_and_loftd(user_box: Callable[..., UserBox], user_state
     assert {"from-task", "workspace=mine", "nix-writable"} <= set(seen)  # /nix persisted
     assert stub.calls()[4].endswith("/rootfs-fuse-overlay")
     assert list((box.loftd_state_dir / "tasks").iterdir()) == []
+
+
+def test_dry_run_prints_the_whole_plan_and_creates_nothing(
+    home: Home, agentbox: Path, loftd: Path, image: str, tmp_path: Path,
+    tree: Callable[[Path], set[str]],
+) -> None:  # fmt: skip
+    """Facts are read (libkrun, the image's digest, the cache), the plan is printed, and nothing
+    is made: no cache entry, no disk, no task, no libkrun call."""
+    stub = Stub(tmp_path / "stub", 0)
+    lib = str(stub.lib)
+    for cmd, name, var in ((agentbox, "agentbox microvm", "AGENTBOX_LIBKRUN_LIBRARY"),
+                           (loftd, "loftd", "LOFTD_LIBKRUN_LIBRARY")):  # fmt: skip
+        before = tree(home.root)
+        out = home.run(cmd, "--dry-run", *run_args(cmd, image, "echo", "hi"), extra={var: lib})
+        assert (out.returncode, out.stderr) == (0, ""), out.stderr
+        lines = out.stdout.splitlines()
+        assert lines[0].startswith(f"{name}: task project-")
+        assert lines[0].endswith(f", image {image}")
+        assert lines[1] == f"kvm: not checked ({var.split('_')[0]}_SKIP_KVM_CHECK=1)"
+        assert lines[2].startswith("image cache: miss: ")  # a fresh home: it would ingest
+        assert f" -m loftd.ingest {image} " in lines[2]
+        helper = [line for line in lines if line.startswith("helper: ")]
+        assert len(helper) == 1
+        assert f"{var}={lib} " in helper[0]
+        assert f" -m agentbox_krun.enter {var} " in helper[0]
+        assert helper[0].endswith("/launch.conf")
+        # launch.conf as the helper would read it, between its path and the helper's line
+        (start,) = [i for i, line in enumerate(lines) if "/launch.conf (the task root" in line]
+        conf = json.loads("\n".join(lines[start + 1 : lines.index(helper[0])]))
+        guest = ["agentbox-guest-init", "microvm"] if cmd == agentbox else ["loftd-guest-init"]
+        assert conf["argv"] == [*guest, "enter", "--", "echo", "hi"]
+        assert tree(home.root) == before
+        assert not stub.log.exists()

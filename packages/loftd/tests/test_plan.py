@@ -4,6 +4,7 @@ execution against a recording runner: no root, no libkrun, no Buildah."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,11 @@ VIRTIOFS = Face(
 )  # fmt: skip
 PVM = KvmFacts(device=True, open_errno=None, cpu_flags=frozenset(),
                modules=frozenset({"kvm", "kvm_pvm"}))  # fmt: skip
+
+
+def document(doc: dict[str, object]) -> list[str]:
+    """launch.conf's JSON as describe() shows it: indented under its path."""
+    return [f"  {line}" for line in json.dumps(doc, indent=2).splitlines()]
 
 
 def request(**changes: object) -> TaskRequest:
@@ -69,20 +75,31 @@ def test_a_cache_hit_as_root_with_the_workspace_over_virtiofs() -> None:
         f"{CACHED})",
         "guest init: /bin/x-init in the task root",
         "disk x-nix: /s/ws/x-nix.raw (the /nix disk; made sparse 64GiB btrfs if missing; leased)",
-        f"{TASK}/launch.conf:",
-        f"  task_rootfs: {TASK}/rootfs-btrfs-snapshot",
-        "  ram_mib: 4096",
-        "  vcpus: 2",
-        "  workdir: /workspace",
-        "  exec_path: /bin/x-init",
-        "  argv: x-init, enter, --, echo, hi",
-        "  env: X_WORKSPACE_TAG=x-workspace, X_ENTER_AS_ROOT=1, "
-        "X_GUEST_STATUS_FILE=/.agentbox-task/guest.status, X_NIX_DISK=1",
-        "  disks: block_id=x-nix path=/s/ws/x-nix.raw readonly=False",
-        "  workspace_source: /home/u/project",
-        "  workspace_tag: x-workspace",
-        "  workspace_target: /workspace",
-        f"  task_lock: {TASK}/.task.lock",
+        f"{TASK}/launch.conf (the task root and guest init as found once made):",
+        *document(
+            {
+                "task_rootfs": f"{TASK}/rootfs-btrfs-snapshot",
+                "ram_mib": 4096,
+                "vcpus": 2,
+                "workdir": "/workspace",
+                "exec_path": "/bin/x-init",
+                "argv": ["x-init", "enter", "--", "echo", "hi"],
+                "env": [
+                    "X_WORKSPACE_TAG=x-workspace",
+                    "X_ENTER_AS_ROOT=1",
+                    "X_GUEST_STATUS_FILE=/.agentbox-task/guest.status",
+                    "X_NIX_DISK=1",
+                ],
+                "disks": [{"id": "x-nix", "path": "/s/ws/x-nix.raw", "readonly": False}],
+                "mounts": [],
+                "init_log": False,
+                "nested_virt": False,
+                "workspace_source": "/home/u/project",
+                "workspace_tag": "x-workspace",
+                "workspace_target": "/workspace",
+                "task_lock": f"{TASK}/.task.lock",
+            }
+        ),
         "helper: RUST_LOG=debug X_LIBKRUN_LIBRARY=/usr/lib/libkrun.so.1 /usr/bin/python3 -m "
         f"agentbox_krun.enter X_LIBKRUN_LIBRARY {TASK}/launch.conf",
         "then: the guest's report in /.agentbox-task/guest.status tells its status; "
@@ -119,24 +136,46 @@ def test_loftd_rootless_on_a_miss_ingests_and_grafts_in_buildahs_namespace() -> 
         "/s/ws/nix-overlay/upper and /s/ws/nix-overlay/work made",
         "disk loftd-containers: /s/ws/loftd-containers.raw (loftd's container storage disk; made "
         "sparse 64GiB btrfs if missing; leased)",
-        f"{TASK}/launch.conf:",
-        f"  task_rootfs: {TASK}/rootfs-fuse-overlay",
-        "  ram_mib: 4096",
-        "  vcpus: 2",
-        "  workdir: /workspace",
-        "  exec_path: /bin/loftd-guest-init",
-        "  argv: loftd-guest-init, enter, --, fish, -l",
-        "  env: LOFTD_HOST_UID=1000, LOFTD_HOST_GID=1000, LOFTD_ENTER_AS_ROOT=1, "
-        "LOFTD_GUEST_STATUS_FILE=/.agentbox-task/guest.status, LOFTD_CONTAINERS_STORAGE=1, "
-        "LOFTD_CONTAINERS_DISK_ID=loftd-containers, LOFTD_CONTAINERS_DISK_LABEL=LOFTD_CONTAINERS, "
-        "LOFTD_NIX_HOST_OVERLAY=1",
-        "  disks: block_id=loftd-containers path=/s/ws/loftd-containers.raw readonly=False",
-        f"  nix_overlay: lower={lower} upper=/s/ws/nix-overlay/upper "
-        "work=/s/ws/nix-overlay/work lease=/s/ws/nix-overlay/lease",
-        "  mounts: source=/home/u/project target=/workspace readonly=False",
-        "  init_log: True",
-        "  nested_virt: True",
-        f"  task_lock: {TASK}/.task.lock",
+        f"{TASK}/launch.conf (the task root and guest init as found once made):",
+        *document(
+            {
+                "task_rootfs": f"{TASK}/rootfs-fuse-overlay",
+                "ram_mib": 4096,
+                "vcpus": 2,
+                "workdir": "/workspace",
+                "exec_path": "/bin/loftd-guest-init",
+                "argv": ["loftd-guest-init", "enter", "--", "fish", "-l"],
+                "env": [
+                    "LOFTD_HOST_UID=1000",
+                    "LOFTD_HOST_GID=1000",
+                    "LOFTD_ENTER_AS_ROOT=1",
+                    "LOFTD_GUEST_STATUS_FILE=/.agentbox-task/guest.status",
+                    "LOFTD_CONTAINERS_STORAGE=1",
+                    "LOFTD_CONTAINERS_DISK_ID=loftd-containers",
+                    "LOFTD_CONTAINERS_DISK_LABEL=LOFTD_CONTAINERS",
+                    "LOFTD_NIX_HOST_OVERLAY=1",
+                ],
+                "disks": [
+                    {
+                        "id": "loftd-containers",
+                        "path": "/s/ws/loftd-containers.raw",
+                        "readonly": False,
+                    }
+                ],
+                "mounts": [
+                    {"source": "/home/u/project", "target": "/workspace", "readonly": False}
+                ],
+                "init_log": True,
+                "nested_virt": True,
+                "task_lock": f"{TASK}/.task.lock",
+                "nix_overlay": {
+                    "lower": lower,
+                    "upper": "/s/ws/nix-overlay/upper",
+                    "work": "/s/ws/nix-overlay/work",
+                    "lease": "/s/ws/nix-overlay/lease",
+                },
+            }
+        ),
         "helper: LOFTD_LIBKRUN_LIBRARY=/usr/lib/libkrun.so.1 buildah unshare -- /usr/bin/python3 "
         f"-m agentbox_krun.enter LOFTD_LIBKRUN_LIBRARY {TASK}/launch.conf",
         "then: the guest's report in /.agentbox-task/guest.status tells its status; "

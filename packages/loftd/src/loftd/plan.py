@@ -4,14 +4,13 @@ argv. ``describe()`` is what ``--dry-run`` prints; ``loftd.execute`` carries it 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentbox_krun import enter, kvm
+from agentbox_krun import enter, kvm, launchconf
 from agentbox_krun.launchconf import Disk, LaunchConf, Mount, NixOverlay
 from agentbox_state.parse import format_size
 from agentbox_storage import taskroot
@@ -20,7 +19,6 @@ from agentbox_storage.disks import DiskSpec
 from agentbox_storage.imagecache import ImageCache, pinned_digest
 from loftd import guest
 from loftd.facts import HostFacts
-from loftd.ingest import ingest_argv
 from loftd.runtime import Face, TaskRequest
 
 WORKDIR = "/workspace"
@@ -78,25 +76,14 @@ class TaskPlan:
         lines += [f"disk {spec.block_id}: {path} ({spec.purpose}; made sparse "
                   f"{format_size(spec.default_size)} btrfs if missing; leased)"
                   for spec, path in self.disks]  # fmt: skip
-        lines.append(f"{self.conf_path}:")
-        for field in dataclasses.fields(self.launch):
-            value = getattr(self.launch, field.name)
-            if value != field.default and value is not None:
-                lines.append(f"  {field.name}: {_shown(value)}")
+        lines.append(f"{self.conf_path} (the task root and guest init as found once made):")
+        lines += [f"  {line}" for line in launchconf.render(self.launch).splitlines()]
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.helper_env)
         lines.append(f"helper: {env} {shlex.join(self.helper_argv)}")
         lines.append(f"then: the guest's report in {guest.STATUS_PATH} tells its status; "
                      + (f"{self.task_dir} is kept (--preserve-debug)" if self.preserve
                         else f"{self.task_dir} is removed"))  # fmt: skip
         return lines
-
-
-def _shown(value: object) -> str:
-    if isinstance(value, tuple):
-        return ", ".join(_shown(v) for v in value) if value else "none"
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return " ".join(f"{f.name}={getattr(value, f.name)}" for f in dataclasses.fields(value))
-    return str(value)
 
 
 def helper_in_userns(face: Face, req: TaskRequest) -> bool:
@@ -156,6 +143,8 @@ def plan_task(face: Face, req: TaskRequest, host: HostFacts) -> TaskPlan:
         source = ImageCache(req.images_dir).entry(known).rootfs if known else None
     ingest = None
     if host.cached is None:
+        from loftd.ingest import ingest_argv  # Buildah's image source: only for a miss
+
         prefix = list(host.userns)
         build = ingest_argv(prefix, host.python, req.images_dir, face.guest_init, req.pull,
                             debug=req.debug)  # fmt: skip

@@ -49,7 +49,7 @@ def run(ctx: Context) -> int:
     image = ctx.flags.image.value if isinstance(ctx.flags.image.value, str) else LOCAL_IMAGE
     request = TaskRequest(
         image=image, backend=backend, workspace=Path(workspace.path),
-        state_dir=Path(ctx.paths.workspace_dir(workspace)), images_dir=Path(ctx.paths.images),
+        state_dir=ctx.paths.layout(workspace).state_dir, images_dir=ctx.paths.images,
         task_id=workspace.task_name(), command=ctx.args.command, uid=os.getuid(),
         gid=os.getgid(), ram_mib=(parse_mem(mem) if mem else 4) * 1024,
         vcpus=vcpus(os.cpu_count() or 1), root=ctx.flags.root,
