@@ -263,7 +263,10 @@ def test_the_state_file_is_a_strict_json_record(tmp_path: Path) -> None:
     sidecar._write_state(path, {"name": NAME, "mounted": ID})
     assert json.loads(path.read_text()) == {"name": NAME, "mounted": ID}
     assert sidecar.read_state(path) == {"name": NAME, "mounted": ID}
-    path.write_text(f"name={NAME}\n")  # the key=value lines of older versions
+    # the key=value lines of the previous version: its running sidecar is found after an upgrade
+    path.write_text(f"name={NAME}\nmounted={ID}\nconmon_pid=42\n")
+    assert sidecar.read_state(path) == {"name": NAME, "mounted": ID, "conmon_pid": "42"}
+    path.write_text("not a record")
     with pytest.raises(RecordFileError) as caught:
         sidecar.read_state(path)
     assert caught.value.message == (

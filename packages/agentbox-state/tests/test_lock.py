@@ -189,7 +189,8 @@ def test_a_shared_holder_is_described_as_such(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("record", "reason"),
     [
-        (b"pid=1\nsince=2\n", "is not JSON (Expecting value at line 1 column 1)"),
+        (b"pid 1", "is not JSON (Expecting value at line 1 column 1)"),
+        (b"pid=x\nsince=2\n", "has 'pid' as 'x', not an integer"),
         (b"[1, 2]", "is an array, not a JSON object"),
         (b'{"pid": "1", "since": 2}', "has 'pid' as a string, not an integer"),
         (b'{"pid": 1}', "lacks 'since'"),
@@ -211,3 +212,16 @@ def test_a_holder_record_that_is_not_one_is_named(
     assert caught.value.hint == (
         "only agentbox writes it; remove the file once no agentbox or loftd runs"
     )
+
+
+def test_a_holder_of_the_previous_version_is_still_named(tmp_path: Path) -> None:
+    """Its key=value record (before records were JSON): the wait message names it."""
+    path = tmp_path / "ws.lock"
+    with FileLock(path, what="workspace /p"):
+        os.truncate(path, 0)
+        with open(path, "r+b") as f:
+            f.write(f"pid={os.getpid()}\nsince=2\n".encode())
+        with pytest.raises(LockHeldError) as caught:
+            FileLock(path, what="workspace /p").acquire()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(2))
+    assert f"is held by pid {os.getpid()} since {stamp}" in caught.value.message

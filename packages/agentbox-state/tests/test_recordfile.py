@@ -29,7 +29,10 @@ def test_missing_file_is_none_and_floats_accept_integers(tmp_path: Path) -> None
     ("data", "reason"),
     [
         (b"\xff", "is not UTF-8 text (bad byte at offset 0)"),
-        (b"name=x\n", "is not JSON (Expecting value at line 1 column 1)"),
+        (b"name x\n", "is not JSON (Expecting value at line 1 column 1)"),
+        (b"color=1\n", "has the unknown key 'color' (known: name, count, since)"),
+        (b"name=a\ncount=x\n", "has 'count' as 'x', not an integer"),
+        (b"count=1\n", "lacks 'name'"),
         (b'"x"', "is a string, not a JSON object"),
         (b'{"color": 1}', "has the unknown key 'color' (known: name, count, since)"),
         (b'{"count": true}', "has 'count' as a boolean, not an integer"),
@@ -46,3 +49,13 @@ def test_refusals_name_the_file_and_the_key(data: bytes, reason: str) -> None:
     assert caught.value.message == f"the test record /s/x.state {reason}"
     assert caught.value.path == "/s/x.state"
     assert caught.value.hint == "remove it"
+
+
+def test_the_previous_versions_key_value_lines_still_read(tmp_path: Path) -> None:
+    """What agentbox wrote before its records were JSON: a sidecar or lock holder of the
+    previous version is still understood after an upgrade."""
+    path = tmp_path / "old.state"
+    path.write_text("name=a=b\ncount=3\nsince=1.5\n")
+    assert recordfile.read(path, what="test record", fields=FIELDS) == {
+        "name": "a=b", "count": 3, "since": 1.5,
+    }  # fmt: skip

@@ -1,9 +1,10 @@
 """Small state records kept in files (a lock's holder, the Nix sidecar's state): one JSON object.
 
 Written whole (``write`` replaces the file atomically; ``encode`` is for a writer that owns a
-descriptor, like a lock holder). Read strictly: the object may hold only the keys it declares,
-each of its declared type, and the required ones must be there; anything else is a
-``RecordFileError`` naming the file and the key.
+descriptor, like a lock holder). The ``key=value`` lines of the previous version are still
+read (same keys and types), so an upgrade finds its running sidecar and lock holders. Read
+strictly: the object may hold only the keys it declares, each of its declared type, and the
+required ones must be there; anything else is a ``RecordFileError`` naming the file and the key.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from agentbox_state.errors import AgentboxError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
+    from collections.abc import Callable, Collection, Mapping
     from pathlib import Path
 
     Value = str | int | float
@@ -70,6 +71,8 @@ def decode(
     def bad(reason: str) -> RecordFileError:
         return RecordFileError(f"{where} {reason}", path=os.fspath(path), hint=hint)
 
+    if not data.lstrip().startswith(b"{") and b"=" in data:
+        return _decode_lines(data, fields=fields, bad=bad, required=required)
     try:
         found = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as err:
@@ -88,6 +91,32 @@ def decode(
     if missing:
         raise bad(f"lacks {', '.join(repr(k) for k in missing)}")
     return {key: float(v) if fields[key] is float else v for key, v in found.items()}
+
+
+def _decode_lines(data: bytes, *, fields: Mapping[str, type], required: Collection[str],
+                  bad: Callable[[str], RecordFileError]) -> dict[str, Value]:  # fmt: skip
+    """The ``key=value`` lines agentbox wrote before its records were JSON (so a sidecar or a
+    lock of the previous version still reads after an upgrade); the same keys and types."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise bad(f"is not UTF-8 text (bad byte at offset {err.start})") from None
+    found: dict[str, Value] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        if key not in fields:
+            raise bad(f"has the unknown key {key!r} (known: {', '.join(fields)})")
+        kind = fields[key]
+        try:
+            found[key] = kind(value)
+        except ValueError:
+            raise bad(f"has {key!r} as {value!r}, not {_TYPE_NAMES[kind]}") from None
+    missing = [key for key in required if key not in found]
+    if missing:
+        raise bad(f"lacks {', '.join(repr(k) for k in missing)}")
+    return found
 
 
 def read(
