@@ -25,7 +25,7 @@ from agentbox_krun.kvm import KvmFacts
 GIB = 1024**3
 TOOLS = {
     "podman": "podman version 5.4.2", "buildah": "buildah version 1.39.3",
-    "crun": "crun version 1.21 +LIBKRUN +SELINUX", "newuidmap": "usage: newuidmap <pid> ...",
+    "newuidmap": "usage: newuidmap <pid> ...",
     "newgidmap": "usage: newgidmap <pid> ...", "fuse-overlayfs": "fuse-overlayfs: version 1.14",
     "passt": "passt 2025_01_21", "slirp4netns": None, "btrfs": "btrfs-progs v6.14",
     "mkfs.btrfs": "mkfs.btrfs, part of btrfs-progs v6.14",
@@ -35,6 +35,7 @@ GOOD = HostFacts(
     subuid=SubIds(path="/etc/subuid", ranges=((100000, 65536),)),
     subgid=SubIds(path="/etc/subgid", ranges=((100000, 65536),)),
     podman_info=("crun", "overlay"), podman_info_error=None,
+    krun_handler="crun version 1.21", krun_problem=None,
     devices={"/dev/fuse": True, "/dev/net/tun": True},
     libkrun=Libkrun(soname="libkrun.so.1", file="/usr/lib/libkrun.so.1.11.2", error=None,
                     libkrunfw="libkrunfw.so.4", libkrunfw_beside=None),
@@ -76,7 +77,7 @@ def test_a_host_with_everything_passes_every_check() -> None:
         c("/dev/net/tun", "ok", "present", None, ["container"]),
         c("passt/slirp4netns", "ok", "passt: passt 2025_01_21", None, ["container"]),
         c("OCI runtime", "ok", "podman's default: crun"),
-        c("crun +LIBKRUN", "ok", "crun version 1.21 +LIBKRUN +SELINUX", None, ["libkrun"]),
+        c("crun +LIBKRUN", "ok", "crun version 1.21", None, ["libkrun"]),
         c("libkrun", "ok", "libkrun.so.1 loads /usr/lib/libkrun.so.1.11.2", None, ["microvm"]),
         c("libkrunfw", "ok", "libkrunfw.so.4 is found by name", None, ["microvm"]),
         c("/dev/kvm", "ok", "read-write, hardware-backed (vmx)", None, VM),
@@ -94,7 +95,8 @@ def test_a_host_with_everything_passes_every_check() -> None:
 def test_this_kind_of_host_fails_the_vm_modes_and_suggests_container_mode() -> None:
     """No crun, no libkrun, a kvm-pvm /dev/kvm, the state dir on ext4: what CI hosts look like."""
     host = replace(
-        GOOD, tools={**TOOLS, "crun": None}, podman_info=("runc", "overlay"), kvm=PVM,
+        GOOD, krun_handler=None, krun_problem="crun is not installed",
+        podman_info=("runc", "overlay"), kvm=PVM,
         libkrun=Libkrun(soname=None, file=None, error="cannot load libkrun; tried: libkrun.so.1",
                         libkrunfw=None, libkrunfw_beside=None),
         state=StateFs(path="/home/u/.local/state/agentbox", fstype="ext4", options=("rw",),
@@ -190,8 +192,9 @@ def test_the_first_other_mode_that_can_run_is_suggested() -> None:
         (replace(GOOD, tools={**TOOLS, "passt": None}),
          c("passt/slirp4netns", "fail", "neither is installed",
            "apt-get install passt (or slirp4netns)", ["container"])),
-        (replace(GOOD, tools={**TOOLS, "crun": "crun version 1.8 +SYSTEMD"}),
-         c("crun +LIBKRUN", "fail", "crun version 1.8 +SYSTEMD: built without libkrun",
+        (replace(GOOD, krun_handler=None,
+                 krun_problem="crun version 1.8 is built without libkrun"),
+         c("crun +LIBKRUN", "fail", "crun version 1.8 is built without libkrun",
            "install crun built with libkrun (and libkrunfw)", ["libkrun"])),
         (replace(GOOD, libkrun=replace(GOOD.libkrun, libkrunfw=None,
                                        libkrunfw_beside="/opt/smol/libkrunfw.so.5")),

@@ -64,3 +64,13 @@ def test_libkrun_modes_refusal_points_to_doctor_and_the_config_lines() -> None:
         'default, put `[run]` / `mode = "container"` in agentbox.toml (or set '
         "AGENTBOX_MODE=container)"
     )
+
+
+def test_the_krun_handler_is_read_from_cruns_whole_version_answer() -> None:
+    runner = RecordingRunner()
+    runner.script("crun", "--version", stdout="crun version 1.19\ncommit: abc\nspec: 1.0.0\n"
+                  "+SYSTEMD +SELINUX +CAP +SECCOMP +EBPF +LIBKRUN +YAJL\n")  # fmt: skip
+    assert probe.krun_handler(runner) == ("crun version 1.19", None)
+    without = RecordingRunner()
+    without.script("crun", "--version", stdout="crun version 1.8\n+SYSTEMD +SELINUX\n")
+    assert probe.krun_handler(without) == (None, "crun version 1.8 is built without libkrun")

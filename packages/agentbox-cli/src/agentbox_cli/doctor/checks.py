@@ -167,13 +167,10 @@ def oci_runtime(facts: HostFacts) -> Check:
 
 
 def krun_handler(facts: HostFacts) -> Check:
-    line = facts.tools.get("crun")
     name, fix = "crun +LIBKRUN", "install crun built with libkrun (and libkrunfw)"
-    if line is None:
-        return check(name, FAIL, "crun is not installed", fix, (LIBKRUN,))
-    if "+LIBKRUN" not in line:
-        return check(name, FAIL, f"{line}: built without libkrun", fix, (LIBKRUN,))
-    return check(name, OK, line, None, (LIBKRUN,))
+    if facts.krun_handler is None:
+        return check(name, FAIL, facts.krun_problem or "unknown", fix, (LIBKRUN,))
+    return check(name, OK, facts.krun_handler, None, (LIBKRUN,))
 
 
 def libkrun_library(facts: HostFacts) -> Check:

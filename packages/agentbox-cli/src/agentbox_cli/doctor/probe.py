@@ -25,7 +25,6 @@ GUEST_INIT_LABEL = "agentbox.guest-init.version"
 TOOLS: dict[str, tuple[str, ...]] = {
     "podman": ("podman", "--version"),
     "buildah": ("buildah", "--version"),
-    "crun": ("crun", "--version"),
     "newuidmap": ("newuidmap",),
     "newgidmap": ("newgidmap",),
     "fuse-overlayfs": ("fuse-overlayfs", "--version"),
@@ -91,6 +90,8 @@ class HostFacts:
     subgid: SubIds
     podman_info: tuple[str, str] | None  # (OCI runtime, storage driver); None: podman info failed
     podman_info_error: str | None
+    krun_handler: str | None  # crun's version line when it has the krun handler
+    krun_problem: str | None  # else why not (libkrun mode's own refusal)
     devices: Mapping[str, bool]
     libkrun: Libkrun
     kvm: kvm.KvmFacts
@@ -150,6 +151,16 @@ def podman_info(runner: Runner) -> tuple[tuple[str, str] | None, str | None]:
         return None, tail[-1] if tail else err.message
     runtime, _, driver = done.stdout.strip().partition("\t")
     return (runtime, driver), None
+
+
+def krun_handler(runner: Runner) -> tuple[str | None, str | None]:
+    """libkrun mode's own check of crun (its version line, or why it has no krun handler)."""
+    from agentbox_cli.libkrun.handler import UNAVAILABLE, KrunUnavailableError, check_krun_handler
+
+    try:
+        return check_krun_handler(runner), None
+    except KrunUnavailableError as err:
+        return None, err.message.removeprefix(UNAVAILABLE)
 
 
 def _mapped_file(fragment: str) -> str | None:
@@ -264,6 +275,7 @@ def probe_host(
     except KeyError:
         user = environ.get("USER", str(uid))
     tools = {name: tool_line(runner, argv) for name, argv in TOOLS.items()}
+    handler, handler_problem = krun_handler(runner)
     info, info_error = podman_info(runner) if tools["podman"] else (None, "podman is missing")
     return HostFacts(
         user=user,
@@ -273,6 +285,8 @@ def probe_host(
         subgid=sub_ids(subgid_path, user, uid),
         podman_info=info,
         podman_info_error=info_error,
+        krun_handler=handler,
+        krun_problem=handler_problem,
         devices={d: os.path.exists(d) for d in DEVICES},
         libkrun=libkrun(environ),
         kvm=kvm.probe(),

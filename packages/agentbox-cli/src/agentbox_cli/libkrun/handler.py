@@ -17,6 +17,9 @@ HINT = (
 )
 
 
+UNAVAILABLE = "libkrun mode is not available here: "
+
+
 class KrunUnavailableError(AgentboxError):
     pass
 
@@ -27,12 +30,8 @@ def check_krun_handler(runner: Runner) -> str:
         out = runner.run(["crun", "--version"]).stdout
     except CommandError as err:
         reason = "crun is not installed" if err.returncode is None else f"crun failed: {err}"
-        raise KrunUnavailableError(
-            f"libkrun mode is not available here: {reason}", hint=HINT
-        ) from err
+        raise KrunUnavailableError(UNAVAILABLE + reason, hint=HINT) from err
     first = out.splitlines()[0] if out else "crun"
     if "+LIBKRUN" not in out:
-        raise KrunUnavailableError(
-            f"libkrun mode is not available here: {first} is built without libkrun", hint=HINT
-        )
+        raise KrunUnavailableError(f"{UNAVAILABLE}{first} is built without libkrun", hint=HINT)
     return first
