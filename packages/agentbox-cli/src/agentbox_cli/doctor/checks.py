@@ -361,7 +361,7 @@ def render_text(rep: DoctorReport) -> str:
     for c in rep.checks:
         lines.append(f"{c.status:<4}  {c.name:<{width}}  {c.found}")
         if c.fix and c.status != OK:
-            indent = " " * (width + 6)
+            indent = " " * (width + 8)  # under "found"
             first, *rest = c.fix.splitlines()
             lines.append(f"{indent}fix: {first}")
             lines.extend(f"{indent}     {line}" for line in rest)
@@ -371,7 +371,8 @@ def render_text(rep: DoctorReport) -> str:
         if m.can_run:
             lines.append(f"{m.mode}{default}: can run here")
         else:
-            lines.append(f"{m.mode}{default}: cannot run here: {'; '.join(m.reasons)}")
+            failed = [c.name for c in rep.checks if c.status == FAIL and m.mode in c.needed_by]
+            lines.append(f"{m.mode}{default}: cannot run here (failed: {', '.join(failed)})")
     lines.append(f"default mode: {rep.default_mode.mode} [{rep.default_mode.source}]")
     if rep.suggestion is not None:
         s = rep.suggestion
