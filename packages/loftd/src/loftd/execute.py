@@ -27,6 +27,7 @@ from agentbox_storage import disks, taskroot
 from agentbox_storage.backends import Backend
 from agentbox_storage.imagecache import ImageCache, check_guest_init
 from loftd import guest
+from loftd.facts import keep
 from loftd.plan import TaskPlan
 from loftd.runtime import PhaseError, phase
 
@@ -38,6 +39,8 @@ def execute(plan: TaskPlan, runner: Runner, profiler: Profiler, notice: Notice) 
     """The whole run; returns the guest command's exit status."""
     if plan.kvm is not None:  # before anything is created
         kvm.check({}, plan.env_prefix, plan.name, facts=plan.kvm)
+    if plan.remember is not None:  # the run goes ahead: the next one need not ask Buildah
+        keep(plan.remember)
     with phase(profiler, "image_cache_ensure", f"{plan.name} image cache ingestion"):
         source = _ensure_image(plan, runner)
     launch = plan.launch

@@ -18,7 +18,7 @@ from agentbox_storage.backends import Backend
 from agentbox_storage.disks import DiskSpec
 from agentbox_storage.imagecache import ImageCache, pinned_digest
 from loftd import guest
-from loftd.facts import HostFacts
+from loftd.facts import DigestAnswer, HostFacts
 from loftd.runtime import Face, TaskRequest
 
 WORKDIR = "/workspace"
@@ -49,6 +49,7 @@ class TaskPlan:
     helper_argv: tuple[str, ...]
     helper_env: tuple[tuple[str, str], ...]
     preserve: bool
+    remember: DigestAnswer | None  # Buildah's new answer for the image's digest, kept by the run
 
     def describe(self) -> list[str]:
         prefix = f"{self.env_prefix}{kvm.SKIP_SUFFIX}"
@@ -178,5 +179,5 @@ def plan_task(face: Face, req: TaskRequest, host: HostFacts) -> TaskPlan:
         nix_overlay=nix, disks=disks, launch=launch, conf_path=conf_path,
         helper_argv=(*wrap, *helper),
         helper_env=tuple(helper_env(face, host.library, dict(host.passthrough)).items()),
-        preserve=req.preserve,
+        preserve=req.preserve, remember=host.remember,
     )  # fmt: skip

@@ -3,20 +3,28 @@
 Container mode's cold start needs the image's ID (the sidecar runs it, and the overlay is made
 from it), its entry point (the contract check) and its storage driver (the vfs warning). The
 answer is kept in ``<base>/image-facts.json`` together with a stamp of Podman's image index
-(``images.json``, rewritten by every build, tag, pull and removal): while the stamp holds, the
-answer holds, so a start after the sidecar's idle grace asks Podman nothing about the image.
+(``images.json``, rewritten by every build, tag, pull and removal; ``agentbox_podman.imageindex``):
+while the stamp holds, the answer holds, so a start after the sidecar's idle grace asks Podman
+nothing about the image.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from agentbox_podman import podman
 from agentbox_podman.errors import PodmanError
+from agentbox_podman.imageindex import (
+    holds,
+    overlay_index,
+    read_answers,
+    storage_key,
+    write_answers,
+)
+from agentbox_podman.imageindex import store_stamp as store_stamp  # the sidecar's, too
 from agentbox_state.runner import Runner, command_failed
 
 
@@ -57,8 +65,7 @@ class FactsCache:
                  store: Path | None = None,
                  environ: Mapping[str, str] | None = None) -> None:  # fmt: skip
         self.runner, self.debug, self.store = runner, debug, store
-        # the storage it was asked in: another storage config is another answer
-        self.storage = (environ or {}).get("CONTAINERS_STORAGE_CONF", "")
+        self.environ: Mapping[str, str] = environ or {}  # its storage config: in each key
         self.found: dict[str, ImageFacts] = {}  # stamped as ``with_stamp`` does
         self.kept = read_kept(store) if store is not None else {}
         self.known_index = known_index or next(
@@ -68,8 +75,7 @@ class FactsCache:
     def exists(self, image: str) -> bool:
         """Whether ``image`` is in local storage; its facts are kept when it is."""
         kept = self.kept.get(self._key(image))
-        if kept is not None and kept.store_stamp and store_stamp(kept.store_index) == \
-                kept.store_stamp:  # fmt: skip
+        if kept is not None and holds(kept.store_index, kept.store_stamp):
             self.found[image] = kept
             return True
         argv = inspect_argv(image, debug=self.debug)
@@ -85,7 +91,7 @@ class FactsCache:
         raise command_failed(argv, done.returncode, done.stderr)
 
     def _key(self, image: str) -> str:
-        return f"{image}\t{self.storage}" if self.storage else image
+        return storage_key(image, self.environ)
 
     def _keep(self, image: str, facts: ImageFacts) -> None:
         if self.store is None or not facts.store_stamp:
@@ -97,28 +103,19 @@ class FactsCache:
 
 def read_kept(path: Path) -> dict[str, ImageFacts]:
     """The remembered answers; a missing, unreadable or foreign file is an empty cache."""
-    import json
-
+    images: dict[str, Any] = read_answers(path, KEPT_FORMAT)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        images = data["images"] if data.get("format") == KEPT_FORMAT else {}
         return {
-            str(key): ImageFacts(str(f["id"]), [str(w) for w in f["entrypoint"]],
-                                 str(f["store_index"]), str(f["store_stamp"]), str(f["driver"]))
+            key: ImageFacts(str(f["id"]), [str(w) for w in f["entrypoint"]],
+                            str(f["store_index"]), str(f["store_stamp"]), str(f["driver"]))
             for key, f in images.items()
         }  # fmt: skip
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (KeyError, TypeError):
         return {}
 
 
 def write_kept(path: Path, kept: dict[str, ImageFacts]) -> None:
-    import json
-
-    data = {"format": KEPT_FORMAT, "images": {k: f._asdict() for k, f in kept.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_answers(path, KEPT_FORMAT, {k: f._asdict() for k, f in kept.items()})
 
 
 KEPT_FORMAT = "agentbox image facts 1"
@@ -157,18 +154,4 @@ def parse_facts(out: str) -> ImageFacts:
     except ValueError:
         parsed = None
     entrypoint = [str(w) for w in parsed] if isinstance(parsed, list) else []
-    index = ""
-    if driver == "overlay" and upper.endswith("/diff") and upper.startswith("/"):
-        index = os.fspath(Path(upper).parents[2] / "overlay-images" / "images.json")
-    return ImageFacts(image_id, entrypoint, index, driver=driver)
-
-
-def store_stamp(index: str) -> str:
-    """Changes whenever Podman rewrites its image index (a build, tag, pull or removal)."""
-    if not index:
-        return ""
-    try:
-        st = os.stat(index)
-    except OSError:
-        return ""
-    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    return ImageFacts(image_id, entrypoint, overlay_index(driver, upper), driver=driver)
