@@ -157,10 +157,8 @@ def test_failures_before_a_context_and_of_loftd_calls(
 def test_the_vm_holds_its_task_lock(stub: Path, tmp_path: Path,
                                      launch: Callable[..., Launched]) -> None:  # fmt: skip
     """Shared: the command line holds it too; a garbage collector's exclusive try fails."""
-    import dataclasses
-
     lock = tmp_path / "task" / ".task.lock"
-    conf = dataclasses.replace(CONF, task_lock=str(lock))
+    conf = CONF._replace(task_lock=str(lock))
     probe = f"flock -n -x {lock} true && echo free || echo held; flock -n -s {lock} echo shared\n"
     gone = launch(stub, conf, on_enter=probe)  # the task was collected: the VM must not start
     assert (gone.code, gone.out, gone.calls) == (125, "", [])

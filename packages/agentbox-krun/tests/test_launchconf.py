@@ -1,4 +1,3 @@
-import dataclasses
 import json
 import stat
 from pathlib import Path
@@ -17,8 +16,8 @@ CONF = LaunchConf(
     disks=(Disk("agentbox-nix", "/s/n.raw", False), Disk("agentbox-containers", "/s/c.raw", True)),
     workspace_source="/src/app", workspace_tag="agentbox-workspace", workspace_target="/workspace",
 )  # fmt: skip
-LOFTD = dataclasses.replace(
-    CONF, nix_overlay=NixOverlay("/c/rootfs/nix", "/s/up", "/s/wk", "/s/lease"),
+LOFTD = CONF._replace(
+    nix_overlay=NixOverlay("/c/rootfs/nix", "/s/up", "/s/wk", "/s/lease"),
     init_log=True, task_lock="/s/tasks/t1/.task.lock", nested_virt=True,
     workspace_source=None, workspace_tag=None, workspace_target=None,
     mounts=(Mount("/src/app", "/workspace", False), Mount("/t", "/t", True)),
@@ -64,7 +63,7 @@ def test_the_loftd_document_round_trips_whole(tmp_path: Path) -> None:
 
 
 def test_any_path_round_trips_and_the_file_is_ascii() -> None:
-    odd = dataclasses.replace(CONF, workdir="/wörk", argv=("\udcff", 'a"b\\c'))
+    odd = CONF._replace(workdir="/wörk", argv=("\udcff", 'a"b\\c'))
     text = launchconf.render(odd)
     assert text.isascii()
     assert launchconf.parse(text) == odd

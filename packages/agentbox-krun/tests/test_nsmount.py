@@ -4,7 +4,6 @@ from the host's mount table when the helper ends."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -31,17 +30,17 @@ def test_options_and_refusals() -> None:
     assert overlay_options(ok) == "lowerdir=/c/rootfs/nix,upperdir=/s/upper,workdir=/s/work"
     assert overlay_options(ok, userns=True).endswith(",workdir=/s/work,userxattr")
     with pytest.raises(KrunError) as backslash:
-        overlay_options(dataclasses.replace(ok, lower="/c/a\\b"))
+        overlay_options(ok._replace(lower="/c/a\\b"))
     assert "contains '\\\\'" in backslash.value.message
     with pytest.raises(KrunError) as comma:
-        overlay_options(dataclasses.replace(ok, upper="/s/a,b"))
+        overlay_options(ok._replace(upper="/s/a,b"))
     assert comma.value.message == (
         "the /nix overlay's upper dir '/s/a,b' contains ',', which overlayfs cannot take in a path"
     )
     with pytest.raises(KrunError, match="lower dir 'rootfs/nix' is not absolute"):
-        overlay_options(dataclasses.replace(ok, lower="rootfs/nix"))
+        overlay_options(ok._replace(lower="rootfs/nix"))
     with pytest.raises(KrunError, match="contains ':'"):
-        overlay_options(dataclasses.replace(ok, work="/s/w:x"))
+        overlay_options(ok._replace(work="/s/w:x"))
 
 
 @pytest.fixture

@@ -8,7 +8,10 @@ names the variable the parent set to the library it found (see ``agentbox_krun.h
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MODULE = "agentbox_krun.enter"
 

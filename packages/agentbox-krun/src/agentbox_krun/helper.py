@@ -15,15 +15,17 @@ to launch.conf: ``started`` only once krun_start_enter is called; the parent rea
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
-from pathlib import Path
 
 from agentbox_krun import launchconf
 from agentbox_krun.errors import KrunError, KrunLoadError, LaunchConfError
 from agentbox_krun.ffi import Krun, load
 from agentbox_krun.launchconf import LaunchConf
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 EXIT_SETUP, EXIT_START, EXIT_LOAD, EXIT_USAGE = 125, 126, 127, 2
 STATUS_NAME = "helper.status"
@@ -43,14 +45,20 @@ STARTED = "started"
 
 def _mark(conf_path: str, phase: str) -> bool:
     """Record ``phase`` atomically (a reader sees the old or the new one, never a torn file)."""
-    status = Path(conf_path).with_name(STATUS_NAME)
-    tmp = status.with_name(f".{STATUS_NAME}.tmp")
+    status = _status_path(conf_path)
+    tmp = os.path.join(os.path.dirname(status), f".{STATUS_NAME}.tmp")
     try:
-        tmp.write_text(phase + "\n", encoding="ascii")
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(phase + "\n")
         os.replace(tmp, status)
     except OSError:
         return False
     return True
+
+
+def _status_path(conf_path: str) -> str:
+    """``helper.status``, next to launch.conf."""
+    return os.path.join(os.path.dirname(conf_path), STATUS_NAME)
 
 
 def outcome(task_dir: Path) -> str | None:
@@ -138,6 +146,8 @@ def configure(krun: Krun, conf: LaunchConf) -> int:
         krun.set_workdir(ctx, conf.workdir)
         krun.set_exec(ctx, conf.exec_path, conf.argv, conf.env)
     except BaseException:
+        import contextlib  # only on this path: the helper's start-up imports little
+
         with contextlib.suppress(KrunError):
             krun.free_ctx(ctx)
         raise
@@ -152,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     env_var, conf_path = args
     try:
         _mark(conf_path, "read")
-        conf = launchconf.read(Path(conf_path))
+        conf = launchconf.read(conf_path)
         _mark(conf_path, "load")
         krun = load(os.environ, env_var)
         if conf.task_lock is not None:
@@ -182,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"libkrun helper: libkrun setup failed: {err.message}", file=sys.stderr)
         return EXIT_SETUP
     if not _mark(conf_path, STARTED):  # else the parent could not tell the guest's from ours
-        print(f"libkrun helper: cannot write {Path(conf_path).with_name(STATUS_NAME)}; not "
+        print(f"libkrun helper: cannot write {_status_path(conf_path)}; not "
               "starting the VM", file=sys.stderr)  # fmt: skip
         return EXIT_SETUP
     try:

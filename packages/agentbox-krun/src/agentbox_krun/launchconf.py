@@ -7,6 +7,10 @@ any path (even one that is not UTF-8) round-trips. The helper parses it with the
 library, strictly: unknown, duplicate and missing required keys, and values of the wrong type,
 are errors naming the key (``disks[1].readonly``).
 
+The helper reads it on every VM start, so this module imports little: its records are
+``NamedTuple``s (``_replace`` gives a changed copy), not dataclasses (whose import brings
+``inspect`` and ``ast``), and paths are strings handled by ``os.path``, not ``pathlib``.
+
 Two call orders, as the original had them: agentbox microvm (``krun_set_log_level``, the
 workspace over virtiofs) and loftd (``init_log``: ``krun_init_log``; ``nested_virt``: ask
 libkrun, enable when supported; the workspace and /nix grafted into the root by the helper,
@@ -28,8 +32,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-from dataclasses import dataclass
-from pathlib import Path
+from typing import NamedTuple
 
 from agentbox_krun.errors import LaunchConfError
 
@@ -46,15 +49,13 @@ KEYS = (*REQUIRED, "argv", "env", "disks", "mounts", "init_log", "nested_virt", 
         "nix_overlay")  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class Disk:
+class Disk(NamedTuple):
     block_id: str
     path: str
     readonly: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Mount:
+class Mount(NamedTuple):
     """A host dir bind-mounted into the root at ``target`` (absolute, inside the guest)."""
 
     source: str
@@ -62,8 +63,7 @@ class Mount:
     readonly: bool
 
 
-@dataclass(frozen=True, slots=True)
-class NixOverlay:
+class NixOverlay(NamedTuple):
     """A kernel overlay the helper mounts on ``<task_rootfs>/nix`` in its own mount namespace
     (loftd's host ``/nix``): the image's /nix below, the workspace's persistent upper above.
     ``lease`` is the lock file the helper holds while the VM runs: one overlay per upper."""
@@ -74,8 +74,7 @@ class NixOverlay:
     lease: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LaunchConf:
+class LaunchConf(NamedTuple):
     task_rootfs: str
     ram_mib: int
     vcpus: int
@@ -119,9 +118,10 @@ def render(conf: LaunchConf) -> str:
     return json.dumps(document(conf), indent=2) + "\n"
 
 
-def write(conf: LaunchConf, path: Path) -> None:
+def write(conf: LaunchConf, path: str | os.PathLike[str]) -> None:
     """Write ``path`` 0600 (it may carry secrets in the environment), atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    head, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(head, f".{name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(render(conf))
@@ -250,9 +250,10 @@ def parse(text: str, source: str = "launch.conf") -> LaunchConf:
     )  # fmt: skip
 
 
-def read(path: Path) -> LaunchConf:
+def read(path: str | os.PathLike[str]) -> LaunchConf:
     try:
-        text = path.read_text(encoding="ascii")
+        with open(path, encoding="ascii") as f:
+            text = f.read()
     except (OSError, UnicodeDecodeError) as err:
         raise LaunchConfError(f"cannot read {path}: {err}") from err
     return parse(text, os.fspath(path))

@@ -9,7 +9,6 @@ plan preserves them: the exact commands to remove them later are printed instead
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import shutil
 from collections.abc import Callable
@@ -46,9 +45,9 @@ def execute(plan: TaskPlan, runner: Runner, profiler: Profiler, notice: Notice) 
     launch = plan.launch
     if plan.nix_overlay is not None:  # before the task root: a second task stops here, early
         with phase(profiler, "nix_overlay_preparation", f"{plan.name} /nix overlay preparation"):
-            nix = dataclasses.replace(plan.nix_overlay, lower=os.fspath(source / "nix"))
+            nix = plan.nix_overlay._replace(lower=os.fspath(source / "nix"))
             _prepare_nix_overlay(plan, source, nix)
-            launch = dataclasses.replace(launch, nix_overlay=nix)
+            launch = launch._replace(nix_overlay=nix)
     with profiler.phase("task_garbage_collection"):
         _collect_garbage(plan, runner, notice)
     return _in_task_root(plan, launch, source, runner, profiler, notice)
@@ -134,8 +133,7 @@ def _launch(plan: TaskPlan, launch: LaunchConf, source: Path, runner: Runner,
                    f"{plan.name} persistent disk preparation"):  # fmt: skip
             for spec, path in plan.disks:
                 stack.enter_context(disks.open_disk(path, spec, runner))
-        conf = dataclasses.replace(launch, task_rootfs=os.fspath(root.rootfs),
-                                   exec_path=exec_path)  # fmt: skip
+        conf = launch._replace(task_rootfs=os.fspath(root.rootfs), exec_path=exec_path)
         with profiler.phase("launch_config_build"):
             launchconf.write(conf, plan.conf_path)
         with profiler.phase("helper_session"):
