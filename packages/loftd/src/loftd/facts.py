@@ -54,8 +54,6 @@ def probe_host(
     local_digest: Callable[[str], str | None] | None = None,
 ) -> HostFacts:
     """Read what the plan needs; a missing libkrun ends the run here, before anything else."""
-    from agentbox_podman import buildah
-
     profiler.meta("image", req.image)
     profiler.meta("task", req.task_id)
     try:
@@ -88,7 +86,7 @@ def probe_host(
     return HostFacts(
         library=library, python=sys.executable,
         passthrough=tuple((k, environ[k]) for k in HELPER_PASSTHROUGH if environ.get(k)),
-        kvm=found, userns=tuple(buildah.unshare(debug=req.debug)) if req.uid != 0 else (),
+        kvm=found, userns=_userns(req),
         current=current, cached=cached, backends=backends, remember=next(iter(answers), None),
     )  # fmt: skip
 
@@ -115,12 +113,14 @@ def remembered_digest(runner: Runner, ref: str, *, debug: bool, environ: Mapping
     in ``store`` holds while the stamp of Buildah's image index does: the warm path asks Buildah
     nothing. The index is the one the kept answer was stamped against, else the one
     ``buildah info`` reports; an absent image is not kept (nor anything without an index)."""
-    from agentbox_podman import buildah, imageindex
+    from agentbox_podman import imageindex
 
     key = imageindex.storage_key(ref, environ)
     found = _answers(store).get(key)
     if found is not None and imageindex.holds(found["store_index"], found["store_stamp"]):
         return found["digest"], None
+    from agentbox_podman import buildah  # only when Buildah is asked: not on the warm path
+
     # the index this answer was stamped against (another key may be another storage's)
     index = found["store_index"] if found else imageindex.buildah_index(runner, debug=debug)
     before = imageindex.store_stamp(index)
@@ -152,6 +152,14 @@ def _answers(store: Path) -> dict[str, dict[str, str]]:
 def _digest_answer(answer: object) -> TypeGuard[dict[str, str]]:
     return isinstance(answer, dict) and set(answer) == {"digest", "store_index", "store_stamp"} \
         and all(isinstance(v, str) for v in answer.values())  # fmt: skip
+
+
+def _userns(req: TaskRequest) -> tuple[str, ...]:
+    if req.uid == 0:
+        return ()
+    from agentbox_podman import buildah  # rootless only: a warm run as root imports none of it
+
+    return tuple(buildah.unshare(debug=req.debug))
 
 
 def _existing(path: Path) -> Path:
