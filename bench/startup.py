@@ -2,7 +2,7 @@
 
 Runs each command many times, interleaved so that machine noise hits all of them alike, and
 prints the median wall time of each and its ratio to `python -c pass`. The target for the
-agentbox verbs is at most 2.5x. This prints numbers; it never fails on them.
+agentbox verbs is at most 3x. This prints numbers; it never fails on them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 RUNS = int(os.environ.get("BENCH_RUNS", "40"))
-TARGET = 2.5
+TARGET = 3.0
 
 
 def main() -> int:
