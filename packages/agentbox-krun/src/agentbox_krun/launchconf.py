@@ -35,6 +35,7 @@ import posixpath
 from typing import NamedTuple
 
 from agentbox_krun.errors import LaunchConfError
+from agentbox_state.recordfile import json_type
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -129,13 +130,7 @@ def write(conf: LaunchConf, path: str | os.PathLike[str]) -> None:
 
 
 def _json_type(value: object) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if value is None:
-        return "null"
-    kinds = {dict: "an object", list: "a list", str: "a string", int: "a whole number",
-             float: "a number"}  # fmt: skip
-    return kinds.get(type(value), type(value).__name__)
+    return json_type(value, integer="a whole number", array="a list")
 
 
 class _Reader:

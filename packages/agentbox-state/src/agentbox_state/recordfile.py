@@ -37,13 +37,14 @@ def encode(fields: Mapping[str, Value]) -> bytes:
     return (json.dumps(dict(fields)) + "\n").encode("utf-8")
 
 
-def _json_type(value: object) -> str:
+def json_type(value: object, *, integer: str = "an integer", array: str = "an array") -> str:
+    """What a decoded JSON ``value`` is, for a message (``integer`` and ``array`` let a
+    document's own words name those two)."""
     if isinstance(value, bool):
         return "a boolean"
     if value is None:
         return "null"
-    kinds = {dict: "an object", list: "an array", str: "a string", int: "an integer",
-             float: "a number"}  # fmt: skip
+    kinds = {dict: "an object", list: array, str: "a string", int: integer, float: "a number"}
     return kinds.get(type(value), type(value).__name__)
 
 
@@ -80,13 +81,13 @@ def decode(
     except json.JSONDecodeError as err:
         raise bad(f"is not JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
     if not isinstance(found, dict):
-        raise bad(f"is {_json_type(found)}, not a JSON object")
+        raise bad(f"is {json_type(found)}, not a JSON object")
     for key, value in found.items():
         if key not in fields:
             raise bad(f"has the unknown key {key!r} (known: {', '.join(fields)})")
         kind = fields[key]
         if not _fits(value, kind):
-            raise bad(f"has {key!r} as {_json_type(value)}, not {_TYPE_NAMES[kind]}")
+            raise bad(f"has {key!r} as {json_type(value)}, not {_TYPE_NAMES[kind]}")
     missing = [key for key in required if key not in found]
     if missing:
         raise bad(f"lacks {', '.join(repr(k) for k in missing)}")
