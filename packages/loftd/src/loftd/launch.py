@@ -49,9 +49,14 @@ def run(ctx: Context) -> int:
     explicit = ctx.flags.image.value if isinstance(ctx.flags.image.value, str) else None
 
     def local_exists() -> bool:
-        from agentbox_podman.buildah import local_image_digest
+        """Buildah's answer, or the one remembered while its image index is unchanged (the
+        probe that follows keeps it)."""
+        from loftd.facts import DIGESTS_FILE, remembered_digest
 
-        return local_image_digest(runner, LOCAL_IMAGE, debug=ctx.flags.debug) is not None
+        digest, _ = remembered_digest(runner, LOCAL_IMAGE, debug=ctx.flags.debug,
+                                      environ=ctx.environ,
+                                      store=ctx.paths.images / DIGESTS_FILE)  # fmt: skip
+        return digest is not None
 
     image, pull = choose_image(explicit, ctx.flags.pull_latest, local_exists, PUBLISHED_IMAGE)
     workspace = current_workspace()
