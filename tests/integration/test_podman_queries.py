@@ -83,7 +83,7 @@ def test_vfs_driver_is_noticed_for_real(tmp_path: Path) -> None:
     """The driver container mode's one-time warning reads is what the cold start's real
     ``podman image inspect`` says, for an image in a vfs storage and one in root's overlay."""
     require_root("a throwaway root storage config")
-    from agentbox_cli.container.imagefacts import FactsCache, image_facts
+    from agentbox_cli.container.imagefacts import FactsCache
     from agentbox_cli.container.storage_check import VFS_FIX, vfs_warning
 
     conf = tmp_path / "storage.conf"
@@ -101,7 +101,7 @@ def test_vfs_driver_is_noticed_for_real(tmp_path: Path) -> None:
     probe = "localhost/agentbox-overlay-probe:1"  # in root's real storage: overlay
     RUNNER.run(["podman", "import", "--quiet", str(empty), probe])
     try:
-        ours = image_facts(probe, RUNNER, debug=False)
+        ours = FactsCache(RUNNER, debug=False).facts(probe)
     finally:
         RUNNER.run(["podman", "rmi", "--force", probe], check=False)
     assert (ours.driver, vfs_warning(ours.driver, tmp_path / "other")) == ("overlay", None)

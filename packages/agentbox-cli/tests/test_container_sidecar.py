@@ -328,3 +328,24 @@ def test_an_inspect_that_fails_for_another_reason_is_not_taken_for_a_missing_ima
     rec.script(*inspect(), returncode=125, stderr="Error: database is locked\n")
     with pytest.raises(Exception, match="exit status 125"):
         imagefacts.FactsCache(rec, debug=False).exists(IMAGE)
+
+
+def test_a_named_image_is_asked_once_and_remembered_too(tmp_path: Path) -> None:
+    """``--image X`` skips the lookup; the cold start's inspect is kept all the same, so the
+    next cold start of X asks Podman nothing about it."""
+    plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=True, debug=False)
+    index = tmp_path / "overlay-images" / "images.json"
+    index.parent.mkdir()
+    index.write_text("{}")
+    store = tmp_path / "image-facts.json"
+    rec = RecordingRunner()
+    rec.script(*inspect(), stdout=facts_out(root=tmp_path))
+    first = sidecar.ensure(plan, rec, say=print,
+                           cache=imagefacts.FactsCache(rec, debug=False, store=store))  # fmt: skip
+    assert rec.argvs[:2] == [["fuse-overlayfs", "--version"], inspect()]
+    sidecar.teardown(plan, rec)
+    rec.calls.clear()
+    again = sidecar.ensure(plan, rec, say=print,
+                           cache=imagefacts.FactsCache(rec, debug=False, store=store))  # fmt: skip
+    assert again.facts == first.facts
+    assert inspect() not in rec.argvs

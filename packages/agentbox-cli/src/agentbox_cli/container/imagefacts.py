@@ -90,6 +90,18 @@ class FactsCache:
             return False
         raise command_failed(argv, done.returncode, done.stderr)
 
+    def facts(self, image: str) -> ImageFacts:
+        """The image's facts, asked once; a missing image is pulled (as ``podman run`` would),
+        and when that fails the error says which image is missing and how to get it."""
+        from agentbox_cli.imageref import pull_missing
+
+        if image in self.found or self.exists(image):
+            return self.found[image]
+        pull_missing(image, self.runner, debug=self.debug)
+        if not self.exists(image):
+            raise PodmanError(f"{image} was pulled, but podman image inspect does not know it")
+        return self.found[image]
+
     def _key(self, image: str) -> str:
         return storage_key(image, self.environ)
 
@@ -126,23 +138,8 @@ def _not_known(stderr: str) -> bool:
     return "image not known" in said or "no such image" in said.lower()
 
 
-def image_facts(image: str, runner: Runner, *, debug: bool) -> ImageFacts:
-    """The image's ID and entry point; a missing image is pulled (as ``podman run`` would),
-    and when that fails the error says which image is missing and how to get it."""
-    from agentbox_cli.imageref import pull_missing
-
-    argv = inspect_argv(image, debug=debug)
-    done = runner.run(argv, check=False)
-    if done.returncode != 0:
-        if not _not_known(done.stderr):
-            raise command_failed(argv, done.returncode, done.stderr)
-        pull_missing(image, runner, debug=debug)
-        done = runner.run(argv)
-    return parse_facts(done.stdout)
-
-
 def parse_facts(out: str) -> ImageFacts:
-    """``image_facts``' answer (pure)."""
+    """``podman image inspect``'s answer in ``FACTS_FORMAT`` (pure)."""
     import json
 
     fields = out.strip().split("\t")

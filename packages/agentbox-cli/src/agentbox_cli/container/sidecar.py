@@ -25,13 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from agentbox_cli.container.imagefacts import (
-    FactsCache,
-    ImageFacts,
-    image_facts,
-    store_stamp,
-    with_stamp,
-)
+from agentbox_cli.container.imagefacts import FactsCache, ImageFacts, store_stamp
 from agentbox_cli.container.plan import CONTRACT_EXIT, GUEST_INIT, SIDECAR_ENTRYPOINT, SidecarPlan
 from agentbox_podman import podman
 from agentbox_podman.errors import PodmanError
@@ -150,11 +144,9 @@ def ensure(plan: SidecarPlan, runner: Runner, *, say: Callable[[str], None],
         return Prepared("reused")
     check_fuse_overlayfs(runner)
     known_index = state.get("store_index", "")
-    facts = cache.found.get(plan.image) if cache is not None else None
-    if facts is None:  # not asked yet (the image was named, or known from the state)
-        before = store_stamp(known_index)
-        facts = with_stamp(image_facts(plan.image, runner, debug=plan.debug), known_index,
-                           before)  # fmt: skip
+    if cache is None:
+        cache = FactsCache(runner, debug=plan.debug, known_index=known_index)
+    facts = cache.facts(plan.image)  # asked already by the image lookup, or now
     if running and state.get("image_id") == facts.id:
         _write_state(plan.state_file, {**state, "image": plan.image,
                      "store_index": facts.store_index,
