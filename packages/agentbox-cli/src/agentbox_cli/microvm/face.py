@@ -4,15 +4,14 @@ storage), the workspace over virtiofs, and the ``AGENTBOX_*`` variables that ann
 
 from __future__ import annotations
 
-from agentbox_storage.disks import DiskSpec
+from dataclasses import replace
+
+from agentbox_cli.libkrun.disks import LIBKRUN_CONTAINERS, LIBKRUN_NIX
 from loftd.runtime import Face
 
-MICROVM_NIX = DiskSpec(file_name="microvm-nix.raw", label="AGENTBOX_NIX",
-                       block_id="agentbox-nix", purpose="the /nix store disk")  # fmt: skip
-MICROVM_CONTAINERS = DiskSpec(
-    file_name="microvm-containers.raw", label="AGENTBOX_CONTAINERS",
-    block_id="agentbox-containers", purpose="the container storage disk",
-)  # fmt: skip
+# the same disks as libkrun mode's for the same guest init (labels, ids), in files of their own
+MICROVM_NIX = replace(LIBKRUN_NIX, file_name="microvm-nix.raw")
+MICROVM_CONTAINERS = replace(LIBKRUN_CONTAINERS, file_name="microvm-containers.raw")
 
 FACE = Face(
     name="agentbox microvm", library_env="AGENTBOX_LIBKRUN_LIBRARY", env_prefix="AGENTBOX_",
