@@ -187,6 +187,11 @@ def test_the_first_other_mode_that_can_run_is_suggested() -> None:
     assert rep.suggestion.mode == "microvm"
 
 
+STALE = ('time="2026-12-02T04:54:26Z" level=error msg="invalid internal status, try resetting the '
+         'pause process with \\"podman system migrate\\": cannot re-exec process to join the '
+         'existing user namespace"')  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("facts", "expected"),
     [
@@ -196,6 +201,11 @@ def test_the_first_other_mode_that_can_run_is_suggested() -> None:
         (replace(GOOD, podman_info=None, podman_info_error="Error: cannot set up namespace"),
          c("storage driver", "fail", "podman info failed: Error: cannot set up namespace",
            "run `podman info` and fix what it says", PODMAN)),
+        # what rootless Podman prints once every process it recorded is gone (a killed session)
+        (replace(GOOD, podman_info=None, podman_info_error=STALE),
+         c("storage driver", "fail", f"podman info failed: {STALE}",
+           "Podman's rootless state names processes that are gone: run `podman system migrate` "
+           "(it marks their containers stopped), then retry", PODMAN)),
         (replace(GOOD, subuid=SubIds(path="/x/subuid", ranges=())),
          c("subuid", "fail", "no range for u in /x/subuid",
            "sudo usermod --add-subuids 100000-165535 u", PODMAN)),
@@ -260,7 +270,8 @@ def test_the_first_other_mode_that_can_run_is_suggested() -> None:
            "disks of 128.0 GiB use 3.0 GiB (they may grow by 125.0 GiB)",
            "free space there, or move [state] location to a larger filesystem")),
     ],
-    ids=["vfs", "podman-info", "no-subuid", "short-subgid", "unreadable-subuid", "root-subuid",
+    ids=["vfs", "podman-info", "podman-stale", "no-subuid", "short-subgid", "unreadable-subuid",
+         "root-subuid",
          "newgidmap", "dev-fuse", "fuse-overlayfs", "tun", "network", "crun-no-krun",
          "libkrunfw-beside", "kvm-eacces", "btrfs-progs", "subvol-rm", "no-backend", "no-image",
          "stale-image", "guest-init", "no-label", "disk-space"],

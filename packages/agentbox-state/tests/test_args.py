@@ -143,6 +143,14 @@ def test_operands_after_an_action_with_or_without_the_separator() -> None:
     assert operands("run", "build", "/t/launch.conf") == ("/t/launch.conf",)
     assert operands("run", "build", "--", "/t/launch.conf") == ("/t/launch.conf",)
     assert operands("run", "build", "a", "--", "-b") == ("a", "-b")  # after --, even dashes
+    # a verb that takes no action has its operands right after it (`stop TASK`)
+    stop = parse("tool", ["paths", "t1", "--json"], GLOBAL, VERBS, ACTIONS,
+                 operand_verbs=["paths"])  # fmt: skip
+    assert (stop.verb, stop.action, stop.command, stop.values) == ("paths", None, ("t1",),
+                                                                   {"json": True})  # fmt: skip
+    table = {"paths": ("stop one", VERBS["paths"])}
+    assert render_help("tool", "A tool.", GLOBAL, table, "paths", "TASK").splitlines()[0] == \
+        "usage: tool paths [--json] [OPTIONS] TASK"  # fmt: skip
     # without operand_verbs, a word after the action is still refused
     with pytest.raises(UsageError, match="unexpected argument 'x' after 'run'"):
         parse("tool", ["run", "build", "x"], GLOBAL, VERBS, ACTIONS)

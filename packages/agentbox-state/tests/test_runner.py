@@ -84,6 +84,23 @@ def test_failure_carries_status_and_stderr_tail() -> None:
     assert err.message == f"`sh -c {shlex.quote(script)}` failed with exit status 3\n{indented}"
 
 
+def test_a_failure_whose_tool_names_its_remedy_carries_it_as_the_hint() -> None:
+    # podman 5.4's words when its recorded pause process and containers are gone
+    said = (
+        'level=error msg="invalid internal status, try resetting the pause process with '
+        '\\"podman system migrate\\": could not find any running process: no such process"'
+    )
+    with pytest.raises(CommandError) as caught:
+        SubprocessRunner(ENV).run(["sh", "-c", f"echo '{said}' >&2; exit 125"])
+    assert caught.value.hint == (
+        "Podman's rootless state names processes that are gone: run `podman system migrate` "
+        "(it marks their containers stopped), then retry"
+    )
+    with pytest.raises(CommandError) as other:
+        SubprocessRunner(ENV).run(["sh", "-c", "echo 'Error: no such image' >&2; exit 125"])
+    assert other.value.hint is None
+
+
 def test_unchecked_failure_returns() -> None:
     assert SubprocessRunner(ENV).run(["false"], check=False).returncode == 1
 

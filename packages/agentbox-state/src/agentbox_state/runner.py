@@ -135,13 +135,29 @@ def describe_status(returncode: int) -> str:
     return f"failed with exit status {returncode}"
 
 
+# Failures whose remedy the tool prints itself, by a phrase of its stderr.
+KNOWN_REMEDIES = (
+    # Rootless Podman recorded a pause process or containers whose processes are gone (a crash,
+    # an OOM kill, a session whose processes were all killed, /tmp kept over a reboot).
+    ("podman system migrate",
+     "Podman's rootless state names processes that are gone: run `podman system migrate` "
+     "(it marks their containers stopped), then retry"),
+)  # fmt: skip
+
+
+def known_remedy(stderr: str) -> str | None:
+    """The fix for a failure whose stderr names its own remedy (pure)."""
+    return next((hint for phrase, hint in KNOWN_REMEDIES if phrase in stderr), None)
+
+
 def command_failed(argv: Sequence[str], returncode: int, stderr: str) -> CommandError:
     """The error for a command that ran and failed (shared with the recording runner)."""
     tail = stderr_tail(stderr)
     message = f"`{shlex.join(argv)}` {describe_status(returncode)}"
     if tail:
         message += "\n" + "\n".join(f"  {line}" for line in tail.splitlines())
-    return CommandError(message, argv=tuple(argv), returncode=returncode, stderr_tail=tail)
+    return CommandError(message, argv=tuple(argv), returncode=returncode, stderr_tail=tail,
+                        hint=known_remedy(stderr))  # fmt: skip
 
 
 def _start_failed(argv: Sequence[str], err: OSError) -> CommandError:

@@ -105,7 +105,7 @@ def internal(ctx: Context) -> int:
 
 INTERNAL = Verb(
     "internal", "helpers loftd runs itself (not for direct use)", internal,
-    actions=("libkrun-enter",), runs_command=True, operands=True,
+    actions=("libkrun-enter",), runs_command=True, operand="CONF",
 )  # fmt: skip
 
 

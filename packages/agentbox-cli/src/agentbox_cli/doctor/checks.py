@@ -19,6 +19,7 @@ from agentbox_cli.container.storage_check import VFS_FIX
 from agentbox_cli.doctor.probe import HostFacts, SubIds
 from agentbox_cli.schema import MODES
 from agentbox_krun import kvm
+from agentbox_state.runner import known_remedy
 
 SCHEMA = "agentbox-doctor/1"
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -122,8 +123,9 @@ def id_mappers(facts: HostFacts) -> Check:
 def storage_driver(facts: HostFacts) -> Check:
     name = "storage driver"
     if facts.podman_info is None:
-        return check(name, FAIL, f"podman info failed: {facts.podman_info_error}",
-                     "run `podman info` and fix what it says", PODMAN_MODES)  # fmt: skip
+        error = facts.podman_info_error or ""
+        fix = known_remedy(error) or "run `podman info` and fix what it says"
+        return check(name, FAIL, f"podman info failed: {error}", fix, PODMAN_MODES)
     driver = facts.podman_info[1]
     if driver == "vfs":
         fix = VFS_FIX.removeprefix("agentbox: warning: ")

@@ -74,12 +74,16 @@ class Verb(Record):
     actions: tuple[str, ...] = ()
     action_required: bool = True
     runs_command: bool = False
-    operands: bool = False  # the words after the action are its operands, `--` or not
+    # the metavar of its operands (the words after its action, or after the verb when it has
+    # none, `--` or not): CONF, TASK; shown in help, completed by name
+    operand: str | None = None
 
 
 def help_text(spec: AppSpec, verbs: Sequence[Verb], verb: str | None = None) -> str:
     table = {v.name: (v.help, v.options) for v in verbs}
-    return render_help(spec.name, spec.description, global_options(spec.image_env), table, verb)
+    operand = next((v.operand for v in verbs if v.name == verb), None)
+    return render_help(spec.name, spec.description, global_options(spec.image_env), table, verb,
+                       operand)  # fmt: skip
 
 
 def build_context(
@@ -162,7 +166,7 @@ def run(
     default, config = default_verb(spec, environ)
     args = parse(
         spec.name, argv, global_options(spec.image_env), table, actions, optional,
-        default_verb=default, operand_verbs=[v.name for v in verbs if v.operands],
+        default_verb=default, operand_verbs=[v.name for v in verbs if v.operand],
     )  # fmt: skip
     if args.verb is None and default and not (args.help or args.version):
         args = Args(verb=default, values=args.values, command=args.command)

@@ -103,7 +103,8 @@ def parse(
 ) -> Args:
     """Parse ``argv``; raise ``UsageError`` (exit 2) naming the offending word. A verb listed
     in ``actions`` takes one action word (``image build``); for one in ``operand_verbs`` the
-    words after its action are operands, with or without ``--`` (``internal krun-enter CONF``)."""
+    words after its action (or after the verb, when it takes no action) are operands, with or
+    without ``--`` (``internal krun-enter CONF``, ``stop TASK``)."""
     help_hint = f"see '{prog} --help'"
     verb: str | None = None
     action: str | None = None
@@ -125,7 +126,7 @@ def parse(
             wants_version = True
             continue
         if not word.startswith("-") or word == "-":
-            if verb in operand_verbs and action is not None:
+            if verb in operand_verbs and (action is not None or not acts.get(verb)):
                 command = (*command, word)
                 continue
             verb, action = _positional(word, verb, action, verbs, acts, help_hint)
@@ -185,15 +186,18 @@ def render_help(
     global_options: Sequence[Option],
     verbs: Mapping[str, tuple[str, Sequence[Option]]],
     verb: str | None = None,
+    operand: str | None = None,
 ) -> str:
-    """Help for ``prog`` (``verb`` None) or for one verb: usage, description, options."""
+    """Help for ``prog`` (``verb`` None) or for one verb (taking ``operand`` words, if named):
+    usage, description, options."""
     if verb is None:
         lines = [f"usage: {prog} [OPTIONS] [VERB] [VERB OPTIONS]", "", description, ""]
         lines += ["verbs:", *_table([(name, text) for name, (text, _) in verbs.items()]), ""]
     else:
         text, own = verbs[verb]
         shown = " ".join(f"[{o.label}]" for o in own)
-        lines = [f"usage: {prog} {verb} {shown} [OPTIONS]".replace("  ", " "), "", text, ""]
+        words = f"{shown} [OPTIONS] {operand or ''}".strip()
+        lines = [f"usage: {prog} {verb} {words}".replace("  ", " "), "", text, ""]
         if own:
             lines += [f"{verb} options:", *_table([(o.label, o.help) for o in own]), ""]
     lines.append("options (before or after the verb):")
