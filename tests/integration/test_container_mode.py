@@ -298,6 +298,34 @@ def test_a_killed_run_is_cleaned_by_the_next(box: UserBox) -> None:
     assert box.leftovers() == {"containers": [], "fuse_mounts": 0}
 
 
+def test_after_a_crash_took_every_process_of_the_user_the_remedy_is_named(box: UserBox) -> None:
+    """A killed session (or an OOM kill of Podman's pause process) ends every process of the
+    user while Podman's record of its pause process and running sidecar stays in /tmp: podman
+    then refuses everything until `podman system migrate`. agentbox names that remedy, and after
+    it the next run works, its stale sidecar replaced."""
+    first = box.run("container", "--", "true")  # its sidecar stays for the idle grace
+    assert first.returncode == 0, first.stderr
+    assert box.leftovers()["containers"], "the sidecar runs on"
+    subprocess.run(["pkill", "--signal", "KILL", "-u", box.user], check=False)
+    deadline = time.monotonic() + 30
+    while (
+        time.monotonic() < deadline
+        and subprocess.run(["pgrep", "-u", box.user], capture_output=True).returncode == 0
+    ):
+        time.sleep(0.2)  # fmt: skip
+    crashed = box.run("container", "--", "true", AGENTBOX_SIDECAR_IDLE_GRACE="0")
+    assert crashed.returncode != 0
+    assert "hint: Podman's rootless state names processes that are gone: run `podman system " \
+        "migrate`" in crashed.stderr, crashed.stderr  # fmt: skip
+    box.podman("system", "migrate")
+    again = box.run("container", "--", "true", AGENTBOX_SIDECAR_IDLE_GRACE="0")
+    assert again.returncode == 0, again.stderr
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and box.leftovers() != {"containers": [], "fuse_mounts": 0}:
+        time.sleep(0.5)
+    assert box.leftovers() == {"containers": [], "fuse_mounts": 0}
+
+
 def test_sidecar_action_and_dry_run(box: UserBox) -> None:
     dry = box.run("container", "--dry-run", "--", "true")
     assert dry.returncode == 0, dry.stderr

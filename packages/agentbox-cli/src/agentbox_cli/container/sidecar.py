@@ -225,12 +225,15 @@ def start(plan: SidecarPlan, runner: Runner, facts: ImageFacts) -> None:
 
 def teardown(plan: SidecarPlan, runner: Runner) -> None:
     """Remove the sidecar container and the overlay (in the namespace it lives in), and
-    unmount the image it was made from (by ID when the state says which)."""
+    unmount the image it was made from (by ID when the state says which). The state record
+    goes only once Podman has removed the container: while Podman cannot answer (its rootless
+    state broken, say), the record stays so the next run tears down again."""
     mounted = read_state(plan.state_file).get("mounted") or None
-    runner.run(podman.remove(plan.name, debug=plan.debug), check=False)
+    removed = runner.run(podman.remove(plan.name, debug=plan.debug), check=False)
     runner.run([*plan.userns, "sh", "-c", plan.unmount_script(mounted)], check=False)
     plan.conmon_pidfile.unlink(missing_ok=True)
-    plan.state_file.unlink(missing_ok=True)
+    if removed.returncode == 0:
+        plan.state_file.unlink(missing_ok=True)
 
 
 def tasks_running(plan: SidecarPlan, runner: Runner) -> bool:

@@ -126,7 +126,7 @@ def parse(
             wants_version = True
             continue
         if not word.startswith("-") or word == "-":
-            if verb in operand_verbs and (action is not None or not acts.get(verb)):
+            if verb in operand_verbs and (action is not None or not acts.get(verb or "")):
                 command = (*command, word)
                 continue
             verb, action = _positional(word, verb, action, verbs, acts, help_hint)
