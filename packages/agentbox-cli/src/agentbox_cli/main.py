@@ -9,6 +9,7 @@ from agentbox_cli.internal import INTERNAL
 from agentbox_cli.libkrun.verb import LIBKRUN
 from agentbox_cli.microvm.verb import MICROVM
 from agentbox_cli.schema import SPEC
+from agentbox_cli.tasks.verb import KILL, PS, STOP
 from agentbox_state.cli.console import console_main
 from agentbox_state.cli.verbs import CONFIG, PATHS
 
@@ -16,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-VERBS = (LIBKRUN, CONTAINER, MICROVM, PATHS, CONFIG, IMAGE, DOCTOR, INTERNAL)
+VERBS = (LIBKRUN, CONTAINER, MICROVM, PATHS, CONFIG, IMAGE, DOCTOR, PS, STOP, KILL, INTERNAL)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
