@@ -225,3 +225,38 @@ def test_a_holder_of_the_previous_version_is_still_named(tmp_path: Path) -> None
             FileLock(path, what="workspace /p").acquire()
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(2))
     assert f"is held by pid {os.getpid()} since {stamp}" in caught.value.message
+
+
+def test_probe_says_held_free_or_stale_and_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "d.raw.lease"
+    lock = FileLock(path, what="disk d.raw")
+    assert lock.probe() is None  # no lock file: nothing is made
+    assert not path.exists()
+    with held_elsewhere(path) as holder:
+        probe = lock.probe()
+        assert probe is not None
+        assert (probe.held, probe.pid) == (True, holder.pid)
+        assert probe.holder.startswith(f"pid {holder.pid} since ")
+        record = path.read_bytes()
+        holder.kill()  # killed while holding: its record stays, the kernel frees the lock
+        holder.wait()
+    assert lock.probe() == (False, "", holder.pid)  # stale: the pid of a holder that is gone
+    assert path.read_bytes() == record  # a probe writes nothing
+    with FileLock(path, what="x"):
+        pass  # a holder that lets go truncates its record
+    assert lock.probe() == (False, "", None)
+
+
+def test_probe_counts_a_shared_holder(tmp_path: Path) -> None:
+    path = tmp_path / ".task.lock"
+    with FileLock(path, what="task") as _:
+        pass
+    shared = FileLock(path, what="task")
+    shared.acquire(shared=True)
+    try:
+        probe = FileLock(path, what="task").probe()
+        assert probe is not None
+        assert probe.held
+        assert probe.pid is None
+    finally:
+        shared.release()

@@ -260,3 +260,30 @@ def test_cache_on_btrfs_uses_a_subvolume(btrfs: Path, image: Path) -> None:
     entry = cache.ingest("x:1", DirSource(image, D1), RUNNER, guest_init=GUEST)
     assert is_subvolume(entry.rootfs)
     assert json.dumps(sorted(os.listdir(entry.rootfs))) == json.dumps(sorted(os.listdir(image)))
+
+
+def test_entries_hints_and_removal_for_gc(tmp_path: Path, image: Path) -> None:
+    cache = ImageCache(tmp_path / "cache")
+    for digest in (D1, D2):
+        cache.ingest(f"img@{digest}", DirSource(image, digest), RUNNER, guest_init=GUEST,
+                     expected=digest)  # fmt: skip
+    cache.write_hint("localhost/agentbox:latest", D2)
+    cache.write_hint("ü:1", D2)
+    staging = cache.root / "sha256" / f".{'c' * 64}.partial-1-2"
+    staging.mkdir()
+    assert [e.digest for e in cache.entries()] == [D1, D2]  # staging and lock files are none
+    assert cache.hints() == {D2: ["ü:1", "localhost/agentbox:latest"]}  # by file name
+    held = cache.digest_lock("sha256:" + "c" * 64)
+    held.acquire()
+    try:  # a live ingest's staging is neither listed nor removed
+        assert cache.clean_staging(RUNNER, dry_run=True) == []
+    finally:
+        held.release()
+    assert cache.clean_staging(RUNNER, dry_run=True) == [staging]
+    assert staging.is_dir()
+    recorder = RecordingRunner()
+    cache.remove_entry(D1, recorder, userns=("buildah", "unshare"))
+    assert [a[:2] for a in recorder.argvs] == [["buildah", "unshare"]]
+    cache.remove_entry(D1, RUNNER)
+    assert [e.digest for e in cache.entries()] == [D2]
+    assert cache.clean_staging(RUNNER) == [staging]

@@ -526,3 +526,26 @@ def test_rootless(btrfs: Path, btrfs_strict: Path) -> None:
         f"add it with: sudo mount -o remount,user_subvol_rm_allowed {mountpoint} "
         "(and in /etc/fstab to keep it)"
     )
+
+
+def test_garbage_collection_dry_run_lists_what_would_go_and_only_limits_it(
+    tmp_path: Path,
+) -> None:
+    tasks = tmp_path / "tasks"
+    for name in ("old", "lockless", "held", "kept", "other"):
+        (tasks / name).mkdir(parents=True)
+    taskroot.task_lock(tasks / "old").path.touch()
+    taskroot.task_lock(tasks / "kept").path.touch()
+    (tasks / "kept" / taskroot.PRESERVED_NAME).write_text("kept\n")
+    helper = taskroot.task_lock(tasks / "held")
+    helper.acquire(shared=True)
+    try:
+        listed = taskroot.collect_garbage(tasks, RUNNER, dry_run=True)
+        assert listed == [tasks / "lockless", tasks / "old", tasks / "other"]
+        assert sorted(p.name for p in tasks.iterdir()) == ["held", "kept", "lockless", "old",
+                                                           "other"]  # fmt: skip
+        removed = taskroot.collect_garbage(tasks, RUNNER, only={tasks / "old", tasks / "held"})
+    finally:
+        helper.release()
+    assert removed == [tasks / "old"]  # "held" is live, the rest were not asked for
+    assert sorted(p.name for p in tasks.iterdir()) == ["held", "kept", "lockless", "other"]

@@ -13,6 +13,7 @@ import fcntl
 import os
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from agentbox_state import recordfile
 from agentbox_state.errors import AgentboxError, LockHeldError
@@ -55,6 +56,16 @@ def _describe_holder(path: Path) -> tuple[int | None, str]:
     pid, since = int(record["pid"]), float(record["since"])
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
     return pid, f"pid {pid} since {stamp}"
+
+
+class LockProbe(NamedTuple):
+    """What ``FileLock.probe`` found: ``held`` (by ``holder``, "pid N since T", and ``pid`` when
+    recorded), or free with ``pid`` the one a killed exclusive holder left in the file (a stale
+    record: a holder that let go truncates it)."""
+
+    held: bool
+    holder: str
+    pid: int | None
 
 
 class FileLock:
@@ -143,6 +154,33 @@ class FileLock:
             os.pwrite(fd, record, 0)
         self._fd = fd
         self._shared = shared
+
+    def probe(self) -> LockProbe | None:
+        """Whether the lock is held now, without taking it for long and without writing or
+        making anything (None: there is no lock file). A shared holder counts as a holder."""
+        try:
+            pid, holder = _describe_holder(self.path)
+        except AgentboxError:
+            pid, holder = None, f"a process that left an unreadable record in {self.path}"
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise AgentboxError(
+                f"cannot open the lock file {self.path} for {self.what}: {err.strerror}"
+            ) from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise AgentboxError(
+                    f"cannot lock {self.path} for {self.what}: {err.strerror}"
+                ) from err
+            return LockProbe(held=True, holder=holder, pid=pid)
+        finally:
+            os.close(fd)  # closing releases the instant's lock, if it was taken
+        return LockProbe(held=False, holder="", pid=pid)
 
     def release(self) -> None:
         """Drop the lock; the file stays (removing it would race with a waiting process)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import string
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,12 +194,22 @@ class ImageCache:
             if name.startswith(".") and ".partial-" in name and path.is_dir():
                 yield f"{algorithm}:{name[1:].split('.partial-')[0]}", path
 
-    def clean_staging(self, runner: Runner, *, holding: str | None = None) -> list[Path]:
+    def clean_staging(
+        self, runner: Runner, *, holding: str | None = None, dry_run: bool = False,
+        userns: Sequence[str] = (),
+    ) -> list[Path]:  # fmt: skip
         """Remove staging dirs left by killed ingests: those of ``holding`` (whose lock we hold)
-        and those whose digest lock is free. A live ingest's staging is never touched."""
+        and those whose digest lock is free. A live ingest's staging is never touched. With
+        ``dry_run`` they are only listed; ``userns`` wraps the removal (outside the namespace
+        the ingest ran in: ``buildah unshare`` rootless)."""
         removed = []
         for algorithm in DIGEST_LENGTHS:
             for digest, path in list(self._staging_dirs(algorithm)):
+                if dry_run:
+                    probe = self.digest_lock(digest).probe()
+                    if digest == holding or probe is None or not probe.held:
+                        removed.append(path)
+                    continue
                 if digest != holding:
                     lock = self.digest_lock(digest)
                     try:
@@ -209,12 +219,48 @@ class ImageCache:
                 else:
                     lock = None
                 try:
-                    _remove(path, runner)
+                    _remove(path, runner, userns)
                     removed.append(path)
                 finally:
                     if lock is not None:
                         lock.release()
         return removed
+
+    def entries(self) -> list[CacheEntry]:
+        """Every entry dir in the cache, valid or not (staging and lock files are none)."""
+        found = []
+        for algorithm in DIGEST_LENGTHS:
+            directory = self.root / algorithm
+            if directory.is_dir():
+                found += [CacheEntry(f"{algorithm}:{p.name}", p) for p in sorted(directory.iterdir())
+                          if not p.name.startswith(".") and p.is_dir()]  # fmt: skip
+        return found
+
+    def hints(self) -> dict[str, list[str]]:
+        """digest -> the references whose tag hint names it (what tags resolve to now)."""
+        from urllib.parse import unquote
+
+        found: dict[str, list[str]] = {}
+        refs = self.root / "refs"
+        for path in sorted(refs.iterdir()) if refs.is_dir() else ():
+            if path.name.startswith("."):
+                continue
+            ref = unquote(path.name)
+            digest = self.read_hint(ref)
+            if digest is not None:
+                found.setdefault(digest, []).append(ref)
+        return found
+
+    def remove_entry(self, digest: str, runner: Runner, *, userns: Sequence[str] = ()) -> None:
+        """Remove one entry, holding its digest lock (an ingest of it waits meanwhile)."""
+        lock = self.digest_lock(digest)
+        lock.acquire()
+        try:
+            entry = self.entry(digest)
+            if os.path.lexists(entry.path):
+                _remove(entry.path, runner, userns)
+        finally:
+            lock.release()
 
     def ingest(
         self,
@@ -296,9 +342,9 @@ def check_guest_init(ref: str, rootfs: Path, pattern: str) -> Path:
     )
 
 
-def _remove(path: Path, runner: Runner) -> None:
+def _remove(path: Path, runner: Runner, userns: Sequence[str] = ()) -> None:
     """Remove a staging or stale entry dir, deleting a rootfs subvolume inside it first."""
     rootfs = path / "rootfs"
     if is_subvolume(rootfs):
-        runner.run(argv.subvolume_delete(rootfs), check=False)
-    runner.run(argv.remove_tree(path))
+        runner.run(argv.subvolume_delete(rootfs, userns), check=False)
+    runner.run(argv.remove_tree(path, userns))

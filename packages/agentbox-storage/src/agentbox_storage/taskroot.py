@@ -20,7 +20,7 @@ import shlex
 import shutil
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -331,6 +331,8 @@ def collect_garbage(
     include_preserved: bool = False,
     min_age: float = 0.0,
     on_error: Callable[[Path, AgentboxError], None] | None = None,
+    dry_run: bool = False,
+    only: Collection[Path] | None = None,
 ) -> list[Path]:
     """Remove task dirs whose owners are gone (their task lock is free); returns what was removed.
 
@@ -339,13 +341,16 @@ def collect_garbage(
     lock). The lock is taken on the file that is there, never made anew (a dir removed
     meanwhile by its owner is skipped); a dir with no lock file at all is an owner killed
     between the two. A dir that cannot be removed goes to ``on_error`` and the rest go on;
-    without ``on_error`` the error is raised.
+    without ``on_error`` the error is raised. With ``dry_run`` nothing is taken or removed: the
+    dirs that would go are returned (``agentbox gc --dry-run``); ``only`` limits it to those.
     """
     removed: list[Path] = []
     if not tasks_dir.is_dir():
         return removed
     now = time.time()
     for task_dir in _task_dirs(tasks_dir):
+        if only is not None and task_dir not in only:
+            continue
         if (task_dir / PRESERVED_NAME).exists() and not include_preserved:
             continue
         try:
@@ -354,6 +359,11 @@ def collect_garbage(
         except FileNotFoundError:
             continue
         lock = task_lock(task_dir)
+        if dry_run:
+            probe = lock.probe()
+            if probe is None or not probe.held:
+                removed.append(task_dir)
+            continue
         locked = True
         try:
             lock.acquire(create=False)
