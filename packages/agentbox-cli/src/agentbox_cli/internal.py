@@ -36,5 +36,5 @@ def internal(ctx: Context) -> int:
 
 INTERNAL = Verb(
     "internal", "helpers agentbox runs itself (not for direct use)", internal,
-    actions=("sidecar-reap", "krun-enter"), runs_command=True, operand="CONF",
+    actions=("sidecar-reap", "krun-enter"), runs_command=True, operand="CONF", hidden=True,
 )  # fmt: skip

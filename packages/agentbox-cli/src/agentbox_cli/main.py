@@ -11,13 +11,14 @@ from agentbox_cli.microvm.verb import MICROVM
 from agentbox_cli.schema import SPEC
 from agentbox_cli.tasks.verb import KILL, PS, STOP
 from agentbox_state.cli.console import console_main
-from agentbox_state.cli.verbs import CONFIG, PATHS
+from agentbox_state.cli.verbs import COMPLETION, CONFIG, PATHS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-VERBS = (LIBKRUN, CONTAINER, MICROVM, PATHS, CONFIG, IMAGE, DOCTOR, PS, STOP, KILL, INTERNAL)
+VERBS = (LIBKRUN, CONTAINER, MICROVM, PATHS, CONFIG, IMAGE, DOCTOR, PS, STOP, KILL, COMPLETION,
+         INTERNAL)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

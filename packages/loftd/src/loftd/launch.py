@@ -9,7 +9,7 @@ from agentbox_state.cli.app import Context, Verb
 from agentbox_state.cli.args import Option
 from agentbox_state.errors import UsageError
 from loftd.options import MEM, PRESERVE_DEBUG
-from loftd.schema import LOCAL_IMAGE
+from loftd.schema import BACKENDS, LOCAL_IMAGE
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -20,6 +20,7 @@ OPTIONS = (
         "--rootfs-backend",
         "btrfs-snapshot or fuse-overlay (overrides [task-rootfs].backend)",
         metavar="BACKEND",
+        choices=BACKENDS,
     ),
     PRESERVE_DEBUG,
     MEM,
@@ -105,7 +106,7 @@ def internal(ctx: Context) -> int:
 
 INTERNAL = Verb(
     "internal", "helpers loftd runs itself (not for direct use)", internal,
-    actions=("libkrun-enter",), runs_command=True, operand="CONF",
+    actions=("libkrun-enter",), runs_command=True, operand="CONF", hidden=True,
 )  # fmt: skip
 
 

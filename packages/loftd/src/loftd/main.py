@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agentbox_state.cli.console import console_main
-from agentbox_state.cli.verbs import CONFIG, PATHS
+from agentbox_state.cli.verbs import COMPLETION, CONFIG, PATHS
 from loftd.launch import INTERNAL, LAUNCH
 from loftd.schema import SPEC
 
@@ -11,7 +11,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-VERBS = (LAUNCH, PATHS, CONFIG, INTERNAL)
+VERBS = (LAUNCH, PATHS, CONFIG, COMPLETION, INTERNAL)
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

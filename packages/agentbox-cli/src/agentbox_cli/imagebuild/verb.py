@@ -17,6 +17,8 @@ OPTIONS = (
         "the Debian release: trixie (default; the workstation: Rust, sccache, mold, clang, "
         "starship, Nix with flakes) or bookworm (the smaller Debian 12 image)",
         metavar="NAME",
+        # imagebuild.plan.SUITE_PACKAGES' keys (not imported at start-up; a unit test pins them)
+        choices=("trixie", "bookworm"),
     ),
     Option(
         "--base-dir",

@@ -21,7 +21,13 @@ OPTIONS = (
         repeat=True,
     ),
     Option("--guest-init", "bind a host-built guest init over the image's", metavar="PATH"),
-    Option("--target", "resize: the disk to grow, nix or containers", metavar="DISK"),
+    # choices: libkrun.plan.TARGETS' keys (not imported at start-up; a unit test pins them)
+    Option(
+        "--target",
+        "resize: the disk to grow, nix or containers",
+        metavar="DISK",
+        choices=("nix", "containers"),
+    ),
     Option("--size", "resize: the new size, like 128 (GiB), 128G or 2TiB", metavar="SIZE"),
     Option("--force", "reset-nix: really delete the /nix disk"),
 )

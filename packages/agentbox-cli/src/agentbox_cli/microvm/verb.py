@@ -10,11 +10,15 @@ from agentbox_state.cli.args import Option
 from agentbox_state.errors import UsageError
 from loftd.options import MEM, PRESERVE_DEBUG
 
+# the task root backends --storage accepts (agentbox_storage.backends.Backend values; that
+# module, and its enum, is imported only when the verb runs): validation and completion
+STORAGE_BACKENDS = ("auto", "btrfs-snapshot", "fuse-overlay", "reflink")
 OPTIONS = (
     Option(
         "--storage",
         "task root: auto, btrfs-snapshot, fuse-overlay or reflink (default auto)",
         metavar="BACKEND",
+        choices=STORAGE_BACKENDS,
     ),
     PRESERVE_DEBUG,
     MEM,
@@ -29,7 +33,7 @@ def run(ctx: Context) -> int:
     from agentbox_krun.sizing import parse_mem, vcpus
     from agentbox_podman.images import LOCAL_IMAGE
     from agentbox_state.workspace import current_workspace
-    from agentbox_storage.backends import parse_backend
+    from agentbox_storage.backends import Backend, parse_backend
     from loftd.facts import probe_host
     from loftd.plan import plan_task
     from loftd.runtime import TaskRequest
@@ -40,7 +44,8 @@ def run(ctx: Context) -> int:
             "Buildah's local storage, not Podman pulls",
             hint="build the image locally (agentbox image build) or pass --image",
         )
-    backend = parse_backend(ctx.args.value("storage") or "auto")
+    backend = parse_backend(ctx.args.value("storage") or "auto",
+                            allowed=tuple(map(Backend, STORAGE_BACKENDS)))  # fmt: skip
     mem = ctx.args.value("mem")
     guest_init = ctx.args.value("guest_init")
     if guest_init is not None and not Path(guest_init).is_file():

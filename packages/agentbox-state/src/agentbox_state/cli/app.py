@@ -55,6 +55,7 @@ class Context(Record, kw_only=True):
     profiler: Profiler
     out: Sink
     err: Sink
+    verbs: tuple[Verb, ...] = ()  # every verb of the command line (completion lists them)
 
     def runner(self) -> SubprocessRunner:
         """The process runner for this invocation: with --debug, each command is echoed to
@@ -77,6 +78,7 @@ class Verb(Record):
     # the metavar of its operands (the words after its action, or after the verb when it has
     # none, `--` or not): CONF, TASK; shown in help, completed by name
     operand: str | None = None
+    hidden: bool = False  # not offered by shell completion (`internal`)
 
 
 def help_text(spec: AppSpec, verbs: Sequence[Verb], verb: str | None = None) -> str:
@@ -94,6 +96,7 @@ def build_context(
     out: Sink,
     err: Sink,
     config: ConfigFile | None = None,
+    verbs: Sequence[Verb] = (),
 ) -> Context:
     """``config``: the config file already loaded (to choose the default verb), else loaded here."""
     flags = resolve_global_flags(
@@ -114,6 +117,7 @@ def build_context(
         profiler=profiler,
         out=out,
         err=err,
+        verbs=tuple(verbs),
     )
 
 
@@ -183,7 +187,7 @@ def run(
             f"'{args.verb}' runs no command; remove the words after --",
             hint=f"see '{spec.name} {args.verb} --help'",
         )
-    ctx = build_context(spec, args, environ, out=out, err=err, config=config)
+    ctx = build_context(spec, args, environ, out=out, err=err, config=config, verbs=verbs)
     try:
         with ctx.profiler.phase(verb.name):
             return verb.run(ctx)

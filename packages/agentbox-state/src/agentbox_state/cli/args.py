@@ -30,6 +30,9 @@ class Option(Record):
     metavar: str | None = None
     short: str | None = None
     repeat: bool = False
+    # the fixed set of values it accepts, when there is one: completion offers exactly these
+    # (the verb validates against the same tuple, or a test pins that its list equals it)
+    choices: tuple[str, ...] = ()
 
     @property
     def dest(self) -> str:
