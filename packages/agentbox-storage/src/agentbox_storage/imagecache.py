@@ -232,7 +232,8 @@ class ImageCache:
         for algorithm in DIGEST_LENGTHS:
             directory = self.root / algorithm
             if directory.is_dir():
-                found += [CacheEntry(f"{algorithm}:{p.name}", p) for p in sorted(directory.iterdir())
+                found += [CacheEntry(f"{algorithm}:{p.name}", p)
+                          for p in sorted(directory.iterdir())
                           if not p.name.startswith(".") and p.is_dir()]  # fmt: skip
         return found
 

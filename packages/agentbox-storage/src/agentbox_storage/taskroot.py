@@ -323,6 +323,16 @@ def _task_dirs(tasks_dir: Path) -> list[Path]:
     return sorted(found)
 
 
+def _old_enough(task_dir: Path, before: float, *, include_preserved: bool) -> bool:
+    """Not changed since ``before`` (and not preserved, unless those are included)."""
+    if (task_dir / PRESERVED_NAME).exists() and not include_preserved:
+        return False
+    try:
+        return task_dir.stat().st_mtime <= before
+    except FileNotFoundError:
+        return False
+
+
 def collect_garbage(
     tasks_dir: Path,
     runner: Runner,
@@ -351,12 +361,7 @@ def collect_garbage(
     for task_dir in _task_dirs(tasks_dir):
         if only is not None and task_dir not in only:
             continue
-        if (task_dir / PRESERVED_NAME).exists() and not include_preserved:
-            continue
-        try:
-            if now - task_dir.stat().st_mtime < min_age:
-                continue
-        except FileNotFoundError:
+        if not _old_enough(task_dir, now - min_age, include_preserved=include_preserved):
             continue
         lock = task_lock(task_dir)
         if dry_run:

@@ -1,0 +1,1 @@
+"""``agentbox disks``, ``agentbox gc`` and ``agentbox forget``: what agentbox keeps on disk."""
