@@ -326,6 +326,33 @@ def test_after_a_crash_took_every_process_of_the_user_the_remedy_is_named(box: U
     assert box.leftovers() == {"containers": [], "fuse_mounts": 0}
 
 
+def test_after_the_idle_grace_the_overlay_stays_so_the_next_start_mounts_nothing(
+    box: UserBox,
+) -> None:
+    """The idle reaper removes the sidecar's container but keeps its /nix overlay mounted
+    (plan.OVERLAY_IDLE_SECONDS): the next cold start runs no `podman unshare`, its new daemon
+    serves the task, and a grace of 0 then removes everything."""
+    first = box.run("container", "--", "true", AGENTBOX_SIDECAR_IDLE_GRACE="1")
+    assert first.returncode == 0, first.stderr
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and box.leftovers() != {"containers": [], "fuse_mounts": 1}:
+        time.sleep(0.3)
+    assert box.leftovers() == {"containers": [], "fuse_mounts": 1}
+    state = json.loads((box.state_dir / "nix-sidecar.state").read_text())
+    assert state["retired"] and not state["container_id"]
+    cold = box.run("--debug", "container", "--", "sh", "-c", "nix store info 2>&1 | head -1",
+                   AGENTBOX_SIDECAR_IDLE_GRACE="0")  # fmt: skip
+    assert cold.returncode == 0, cold.stderr
+    assert cold.stdout == "Store URL: daemon\n", cold.stderr
+    commands = [line for line in cold.stderr.splitlines() if line.startswith("+ ")]
+    task = next(i for i, c in enumerate(commands) if " run --rm --interactive " in c)
+    before = commands[: task + 2]  # the sidecar's start follows the task's
+    assert [c for c in before if " unshare " in c] == [], before
+    assert [c for c in before if " run --detach --name agentbox-nix-" in c], before
+    assert " unshare sh -c 'if grep" in commands[-1]  # the grace of 0: unmounted at the end
+    assert box.leftovers() == {"containers": [], "fuse_mounts": 0}
+
+
 def test_sidecar_action_and_dry_run(box: UserBox) -> None:
     dry = box.run("container", "--dry-run", "--", "true")
     assert dry.returncode == 0, dry.stderr

@@ -125,7 +125,10 @@ def test_debug_and_profile_reach_every_podman_call_and_the_guest() -> None:
     assert sidecar.unmount_script("sha256:abc").endswith(
         f"podman {D} image unmount sha256:abc >/dev/null 2>&1 || true"
     )
-    assert plan.describe()[2] == f"  podman {D} unshare sh -c {shlex.quote(sidecar.mount_script())}"
+    assert plan.describe()[2] == (
+        f"  podman {D} unshare sh -c {shlex.quote(sidecar.mount_script())}"
+        " (unless its overlay is mounted still)"
+    )
 
 
 def test_root_in_a_rootless_sandbox_is_the_host_user() -> None:
@@ -159,9 +162,10 @@ def test_a_task_started_alongside_its_sidecar_waits_for_the_daemon_on_first_use(
     ]  # fmt: skip
     assert plan.describe() == [
         "sidecar agentbox-nix-app-0123456789ab (reused when running on the same image ID; "
-        "removed 120 s after the last task)",
+        "removed 120 s after the last task, its overlay 1800 s after it)",
         "  podman image inspect localhost/agentbox:latest (its ID; pulled when missing)",
-        f"  podman unshare sh -c {shlex.quote(plan.sidecar.mount_script())}",
+        f"  podman unshare sh -c {shlex.quote(plan.sidecar.mount_script())} (unless its "
+        "overlay is mounted still)",
         f"  {shlex.join(plan.sidecar.run_argv(REQ.image))} (the image by its ID, alongside "
         "the task)",
         "mkdir -p /home/u/.codex", "mkdir -p /home/u/.pi", "mkdir -p /s/ws/cargo",

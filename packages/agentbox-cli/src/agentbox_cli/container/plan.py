@@ -22,6 +22,17 @@ NIX_SOCKET = "/nix/var/nix/daemon-socket/socket"
 SIDECAR_ENTRYPOINT = "/usr/libexec/agentbox/nix-sidecar"
 GUEST_INIT = "/usr/bin/agentbox-guest-init"
 DEFAULT_GRACE = 120
+# After the sidecar's idle grace its container goes, but the overlay stays mounted until this
+# long after the last task (at least the grace itself), so the next cold start runs no `podman
+# unshare`; a grace of 0 keeps nothing.
+OVERLAY_IDLE_SECONDS = 1800
+
+
+def overlay_grace(grace: int) -> int:
+    """How long after the last task the overlay stays mounted (pure)."""
+    return 0 if grace == 0 else max(grace, OVERLAY_IDLE_SECONDS)
+
+
 # the task's first use of Nix waits for the daemon the sidecar is still starting (guest init)
 DAEMON_STARTING_ENV = ("AGENTBOX_NIX_DAEMON_STARTING", "1")
 # the mount script's exit status when the image lacks what container mode needs
@@ -141,9 +152,10 @@ class ContainerPlan:
         starting = self.task_for(daemon_starting=True)
         return [
             f"sidecar {s.name} (reused when running on the same image ID; removed {self.grace} "
-            "s after the last task)",
+            f"s after the last task, its overlay {overlay_grace(self.grace)} s after it)",
             f"  podman image inspect {s.image} (its ID; pulled when missing)",
-            f"  {prefix}sh -c {shlex.quote(s.mount_script())}",
+            f"  {prefix}sh -c {shlex.quote(s.mount_script())} (unless its overlay is mounted "
+            "still)",
             f"  {shlex.join(s.run_argv(s.image))} (the image by its ID, alongside the task)",
             *(f"mkdir -p {d}" for d in self.host_dirs),
             f"task {self.task.name} (its first use of Nix waits for a starting daemon)",

@@ -26,7 +26,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 from agentbox_cli.container.imagefacts import FactsCache, ImageFacts, store_stamp
-from agentbox_cli.container.plan import CONTRACT_EXIT, GUEST_INIT, SIDECAR_ENTRYPOINT, SidecarPlan
+from agentbox_cli.container.plan import (
+    CONTRACT_EXIT,
+    GUEST_INIT,
+    NIX_SOCKET,
+    SIDECAR_ENTRYPOINT,
+    SidecarPlan,
+    overlay_grace,
+)
 from agentbox_podman import podman
 from agentbox_podman.errors import PodmanError
 from agentbox_state.errors import AgentboxError, CommandError
@@ -45,7 +52,7 @@ def users_lock(state_dir: Path) -> FileLock:
 # The state file's keys (a JSON record, agentbox_state.recordfile), each a string; written in
 # stages (before the mount, then once the container runs), so none is required.
 STATE_KEYS = ("name", "image", "image_id", "mounted", "conmon_pid", "container_id",
-              "store_index", "store_stamp")  # fmt: skip
+              "store_index", "store_stamp", "fuse_pid", "retired")  # fmt: skip
 
 
 def read_state(path: Path) -> dict[str, str]:
@@ -69,14 +76,41 @@ def _write_state(path: Path, fields: dict[str, str]) -> None:
 
 def alive(state: dict[str, str]) -> bool:
     """The cheap check: the sidecar's conmon still runs for that container id."""
-    pid, cid = state.get("conmon_pid", ""), state.get("container_id", "")
-    if not pid.isdigit() or not cid:
+    return _runs(state.get("conmon_pid", ""), state.get("container_id", ""))
+
+
+def _runs(pid: str, marker: str) -> bool:
+    """Process ``pid`` runs with ``marker`` in its command line (one read of /proc)."""
+    if not pid.isdigit() or not marker:
         return False
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return cid.encode() in f.read()
+            return marker.encode() in f.read()
     except OSError:
         return False
+
+
+def fuse_process(merged: Path) -> str:
+    """The pid of the fuse-overlayfs serving ``merged`` (it daemonizes, so it is looked up by
+    its command line, ending in that mount point); empty when there is none."""
+    tail = b"\0" + os.fsencode(merged) + b"\0"
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if cmdline.endswith(tail) and b"fuse-overlayfs" in cmdline.split(b"\0", 1)[0]:
+            return entry.name
+    return ""
+
+
+def _kept_overlay(state: dict[str, str], merged: Path) -> bool:
+    """The overlay outlived its sidecar (retired by the reaper, which also removed the old
+    daemon's socket) and its fuse-overlayfs still serves it."""
+    return bool(state.get("retired")) and _runs(state.get("fuse_pid", ""), os.fspath(merged))
 
 
 FUSE_HINT = "install it: apt-get install fuse-overlayfs (Debian/Ubuntu)"
@@ -142,11 +176,18 @@ def ensure(plan: SidecarPlan, runner: Runner, *, say: Callable[[str], None],
     running = alive(state)
     if running and _same_image(state, plan.image):
         return Prepared("reused")
-    check_fuse_overlayfs(runner)
+    kept = not running and _kept_overlay(state, plan.merged)
+    if not kept:
+        check_fuse_overlayfs(runner)
     known_index = state.get("store_index", "")
     if cache is None:
         cache = FactsCache(runner, debug=plan.debug, known_index=known_index)
     facts = cache.facts(plan.image)  # asked already by the image lookup, or now
+    if kept and state.get("mounted") == facts.id:
+        _write_state(plan.state_file, {**state, "image": plan.image, "retired": ""})
+        return Prepared("starting", facts)  # checked when it was mounted
+    if kept:
+        check_fuse_overlayfs(runner)
     if running and state.get("image_id") == facts.id:
         _write_state(plan.state_file, {**state, "image": plan.image,
                      "store_index": facts.store_index,
@@ -173,6 +214,8 @@ def ensure(plan: SidecarPlan, runner: Runner, *, say: Callable[[str], None],
                                  mounted.returncode, mounted.stderr)  # fmt: skip
         if not any(w.endswith("agentbox-guest-init") for w in facts.entrypoint[:1]):
             raise contract_error(plan.image, facts, [])
+        _write_state(plan.state_file, {**read_state(plan.state_file),
+                                       "fuse_pid": fuse_process(plan.merged)})  # fmt: skip
     except BaseException:
         teardown(plan, runner)
         raise
@@ -220,6 +263,7 @@ def start(plan: SidecarPlan, runner: Runner, facts: ImageFacts) -> None:
         "name": plan.name, "image": plan.image, "image_id": facts.id, "mounted": facts.id,
         "conmon_pid": pid, "container_id": out[-1], "store_index": facts.store_index,
         "store_stamp": facts.store_stamp,  # as of the inspect: a later change is seen
+        "fuse_pid": read_state(plan.state_file).get("fuse_pid", ""),
     })  # fmt: skip
 
 
@@ -236,6 +280,30 @@ def teardown(plan: SidecarPlan, runner: Runner) -> None:
         plan.state_file.unlink(missing_ok=True)
 
 
+def retire(plan: SidecarPlan, runner: Runner, token: str) -> bool:
+    """Remove the sidecar container but keep its overlay mounted (with the old daemon's socket
+    removed, so a task started beside the next sidecar waits for the new one); the state
+    says ``retired`` by ``token``. False (and a whole teardown) when the overlay is not
+    served any more or Podman cannot remove the container."""
+    state = read_state(plan.state_file)
+    fuse = state.get("fuse_pid", "")
+    if not _runs(fuse, os.fspath(plan.merged)):
+        teardown(plan, runner)
+        return False
+    if runner.run(podman.remove(plan.name, debug=plan.debug), check=False).returncode != 0:
+        teardown(plan, runner)
+        return False
+    socket = os.fspath(plan.merged) + NIX_SOCKET.removeprefix("/nix")
+    gone = runner.run([*plan.userns, "rm", "-f", socket], check=False)
+    if gone.returncode != 0:
+        teardown(plan, runner)
+        return False
+    plan.conmon_pidfile.unlink(missing_ok=True)
+    _write_state(plan.state_file, {**state, "conmon_pid": "", "container_id": "",
+                                   "retired": token})  # fmt: skip
+    return True
+
+
 def tasks_running(plan: SidecarPlan, runner: Runner) -> bool:
     """Whether Podman knows a task of this sidecar; raises when it cannot say (fail closed)."""
     from agentbox_podman.query import api_socket, containers_with_labels
@@ -245,13 +313,16 @@ def tasks_running(plan: SidecarPlan, runner: Runner) -> bool:
     return bool(found)
 
 
-REMOVED, IN_USE, ORPHANS, UNKNOWN = "removed", "in-use", "orphans", "unknown"
+REMOVED, RETIRED, IN_USE, ORPHANS, UNKNOWN = "removed", "retired", "in-use", "orphans", "unknown"
 
 
-def remove_if_idle(plan: SidecarPlan, state_dir: Path, runner: Runner) -> str:
-    """Remove the sidecar when no task uses it. Returns ``removed``; ``in-use`` when an agentbox
-    task holds it (that task removes it later); ``orphans`` when only task containers whose
-    agentbox died still run; ``unknown`` when Podman could not say (nothing removed)."""
+def remove_if_idle(plan: SidecarPlan, state_dir: Path, runner: Runner, *,
+                   retire_as: str = "") -> str:  # fmt: skip
+    """Remove the sidecar when no task uses it (with ``retire_as``, only its container, the
+    overlay kept: ``retired``). Returns ``removed``; ``in-use`` when an agentbox task holds it
+    (that task removes it later) or another reaper retired it already (that one unmounts it);
+    ``orphans`` when only task containers whose agentbox died still run; ``unknown`` when
+    Podman could not say (nothing removed)."""
     setup, users = setup_lock(state_dir), users_lock(state_dir)
     try:
         setup.acquire(wait=30)
@@ -265,6 +336,11 @@ def remove_if_idle(plan: SidecarPlan, state_dir: Path, runner: Runner) -> str:
         try:
             if tasks_running(plan, runner):
                 return ORPHANS
+            state = read_state(plan.state_file)
+            if retire_as and state.get("retired"):
+                return IN_USE  # its reaper unmounts it, unless a new sidecar takes it first
+            if retire_as and retire(plan, runner, retire_as):
+                return RETIRED
             teardown(plan, runner)
             return REMOVED
         finally:
@@ -291,12 +367,39 @@ ORPHAN_PATIENCE_SECONDS = 3600.0
 
 
 def reap(plan: SidecarPlan, state_dir: Path, grace: int, runner: Runner) -> int:
-    """Wait out the grace, then remove the sidecar if idle; while only orphaned task containers
-    (from a killed agentbox) still run, keep checking until they are gone."""
+    """Wait out the grace, then remove the sidecar's container if idle, keeping its overlay
+    for ``overlay_grace`` (a grace of 0 removes both now); while only orphaned task containers
+    (from a killed agentbox) still run, keep checking until they are gone. Then, unless a
+    new sidecar took the overlay meanwhile, unmount it."""
     time.sleep(grace)
+    keep = overlay_grace(grace) - grace
+    token = f"{os.getpid()}@{time.time():.0f}" if keep > 0 else ""
     deadline = time.monotonic() + ORPHAN_PATIENCE_SECONDS
     while True:
-        outcome = remove_if_idle(plan, state_dir, runner)
+        outcome = remove_if_idle(plan, state_dir, runner, retire_as=token)
         if outcome != ORPHANS or time.monotonic() > deadline:
-            return 0 if outcome in (REMOVED, IN_USE) else 1
+            break
         time.sleep(ORPHAN_RETRY_SECONDS)
+    if outcome != RETIRED:
+        return 0 if outcome in (REMOVED, IN_USE) else 1
+    time.sleep(keep)
+    return 0 if unmount_if_retired(plan, state_dir, token, runner) != UNKNOWN else 1
+
+
+def unmount_if_retired(plan: SidecarPlan, state_dir: Path, token: str, runner: Runner) -> str:
+    """Unmount the overlay this reaper retired (``token``), unless a sidecar uses it again."""
+    setup = setup_lock(state_dir)
+    try:
+        setup.acquire(wait=30)
+    except AgentboxError:
+        return IN_USE
+    try:
+        state = read_state(plan.state_file)
+        if state.get("retired") != token or alive(state):
+            return IN_USE
+        teardown(plan, runner)
+        return REMOVED
+    except PodmanError:
+        return UNKNOWN
+    finally:
+        setup.release()
