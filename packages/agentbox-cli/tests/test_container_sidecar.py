@@ -1,5 +1,6 @@
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -350,3 +351,70 @@ def test_a_named_image_is_asked_once_and_remembered_too(tmp_path: Path) -> None:
                            cache=imagefacts.FactsCache(rec, debug=False, store=store))  # fmt: skip
     assert again.facts == first.facts
     assert inspect() not in rec.argvs
+
+
+def fake_fuse(merged: Path) -> subprocess.Popen[bytes]:
+    """A process whose command line ends in ``merged``, as fuse-overlayfs's does."""
+    return subprocess.Popen(["sh", "-c", "sleep 60", "fuse-overlayfs", os.fspath(merged)])
+
+
+def test_a_retired_overlay_of_the_same_image_is_reused_without_mounting(tmp_path: Path) -> None:
+    plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=True, debug=False)
+    fuse = fake_fuse(plan.merged)
+    try:
+        retired = {"name": NAME, "image": IMAGE, "image_id": ID, "mounted": ID,
+                   "conmon_pid": "", "container_id": "", "fuse_pid": str(fuse.pid),
+                   "retired": "77@1"}  # fmt: skip
+        plan.state_file.write_text(json.dumps(retired))
+        rec = RecordingRunner()
+        rec.script(*inspect(), stdout=facts_out(root=tmp_path))
+        prepared = sidecar.ensure(plan, rec, say=print)
+        assert prepared.status == "starting"
+        assert rec.argvs == [inspect()]  # no fuse-overlayfs check, no podman unshare
+        assert sidecar.read_state(plan.state_file)["retired"] == ""  # a sidecar takes it
+        # an overlay of another image is torn down and mounted anew
+        plan.state_file.write_text(json.dumps({**retired, "mounted": "e" * 64}))
+        rec = RecordingRunner()
+        rec.script(*inspect(), stdout=facts_out(root=tmp_path))
+        sidecar.ensure(plan, rec, say=print)
+        assert rec.argvs[:2] == [inspect(), ["fuse-overlayfs", "--version"]]
+        assert ["podman", "unshare", "sh", "-c", plan.mount_script(ID)] in rec.argvs
+    finally:
+        fuse.kill()
+        fuse.wait()
+
+
+def test_retire_removes_the_container_and_the_old_socket_and_keeps_the_overlay(
+    tmp_path: Path,
+) -> None:
+    plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=True, debug=False)
+    fuse = fake_fuse(plan.merged)
+    try:
+        running_state(plan, fuse_pid=str(fuse.pid))
+        rec = RecordingRunner()
+        assert sidecar.retire(plan, rec, "77@1")
+        socket = f"{plan.merged}/var/nix/daemon-socket/socket"
+        assert rec.argvs == [["podman", "rm", "--force", "--ignore", NAME],
+                             ["podman", "unshare", "rm", "-f", socket]]  # fmt: skip
+        state = sidecar.read_state(plan.state_file)
+        assert (state["retired"], state["conmon_pid"], state["container_id"]) == ("77@1", "", "")
+    finally:
+        fuse.kill()
+        fuse.wait()
+    # once nothing serves the overlay, retiring is a whole teardown
+    rec = RecordingRunner()
+    assert not sidecar.retire(plan, rec, "78@2")
+    assert rec.argvs == [["podman", "rm", "--force", "--ignore", NAME],
+                         ["podman", "unshare", "sh", "-c", plan.unmount_script(ID)]]  # fmt: skip
+    assert not plan.state_file.exists()
+
+
+def test_only_the_reaper_that_retired_the_overlay_unmounts_it(tmp_path: Path) -> None:
+    plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=True, debug=False)
+    (tmp_path / "locks").mkdir()
+    plan.state_file.write_text(json.dumps({"name": NAME, "mounted": ID, "retired": "new@2"}))
+    rec = RecordingRunner()
+    assert sidecar.unmount_if_retired(plan, tmp_path, "old@1", rec) == sidecar.IN_USE
+    assert rec.argvs == []
+    assert sidecar.unmount_if_retired(plan, tmp_path, "new@2", rec) == sidecar.REMOVED
+    assert rec.argvs[-1] == ["podman", "unshare", "sh", "-c", plan.unmount_script(ID)]
