@@ -339,7 +339,8 @@ def test_after_the_idle_grace_the_overlay_stays_so_the_next_start_mounts_nothing
         time.sleep(0.3)
     assert box.leftovers() == {"containers": [], "fuse_mounts": 1}
     state = json.loads((box.state_dir / "nix-sidecar.state").read_text())
-    assert state["retired"] and not state["container_id"]
+    assert state["retired"]
+    assert (state["conmon_pid"], state["container_id"]) == ("", "")
     cold = box.run("--debug", "container", "--", "sh", "-c", "nix store info 2>&1 | head -1",
                    AGENTBOX_SIDECAR_IDLE_GRACE="0")  # fmt: skip
     assert cold.returncode == 0, cold.stderr
