@@ -120,3 +120,15 @@ def test_the_usage_lines_name_the_task_operand(tmp_path: Path) -> None:
     assert out[0].splitlines()[0] == "usage: agentbox stop [OPTIONS] TASK"
     code, out, _ = agentbox(tmp_path, "ps", "--help")
     assert out[0].splitlines()[0] == "usage: agentbox ps [--json] [-q, --quiet] [OPTIONS]"
+
+
+def test_loftd_tasks_are_looked_for_where_loftd_keeps_its_state(tmp_path: Path) -> None:
+    environ = {"HOME": str(tmp_path)}
+    assert report.loftd_base(environ) == tmp_path / ".local/state/loftd"
+    assert report.loftd_base({**environ, "XDG_STATE_HOME": "/x"}) == Path("/x/loftd")
+    cfg = tmp_path / ".config/loftd/loftd.toml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text('[state]\nlocation = "/srv/s"\n[task-rootfs]\nbackend = "fuse-overlay"\n')
+    assert report.loftd_base(environ) == Path("/srv/s/loftd")
+    cfg.write_text("[state\n")  # loftd itself says what is wrong with it
+    assert report.loftd_base(environ) == tmp_path / ".local/state/loftd"
