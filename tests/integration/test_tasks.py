@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from agentbox_cli.tasks.schema import load_schema, problems
-from agentbox_testing import require, require_root
+from agentbox_testing import require, require_root, require_test_user
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -284,6 +284,83 @@ def test_a_loftd_run_shows_as_loftd_and_kill_ends_its_vm(
         assert run.returncode != 0
         assert of(home.project, listed(home.run(agentbox, "ps", "--json"))) == []
         assert list((state / "tasks").iterdir()) == []  # its own run cleaned up
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+
+
+# ---- a rootless loftd task (its helper inside `buildah unshare`) --------------------------
+
+
+@pytest.fixture
+def user_tmp() -> Iterator[Path]:
+    """A scratch dir the test user can reach (pytest's own are root's, 0700)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="agentbox-tasks-") as tmp:
+        os.chmod(tmp, 0o755)
+        yield Path(tmp)
+
+
+@pytest.fixture
+def user_tiny_image(test_user: str) -> Iterator[str]:
+    """The tiny image in the test user's own Buildah storage."""
+    require_test_user()
+    user = ["runuser", "-u", test_user, "--", "env", "-i", f"HOME=/home/{test_user}",
+            "PATH=/usr/bin:/bin"]  # fmt: skip
+    subprocess.run([*user, "sh", "-c", BUILD, "build", TINY], check=True, capture_output=True,
+                   cwd="/tmp")  # fmt: skip
+    yield TINY
+    subprocess.run([*user, "buildah", "rmi", TINY], check=False, capture_output=True, cwd="/tmp")
+
+
+@pytest.mark.root
+@pytest.mark.podman
+@pytest.mark.libkrun
+def test_a_rootless_loftd_task_is_listed_and_stopped_by_its_user(
+    user_box: Callable[..., UserBox], user_tiny_image: str, user_tmp: Path
+) -> None:
+    """loftd as an ordinary user runs its helper inside `buildah unshare` (a user namespace):
+    the user's `ps` still finds that helper by the task's lock, and `stop` reaches it."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    require(cc is not None, "a C compiler is missing (apt-get install gcc)")
+    assert cc is not None
+    box = user_box(XDG_STATE_HOME=str(user_tmp / "state"), LOFTD_SKIP_KVM_CHECK="1")
+    where = user_tmp / "stub"
+    where.mkdir()
+    script, up = where / "on-enter", where / "vm-up"
+    script.write_text(f"#!/bin/sh\ntouch {up}\nsleep 60\n")
+    script.chmod(0o755)
+    lib = where / "libkrun_stub.so"
+    subprocess.run([cc, "-shared", "-fPIC", f'-DSTUB_LOG="{where / "calls.log"}"',
+                    '-DSTUB_EXIT="0"', f'-DSTUB_ON_ENTER="{script}"', "-o", str(lib),
+                    str(STUB)], check=True)  # fmt: skip
+    os.chown(where, box.pw.pw_uid, box.pw.pw_gid)
+    (user_tmp / "state").mkdir()
+    os.chown(user_tmp / "state", box.pw.pw_uid, box.pw.pw_gid)
+    argv = box.argv("--image", user_tiny_image, "--rootfs-backend", "fuse-overlay", "--", "true",
+                    module="loftd", LOFTD_LIBKRUN_LIBRARY=str(lib))  # fmt: skip
+    run = subprocess.Popen(argv, cwd=box.project, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not up.exists():
+            assert time.monotonic() < deadline, "the helper never reached krun_start_enter"
+            assert run.poll() is None, run.communicate()
+            time.sleep(0.05)
+        (task,) = of(box.project, listed(box.run("ps", "--json")))
+        assert task["mode"] == "loftd"
+        pid = task["pid"]
+        assert isinstance(pid, int)
+        assert b"agentbox_krun.enter" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert os.stat(f"/proc/{pid}").st_uid == box.pw.pw_uid  # the user's own helper
+        stopped = box.run("stop", str(task["name"]))
+        assert stopped.returncode == 0, stopped.stderr
+        run.communicate(timeout=60)
+        assert run.returncode != 0
+        assert of(box.project, listed(box.run("ps", "--json"))) == []
+        assert list((box.loftd_state_dir / "tasks").iterdir()) == []
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(run.pid, signal.SIGKILL)
