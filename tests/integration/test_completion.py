@@ -8,11 +8,10 @@ scripts, loaded into the real shells and asked for completions of a few prefixes
   and the one-word form (a ``COMP_WORDBREAKS`` without ``=``) are asked.
 - fish (fish's ``complete``: ``complete -C STRING`` prints the completions of the command line
   STRING, ``word<TAB>description`` a line): ``fish --no-config -c 'source FILE; complete -C ...'``.
-- zsh: ``compinit`` loads the script from a directory on ``$fpath`` and binds it to the command
-  (``$_comps``, zshcompsys(1): ``#compdef``); zsh's completion widgets cannot run without a
-  terminal, so the function is then called in a real zsh with ``words``/``CURRENT`` set and
-  the completion system's ``compadd``/``_describe``/``_files``/``_normal`` replaced by functions
-  that print what they are given (zshcompwid(1), zshcompsys(1)).
+- bash and zsh at the keyboard: an interactive shell on a pseudo-terminal, the script loaded as
+  a user installs it (bash: sourced; zsh: ``compinit`` from a directory on ``$fpath``,
+  zshcompsys(1) ``#compdef``), a line typed and TAB pressed; the line editor's result is read
+  back from the screen.
 
 The offered verbs and options are compared with ``--help``'s, so completion and the parser's
 tables cannot drift apart. ``TASK`` names (stop, kill) come from ``agentbox ps --quiet``: once
@@ -25,9 +24,14 @@ test, to show which command the scripts run and that its lines become the candid
 from __future__ import annotations
 
 import os
+import pty
 import re
+import select
 import shutil
+import signal
 import subprocess
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -196,47 +200,109 @@ def test_fish(home: Home, agentbox: Path, loftd: Path, stub: tuple[str, Path]) -
     assert calls.read_text() == "ps --quiet\n"
 
 
-ZSH_ASK = """\
-compadd() { [[ $1 == -- ]] && shift; print -rl -- "$@"; }
-compset() { :; }
-_describe() { print -rl -- "${(@)${(P)4}%%:*}"; }
-_files() { print -r -- FILES; }
-_normal() { print -r -- "NORMAL ${words[*]} $CURRENT"; }
-fpath=("$1" $fpath)
-autoload -Uz compinit && compinit -u -D
-[[ $_comps[$2] == _$2 ]] || { print -u2 "compinit bound $2 to '$_comps[$2]'"; exit 3; }
-shift
-words=("$@")
-CURRENT=$#
-_$1
-"""
+ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # the line editors' cursor and mode codes
 
 
-def zsh(home: Home, prog: Path, *words: str, path: str | None = None) -> list[str]:
-    require(shutil.which("zsh") is not None, "zsh is not installed (scripts/test installs it)")
-    fpath = home.root / "zsh-functions"
-    fpath.mkdir(exist_ok=True)
-    shutil.copy(script(home, prog, "zsh"), fpath / f"_{prog.name}")
-    done = subprocess.run(
-        ["zsh", "-f", "-c", ZSH_ASK, "zsh", fpath, prog.name, *words],
-        capture_output=True, text=True, check=False, timeout=30, cwd=home.project,
-        env={**home.env, "PATH": path or home.env["PATH"]},
-    )  # fmt: skip
-    assert (done.returncode, done.stderr) == (0, "")
-    return done.stdout.splitlines()
+class Terminal:
+    """An interactive shell on a pseudo-terminal, its line editor (bash's readline, zsh's ZLE)
+    completing what is typed at TAB: the whole path a user's keystroke takes, the shell's own
+    splitting of the line (``COMP_WORDBREAKS``) included."""
+
+    def __init__(self, argv: list[str], setup: str, env: dict[str, str], cwd: Path) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: becomes the shell
+            os.chdir(cwd)
+            os.execvpe(argv[0], argv, {**env, "TERM": "dumb", "INPUTRC": "/dev/null"})
+        self.type(f"{setup}; PS1='$ '; echo READ''Y\n")
+        self.read(r"\nREADY")
+
+    def read(self, until: str | None, timeout: float = 15.0) -> str:
+        """What the shell prints (escape codes removed) until ``until`` (a regex) matches it,
+        or, without one, until it has been quiet for 0.3 s."""
+        out = ""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not (until and re.search(until, out)):
+            ready, _, _ = select.select([self.fd], [], [], 0.3)
+            if not ready:
+                if until is None:
+                    break
+                continue
+            try:
+                out = ESCAPES.sub("", out + os.read(self.fd, 65536).decode())
+            except OSError:  # the shell is gone
+                break
+        assert until is None or re.search(until, out), out
+        return out
+
+    def type(self, text: str) -> None:
+        os.write(self.fd, text.encode())
+
+    def complete(self, line: str, until: str) -> list[str]:
+        """The screen's rows after typing ``line`` and TAB, once ``until`` is on it (the edited
+        line is the last row)."""
+        self.type(line + "\t")
+        shown = self.read(until)
+        self.type("\x15")  # ^U: the next line starts empty
+        self.read(None)
+        rows = shown.replace("\x07", "").replace("\r", "\n").split("\n")
+        return [row.removeprefix("$ ") for row in rows if row.strip()]
+
+    def close(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        os.close(self.fd)
 
 
-def test_zsh(home: Home, agentbox: Path, loftd: Path, stub: tuple[str, Path]) -> None:
-    verbs, _ = help_words(home, agentbox)
-    assert zsh(home, agentbox, "") == [v for v in verbs if v != "internal"]
-    backends = ["auto", "btrfs-snapshot", "fuse-overlay", "reflink"]
-    assert zsh(home, agentbox, "microvm", "--storage", "") == backends
-    # compset -P '*=' moves `--storage=` out of the word; zsh then matches the rest itself
-    assert zsh(home, agentbox, "microvm", "--storage=fu") == backends
-    assert zsh(home, agentbox, "image", "") == ["build"]
-    assert zsh(home, agentbox, "microvm", "--guest-init", "") == ["FILES"]
-    assert zsh(home, agentbox, "container", "--", "ls", "") == ["NORMAL ls  2"]
-    assert zsh(home, loftd, "--rootfs-backend", "") == ["btrfs-snapshot", "fuse-overlay"]
+@pytest.fixture
+def terminal(home: Home, agentbox: Path) -> Iterator[Callable[[str], Terminal]]:
+    """``terminal(shell)``: bash or zsh with agentbox's script installed as a user would."""
+    opened: list[Terminal] = []
+
+    def start(shell: str, path: str | None = None) -> Terminal:
+        require(shutil.which(shell) is not None,
+                f"{shell} is not installed (scripts/test installs it)")  # fmt: skip
+        file = script(home, agentbox, shell)
+        if shell == "bash":
+            argv = ["bash", "--norc", "--noprofile", "-i"]
+            setup = f"source {file}; bind 'set show-all-if-ambiguous on'"
+        else:  # zsh: from a directory on $fpath, through compinit (zshcompsys(1): #compdef)
+            functions = home.root / "zsh-functions"
+            functions.mkdir(exist_ok=True)
+            shutil.copy(file, functions / "_agentbox")
+            argv = ["zsh", "-f", "-i"]
+            setup = f"fpath=({functions} $fpath); autoload -U compinit; compinit -u -D"
+        env = {**home.env, "PATH": path or home.env["PATH"]}
+        opened.append(Terminal(argv, setup, env, home.project))
+        return opened[-1]
+
+    yield start
+    for term in opened:
+        term.close()
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_at_the_keyboard(shell: str, terminal: Callable[..., Terminal], stub: tuple[str, Path]
+                         ) -> None:  # fmt: skip
     path, calls = stub
-    assert zsh(home, agentbox, "kill", "", path=path) == ["alpha-1", "beta-2"]
+    term = terminal(shell, path=path)
+    typed = {
+        "agentbox microvm --storage=fu": "agentbox microvm --storage=fuse-overlay",
+        "agentbox microvm --storage fu": "agentbox microvm --storage fuse-overlay",
+        "agentbox --debug microvm --st": "agentbox --debug microvm --storage",
+        "agentbox image b": "agentbox image build",
+        "agentbox image build --suite b": "agentbox image build --suite bookworm",
+        "agentbox libkrun resize --target c": "agentbox libkrun resize --target containers",
+        "agentbox comp": "agentbox completion",
+        "agentbox container -- printen": "agentbox container -- printenv",
+        "agentbox stop b": "agentbox stop beta-2",
+    }
+    for line, completed in typed.items():
+        assert term.complete(line, re.escape(completed + " "))[-1] == completed + " "
+    # ambiguous: the candidates are listed, then the line is shown again
+    rows = term.complete("agentbox co", r"container.*\n.*agentbox co")
+    if shell == "zsh":  # one a row, with its description
+        assert [row.split()[0] for row in rows[1:-1]] == ["completion", "config", "container"]
+    else:  # bash: in columns
+        assert [row.split() for row in rows[1:-1]] == [["completion", "config", "container"]]
+    assert term.complete("agentbox in", "\x07")[-1] == "agentbox in"  # internal: not offered
     assert calls.read_text() == "ps --quiet\n"
