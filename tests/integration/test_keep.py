@@ -21,7 +21,8 @@ import pytest
 
 from agentbox_cli.keep.schema import load_schema, problems
 from agentbox_state.workspace import Workspace
-from agentbox_testing import require, require_root
+from agentbox_testing import btrfs_loop, require, require_root, require_test_user
+from loftd.guest import STATUS_PATH
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -235,3 +236,114 @@ def test_gc_after_kill_9_of_a_container_task(box: UserBox) -> None:
     assert kept.returncode == 1
     assert "hint: add --force" in kept.stderr
     assert listing(box.state_dir) == before
+
+
+# ---- microvm, rootless (the test user) ---------------------------------------------------------
+
+
+@pytest.fixture
+def user_tmp() -> Iterator[Path]:
+    """A scratch dir the test user can reach (pytest's own are root's, 0700)."""
+    with tempfile.TemporaryDirectory(prefix="agentbox-keep-") as tmp:
+        os.chmod(tmp, 0o755)
+        yield Path(tmp)
+
+
+@pytest.fixture
+def user_state(user_tmp: Path, test_user: str) -> Iterator[Path]:
+    """A btrfs (user_subvol_rm_allowed) for the test user's state: cache and task roots."""
+    import pwd
+
+    pw = pwd.getpwnam(test_user)
+    with btrfs_loop(user_tmp / "user.img", user_tmp / "state") as mnt:
+        os.chown(mnt, pw.pw_uid, pw.pw_gid)
+        yield mnt
+
+
+def as_user(test_user: str) -> list[str]:
+    return ["runuser", "-u", test_user, "--", "env", "-i", f"HOME=/home/{test_user}",
+            "PATH=/usr/bin:/bin"]  # fmt: skip
+
+
+@pytest.fixture
+def user_tiny(test_user: str) -> Iterator[str]:
+    """The tiny image in the test user's own Buildah storage."""
+    require_test_user()
+    subprocess.run([*as_user(test_user), "sh", "-c", BUILD, "build", TINY], check=True,
+                   capture_output=True, cwd="/tmp")  # fmt: skip
+    yield TINY
+    subprocess.run([*as_user(test_user), "buildah", "rmi", TINY], check=False,
+                   capture_output=True, cwd="/tmp")  # fmt: skip
+
+
+@pytest.mark.root
+@pytest.mark.btrfs
+@pytest.mark.libkrun
+def test_rootless_gc_after_kill_9_and_a_rebuilt_tag(
+    user_box: Callable[..., UserBox], user_state: Path, user_tiny: str, user_tmp: Path,
+    test_user: str,
+) -> None:  # fmt: skip
+    """As the test user: a btrfs-snapshot task root (made in `buildah unshare`) left by a
+    SIGKILL, and the cache entry of a tag since rebuilt; gc removes both in the user
+    namespace."""
+    box = user_box(XDG_STATE_HOME=str(user_state), AGENTBOX_SKIP_KVM_CHECK="1")
+    cc = shutil.which("cc") or shutil.which("gcc")
+    require(cc is not None, "a C compiler is missing (apt-get install gcc)")
+    assert cc is not None
+    where = user_tmp / "stub"
+    where.mkdir()
+    script, up, quick = where / "on-enter", where / "vm-up", where / "quick"
+    status = '"$1"' + STATUS_PATH  # the guest's report (loftd.guest reads it)
+    # the image's / is 0555: the real guest is root; the stub's script runs as the user
+    report = f'chmod u+w "$1"; mkdir -p "$(dirname {status})" && echo "exited 0" > {status}\n'
+    script.write_text(f"#!/bin/sh\ntouch {up}\n[ -e {quick} ] || sleep 60\n{report}")
+    script.chmod(0o755)
+    lib = where / "libkrun_stub.so"
+    subprocess.run([cc, "-shared", "-fPIC", f'-DSTUB_LOG="{where / "calls.log"}"',
+                    '-DSTUB_EXIT="0"', f'-DSTUB_ON_ENTER="{script}"', "-o", str(lib),
+                    str(STUB)], check=True)  # fmt: skip
+    os.chown(where, box.pw.pw_uid, box.pw.pw_gid)
+    env = {"AGENTBOX_LIBKRUN_LIBRARY": str(lib)}
+    run = subprocess.Popen(box.argv("--image", user_tiny, "microvm", "--storage",
+                                    "btrfs-snapshot", "--", "true", **env),
+                           cwd=box.project, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not up.exists():
+            assert time.monotonic() < deadline, "the helper never reached krun_start_enter"
+            assert run.poll() is None, "the run ended before its VM started"
+            time.sleep(0.05)
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+    (task,) = (box.state_dir / "tasks").iterdir()
+    images = user_state / "agentbox" / "images"
+    (old,) = (images / "sha256").glob("[0-9a-f]*")
+    # the tag is rebuilt (other content: another digest) and a run uses it; the killed task's
+    # dir is still young, so that run's own collector leaves it
+    subprocess.run([*as_user(test_user), "sh", "-c", BUILD, "build", user_tiny, "rebuilt"],
+                   check=True, capture_output=True, cwd="/tmp")  # fmt: skip
+    quick.touch()
+    later = box.run("--image", user_tiny, "microvm", "--", "true", **env)
+    assert later.returncode == 0, later.stderr
+    assert task.exists()
+    assert len(list((images / "sha256").glob("[0-9a-f]*"))) == 2
+    hour_ago = time.time() - 3600
+    os.utime(task, (hour_ago, hour_ago))
+
+    stale = records(box.state_dir)
+    dry = box.run("gc", "--dry-run")
+    assert items(dry) == [(TASK_ROOT, os.fspath(task))] + [("stale-lease", p) for p in stale] + [
+        ("image-entry", os.fspath(old))], dry.stdout  # fmt: skip
+    done = box.run("gc")
+    assert done.returncode == 0, done.stderr
+    assert not task.exists()
+    assert not old.exists()
+    assert len(list((images / "sha256").glob("[0-9a-f]*"))) == 1  # the tag's entry stays
+    again = box.run("gc", "--dry-run")
+    assert (again.returncode, again.stdout) == (0, "nothing to remove\n")
+    assert sorted(p.name for p in box.state_dir.glob("*.raw")) == [
+        "microvm-containers.raw", "microvm-nix.raw"]  # fmt: skip
