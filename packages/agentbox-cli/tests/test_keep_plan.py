@@ -171,17 +171,21 @@ def test_gc_execute_removes_through_the_lower_packages(tree: Tree) -> None:
 def test_forget_plan_names_what_runs(tree: Tree) -> None:
     tree.hold(taskroot.task_lock(tree.tasks / "live"), shared=True)
     tree.hold(FileLock(tree.ws / "microvm-nix.raw.lease", what="disk"))
+    tree.hold(FileLock(tree.ws / "locks" / "sidecar-users.lock", what="users"), shared=True)
     (project,) = tree.facts().projects
     plan = plan_forget(project, "/work/my-project")
-    assert plan.running[0] == (f"disk microvm-nix.raw is attached (leased by pid {os.getpid()} "
-                               f"since {plan.running[0].split(' since ')[1]}")  # fmt: skip
-    assert plan.running[1] == ("task live runs (its lock is held by another process (a shared "
-                               "holder, or one that has not recorded its pid yet))")  # fmt: skip
-    assert len(plan.running) == 2
+    shared = "another process (a shared holder, or one that has not recorded its pid yet)"
+    since = plan.running[1].split(" since ")[-1]
+    assert plan.running == (  # in the order of the lock files
+        f"a container task of this project runs (it holds locks/sidecar-users.lock: {shared})",
+        f"disk microvm-nix.raw is attached (leased by pid {os.getpid()} since {since}",
+        f"task live runs (its lock is held by {shared})",
+    )
     lines = plan.describe()
     assert lines[0].startswith(f"disk {tree.ws}/microvm-nix.raw: ")
     assert f"sidecar agentbox-nix-{KEY}: its container and overlay mount" in lines
-    assert lines[-3].startswith(f"the state dir {tree.ws} with all of the above: ")
+    assert lines[-4].startswith(f"the state dir {tree.ws} with all of the above: ")
+    assert lines[-3:] == [f"in use: {why}" for why in plan.running]
 
 
 def test_disks_report_validates_and_shows_the_sparse_disk(tree: Tree) -> None:
