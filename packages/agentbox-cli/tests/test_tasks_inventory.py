@@ -163,6 +163,7 @@ LOFTD_CONF = {
     "disks": [{"id": "loftd-containers", "path": "/l/web/loftd-containers.raw",
                "readonly": False}],
     "mounts": [{"source": "/home/u/web", "target": "/workspace", "readonly": False}],
+    "image": "localhost/loftd:latest",
     "nix_overlay": {"lower": "/l/images/x/rootfs/nix", "upper": "/l/web/nix-overlay/upper",
                     "work": "/l/web/nix-overlay/work", "lease": "/l/web/nix-overlay/lease"},
 }  # fmt: skip
@@ -178,8 +179,9 @@ def test_a_vm_task_is_its_helper_with_what_launch_conf_says() -> None:
         holds=(("disk", "/s/app/microvm-nix.raw"), ("disk", "/s/app/microvm-containers.raw")),
     )  # fmt: skip
     loftd = inventory.vm_task("web-00", "loftd", [HELPER], LOFTD_CONF, None)
-    assert (loftd.project, loftd.holds) == (
+    assert (loftd.project, loftd.image, loftd.holds) == (
         "/home/u/web",
+        "localhost/loftd:latest",
         (("disk", "/l/web/loftd-containers.raw"), ("nix-overlay", "/l/web/nix-overlay")),
     )
 

@@ -19,6 +19,7 @@ CONF = LaunchConf(
 LOFTD = CONF._replace(
     nix_overlay=NixOverlay("/c/rootfs/nix", "/s/up", "/s/wk", "/s/lease"),
     init_log=True, task_lock="/s/tasks/t1/.task.lock", nested_virt=True,
+    image="localhost/loftd:latest",
     workspace_source=None, workspace_tag=None, workspace_target=None,
     mounts=(Mount("/src/app", "/workspace", False), Mount("/t", "/t", True)),
 )  # fmt: skip
@@ -52,8 +53,8 @@ def test_the_loftd_document_round_trips_whole(tmp_path: Path) -> None:
                                   "lease": "/s/lease"}  # fmt: skip
     assert doc["mounts"] == [{"source": "/src/app", "target": "/workspace", "readonly": False},
                              {"source": "/t", "target": "/t", "readonly": True}]  # fmt: skip
-    assert (doc["init_log"], doc["nested_virt"], doc["task_lock"]) == (
-        True, True, "/s/tasks/t1/.task.lock",
+    assert (doc["init_log"], doc["nested_virt"], doc["task_lock"], doc["image"]) == (
+        True, True, "/s/tasks/t1/.task.lock", "localhost/loftd:latest",
     )  # fmt: skip
     assert "workspace_tag" not in doc  # unset optional paths are left out
     plain = launchconf.parse(launchconf.render(CONF))  # the microvm shape: none of them

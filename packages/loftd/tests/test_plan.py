@@ -98,6 +98,7 @@ def test_a_cache_hit_as_root_with_the_workspace_over_virtiofs() -> None:
                 "workspace_tag": "x-workspace",
                 "workspace_target": "/workspace",
                 "task_lock": f"{TASK}/.task.lock",
+                "image": "localhost/x:latest",  # only reported (agentbox ps)
             }
         ),
         "helper: RUST_LOG=debug X_LIBKRUN_LIBRARY=/usr/lib/libkrun.so.1 /usr/bin/python3 -m "
@@ -168,6 +169,7 @@ def test_loftd_rootless_on_a_miss_ingests_and_grafts_in_buildahs_namespace() -> 
                 "init_log": True,
                 "nested_virt": True,
                 "task_lock": f"{TASK}/.task.lock",
+                "image": "ghcr.io/x/loftd:latest",
                 "nix_overlay": {
                     "lower": lower,
                     "upper": "/s/ws/nix-overlay/upper",

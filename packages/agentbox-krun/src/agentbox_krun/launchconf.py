@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 REQUIRED = ("task_rootfs", "ram_mib", "vcpus", "workdir", "exec_path")
-OPTIONAL_PATHS = ("workspace_source", "workspace_tag", "workspace_target", "task_lock")
+# optional strings: paths, and the image the task root came from (for `agentbox ps`)
+OPTIONAL_PATHS = ("workspace_source", "workspace_tag", "workspace_target", "task_lock", "image")
 NIX_KEYS = ("lower", "upper", "work", "lease")
 DISK_KEYS = ("id", "path", "readonly")
 MOUNT_KEYS = ("source", "target", "readonly")
@@ -92,6 +93,7 @@ class LaunchConf(NamedTuple):
     init_log: bool = False
     nested_virt: bool = False  # "auto": enabled when krun_check_nested_virt says supported
     task_lock: str | None = None  # held (shared) by the helper while the VM runs
+    image: str | None = None  # the image reference the task root came from (only reported)
 
 
 def document(conf: LaunchConf) -> dict[str, object]:
@@ -241,7 +243,7 @@ def parse(text: str, source: str = "launch.conf") -> LaunchConf:
         disks=disks, mounts=mounts, init_log=doc.flag("init_log"),
         nested_virt=doc.flag("nested_virt"), task_lock=doc.text("task_lock"),
         workspace_source=doc.text("workspace_source"), workspace_tag=doc.text("workspace_tag"),
-        workspace_target=doc.text("workspace_target"), nix_overlay=nix,
+        workspace_target=doc.text("workspace_target"), nix_overlay=nix, image=doc.text("image"),
     )  # fmt: skip
 
 

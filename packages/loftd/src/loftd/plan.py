@@ -167,7 +167,7 @@ def plan_task(face: Face, req: TaskRequest, host: HostFacts) -> TaskPlan:
         workspace_target=WORKDIR if tag else None,
         mounts=() if tag else (Mount(workspace, WORKDIR, False),),
         nix_overlay=nix, init_log=face.init_log, nested_virt=face.nested_virt,
-        task_lock=os.fspath(taskroot.task_lock(task_dir).path),
+        task_lock=os.fspath(taskroot.task_lock(task_dir).path), image=req.image,
     )  # fmt: skip
     wrap = host.userns if helper_in_userns(face, req) else ()
     helper = enter.argv(host.python, face.library_env, conf_path)

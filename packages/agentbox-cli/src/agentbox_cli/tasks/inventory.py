@@ -240,7 +240,9 @@ def vm_task(name: str, mode: str, holders: Sequence[Holder], doc: object,
     setting up), with what its launch.conf says (nothing yet, before it is written)."""
     chosen = next((h for h in holders if h.is_helper), holders[0] if holders else None)
     project, holds = conf_facts(doc)
-    return Task(name=name, mode=mode, project=project, image=None, started=started,
+    image = doc.get("image") if isinstance(doc, dict) else None
+    return Task(name=name, mode=mode, project=project,
+                image=image if isinstance(image, str) else None, started=started,
                 pid=chosen.pid if chosen else None, container_id=None,
                 holds=holds)  # fmt: skip
 
