@@ -121,7 +121,6 @@ DISKS = Verb(
     "disks", "every project's disks, caches and overlay uppers: sizes, leases, last use", disks,
     (JSON,),
 )  # fmt: skip
-GC = Verb("gc", "remove what nothing uses (task roots of killed runs, idle sidecars, unused "
-          "image-cache entries, stale leases), never a disk; --dry-run lists them", gc)  # fmt: skip
+GC = Verb("gc", "remove leftovers nothing uses, never a disk (--dry-run: list them, sized)", gc)
 FORGET = Verb("forget", "remove this project's state, disks included (--force; refused while "
               "it runs)", forget, (FORCE,))  # fmt: skip
