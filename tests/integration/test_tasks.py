@@ -212,6 +212,7 @@ def test_a_microvm_run_shows_while_it_runs_and_stop_ends_its_vm(
         helper = helper_pid(run)
         assert task["mode"] == "microvm"
         assert task["project"] == str(home.project)
+        assert task["image"] == tiny_image  # from its launch.conf
         assert task["pid"] == helper  # the VM helper, not the command line
         assert task["container_id"] is None
         state = next((home.home / ".local/state/agentbox/workspaces").iterdir())
