@@ -355,7 +355,9 @@ def test_a_named_image_is_asked_once_and_remembered_too(tmp_path: Path) -> None:
 
 def fake_fuse(merged: Path) -> subprocess.Popen[bytes]:
     """A process whose command line ends in ``merged``, as fuse-overlayfs's does."""
-    return subprocess.Popen(["sh", "-c", "sleep 60", "fuse-overlayfs", os.fspath(merged)])
+    # (not `sh -c 'sleep 60'`: the shell may exec sleep, and its command line with it)
+    code = "import time; time.sleep(60)"
+    return subprocess.Popen([sys.executable, "-c", code, "fuse-overlayfs", os.fspath(merged)])
 
 
 def test_a_retired_overlay_of_the_same_image_is_reused_without_mounting(tmp_path: Path) -> None:
