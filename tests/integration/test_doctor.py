@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from agentbox_cli.doctor import checks
-from agentbox_cli.doctor.schema import load_schema, problems
 from agentbox_testing import require
+from agentbox_testing.schemas import load_schema, problems
 
 pytestmark = [pytest.mark.root, pytest.mark.podman]
 
@@ -43,7 +43,7 @@ def modes(doc: dict[str, Any]) -> dict[str, bool]:
 
 def doctor_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(done.stdout)
-    assert problems(doc, load_schema()) == []
+    assert problems(doc, load_schema("agentbox_cli.doctor")) == []
     assert done.returncode == (0 if doc["can_run_default"] else 1), done.stderr
     return doc
 

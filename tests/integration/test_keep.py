@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from agentbox_cli.keep.schema import load_schema, problems
 from agentbox_state.workspace import Workspace
 from agentbox_testing import btrfs_loop, require, require_root, require_test_user
+from agentbox_testing.schemas import load_schema, problems
 from loftd.guest import STATUS_PATH
 
 TYPE_CHECKING = False
@@ -145,7 +145,7 @@ def test_gc_after_kill_9_of_a_microvm_run(home: Home, agentbox: Path, tiny_image
     report = home.run(agentbox, "disks", "--json")
     assert report.returncode == 0, report.stderr
     doc = json.loads(report.stdout)
-    assert problems(doc, load_schema()) == []
+    assert problems(doc, load_schema("agentbox_cli.keep")) == []
     (project,) = doc["projects"]
     disks = {Path(i["path"]).name: i for i in project["items"] if i["kind"] == "disk"}
     assert sorted(disks) == ["microvm-containers.raw", "microvm-nix.raw"]

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from agentbox_cli.tasks.schema import load_schema, problems
 from agentbox_testing import require, require_root, require_test_user
+from agentbox_testing.schemas import load_schema, problems
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def listed(out: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
     """The tasks of a `ps --json` run, after checking it against the schema."""
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
-    assert problems(doc, load_schema()) == []
+    assert problems(doc, load_schema("agentbox_cli.tasks")) == []
     tasks: list[dict[str, object]] = doc["tasks"]
     return tasks
 

@@ -19,8 +19,8 @@ from agentbox_cli.doctor.probe import (
     SubIds,
     parse_sub_ids,
 )
-from agentbox_cli.doctor.schema import load_schema, problems
 from agentbox_krun.kvm import KvmFacts
+from agentbox_testing.schemas import load_schema, problems
 
 GIB = 1024**3
 TOOLS = {
@@ -294,24 +294,24 @@ def test_the_json_report_fits_its_schema_and_a_wrong_one_does_not() -> None:
         "/c/agentbox.toml",
     )
     doc = json.loads(checks.render_json(rep))
-    assert problems(doc, load_schema()) == []
+    assert problems(doc, load_schema("agentbox_cli.doctor")) == []
     assert doc["suggestion"] == {"mode": "container", "config_file": "/c/agentbox.toml",
                                  "lines": ["[run]", 'mode = "container"'],
                                  "env": "AGENTBOX_MODE=container"}  # fmt: skip
     doc["checks"][0]["status"] = "bad"
     doc["extra"] = 1
     del doc["modes"][0]["reasons"]
-    assert problems(doc, load_schema()) == [
-        "$.checks[0].status: \"bad\" is not one of ['ok', 'warn', 'fail']",
-        "$.modes[0]: reasons is missing",
-        "$: extra is not in the schema",
+    assert problems(doc, load_schema("agentbox_cli.doctor")) == [  # jsonschema's words
+        "$: Additional properties are not allowed ('extra' was unexpected)",
+        "$.checks[0].status: 'bad' is not one of ['ok', 'warn', 'fail']",
+        "$.modes[0]: 'reasons' is a required property",
     ]
 
 
 def test_the_schema_names_exactly_the_records_fields() -> None:
     from dataclasses import fields
 
-    schema = load_schema()
+    schema = load_schema("agentbox_cli.doctor")
     props = schema["properties"]
     assert list(props) == [f.name for f in fields(checks.DoctorReport)]
     for key, record in [("default_mode", DefaultMode), ("suggestion", Suggestion)]:

@@ -26,10 +26,10 @@ from agentbox_cli.keep.plan import (
     plan_gc,
     render_disks,
 )
-from agentbox_cli.keep.schema import load_schema, problems
 from agentbox_state.lock import FileLock
 from agentbox_state.testing import RecordingRunner
 from agentbox_storage import taskroot
+from agentbox_testing.schemas import load_schema, problems
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 KEY = "my-project-0123456789ab"
@@ -194,7 +194,7 @@ def test_disks_report_validates_and_shows_the_sparse_disk(tree: Tree) -> None:
                   stdout="AGENTBOX_NIX\n")  # fmt: skip
     tree.hold(FileLock(tree.ws / "microvm-nix.raw.lease", what="disk"))
     report = json.loads(json.dumps(disks_report(tree.facts(runner))))
-    assert problems(report, load_schema()) == []
+    assert problems(report, load_schema("agentbox_cli.keep")) == []
     (project,) = report["projects"]
     disk = project["items"][0]
     assert (disk["kind"], disk["label"], disk["valid"]) == ("disk", "AGENTBOX_NIX", True)

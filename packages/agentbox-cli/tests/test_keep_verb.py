@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from agentbox_cli.keep.schema import load_schema, problems
 from agentbox_cli.main import VERBS
 from agentbox_cli.schema import SPEC
 from agentbox_state.cli.app import main
 from agentbox_state.lock import FileLock
 from agentbox_state.workspace import Workspace
+from agentbox_testing.schemas import load_schema, problems
 
 
 def run(home: Path, *argv: str) -> tuple[int, str, str]:
@@ -81,7 +81,7 @@ def test_disks_json_validates_and_gc_finds_nothing(tmp_path: Path, project: Path
     code, out, err = run(tmp_path, "disks", "--json")
     assert (code, err) == (0, "")
     report = json.loads(out)
-    assert problems(report, load_schema()) == []
+    assert problems(report, load_schema("agentbox_cli.keep")) == []
     (mine,) = report["projects"]
     assert mine["current"] is True
     disk = mine["items"][0]

@@ -12,8 +12,8 @@ from agentbox_cli.main import VERBS
 from agentbox_cli.schema import SPEC
 from agentbox_cli.tasks import report
 from agentbox_cli.tasks.inventory import Task
-from agentbox_cli.tasks.schema import load_schema, problems
 from agentbox_state.cli.app import main
+from agentbox_testing.schemas import load_schema, problems
 
 NOW = 1796188486.0
 TASKS = [
@@ -51,7 +51,7 @@ def test_the_table_has_aligned_columns() -> None:
 
 
 def test_the_json_is_what_the_schema_describes() -> None:
-    schema = load_schema()
+    schema = load_schema("agentbox_cli.tasks")
     doc = json.loads(report.render_json(TASKS))
     assert problems(doc, schema) == []
     assert doc["schema"] == schema["$id"] == "agentbox-ps/1"
@@ -63,9 +63,9 @@ def test_the_json_is_what_the_schema_describes() -> None:
     }  # fmt: skip
     assert problems(json.loads(report.render_json([])), schema) == []
     broken = {**doc, "tasks": [{**doc["tasks"][0], "mode": "vm", "pid": "3992"}]}
-    assert problems(broken, schema) == [
-        "$.tasks[0].mode: \"vm\" is not one of ['container', 'libkrun', 'microvm', 'loftd']",
-        '$.tasks[0].pid: "3992" is not integer or null',
+    assert problems(broken, schema) == [  # jsonschema's words
+        "$.tasks[0].mode: 'vm' is not one of ['container', 'libkrun', 'microvm', 'loftd']",
+        "$.tasks[0].pid: '3992' is not of type 'integer', 'null'",
     ]
 
 
