@@ -31,8 +31,14 @@ def facts(*, device: bool = True, open_errno: int | None = None, flags: tuple[st
         (facts(device=False), "/dev/kvm does not exist (KVM modules loaded: none)"),
         (facts(open_errno=errno.EACCES, flags=("vmx",)), "/dev/kvm cannot be opened read-write: "
          "EACCES (Permission denied)"),
+        # this CI host, as the ordinary user: /dev/kvm is 0600 root and served by kvm_pvm
+        (facts(open_errno=errno.EACCES, modules=("kvm", "kvm_pvm")), "/dev/kvm cannot be opened "
+         "read-write: EACCES (Permission denied); and is served by kvm_pvm, a software "
+         "hypervisor (no vmx/svm CPU flag, no kvm_intel/kvm_amd module): it boots no ordinary "
+         "guest kernel"),
     ],
-    ids=["intel", "amd", "nested", "kvm-pvm", "no-hardware", "no-device", "no-access"],
+    ids=["intel", "amd", "nested", "kvm-pvm", "no-hardware", "no-device", "no-access",
+         "no-access-pvm"],
 )  # fmt: skip
 def test_problem(found: KvmFacts, problem: str | None) -> None:
     assert kvm.problem(found) == problem
@@ -46,6 +52,10 @@ def test_hints_name_the_fix_the_way_on_and_the_opt_out() -> None:
         "add yourself to the kvm group (sudo usermod -aG kvm $USER, then log in again); "
     )
     assert kvm.hint(facts(device=False), "X").startswith("enable virtualization in the firmware")
+    # the kvm group would not help where kvm_pvm serves the device
+    assert kvm.hint(facts(open_errno=errno.EACCES, modules=("kvm_pvm",)), "X").startswith(
+        "`agentbox container` runs the same image without a VM"
+    )
 
 
 def test_probe_reads_the_device_cpuinfo_and_modules(tmp_path: Path) -> None:

@@ -66,28 +66,35 @@ def probe(
 
 
 def problem(facts: KvmFacts) -> str | None:
-    """Why no ordinary guest kernel can boot here, or None when it can (pure)."""
+    """Why no ordinary guest kernel can boot here, or None when it can (pure). A device that
+    cannot be opened is said first, and what serves it too when no access would help."""
     if not facts.device:
         loaded = ", ".join(sorted(facts.modules)) or "none"
         return f"{DEVICE} does not exist (KVM modules loaded: {loaded})"
+    backing = _backing_problem(facts)
     if facts.open_errno is not None:
         name = errno.errorcode.get(facts.open_errno, f"errno {facts.open_errno}")
         why = os.strerror(facts.open_errno)
-        return f"{DEVICE} cannot be opened read-write: {name} ({why})"
-    hardware = facts.cpu_flags or facts.modules & set(HARDWARE_MODULES)
-    if hardware:
+        opened = f"{DEVICE} cannot be opened read-write: {name} ({why})"
+        return f"{opened}; and {backing}" if backing else opened
+    return f"{DEVICE} {backing}" if backing else None
+
+
+def _backing_problem(facts: KvmFacts) -> str | None:
+    """What is wrong with what serves the device, as a predicate of it (pure)."""
+    if facts.cpu_flags or facts.modules & set(HARDWARE_MODULES):
         return None
     if "kvm_pvm" in facts.modules:
-        return (f"{DEVICE} is served by kvm_pvm, a software hypervisor (no vmx/svm CPU flag, no "
+        return ("is served by kvm_pvm, a software hypervisor (no vmx/svm CPU flag, no "
                 "kvm_intel/kvm_amd module): it boots no ordinary guest kernel")  # fmt: skip
     loaded = ", ".join(sorted(facts.modules)) or "none"
-    return (f"{DEVICE} is not backed by hardware virtualization (no vmx/svm CPU flag, no "
+    return ("is not backed by hardware virtualization (no vmx/svm CPU flag, no "
             f"kvm_intel/kvm_amd module; KVM modules loaded: {loaded})")  # fmt: skip
 
 
 def hint(facts: KvmFacts, skip_var: str) -> str:
     fix = ""
-    if facts.open_errno == errno.EACCES:
+    if facts.open_errno == errno.EACCES and "kvm_pvm" not in facts.modules:
         fix = "add yourself to the kvm group (sudo usermod -aG kvm $USER, then log in again); "
     elif not facts.device:
         fix = ("enable virtualization in the firmware and load kvm_intel or kvm_amd "
