@@ -1,0 +1,1 @@
+"""Parallel agents of one project: ``--agent NAME`` and ``agentbox agents``."""
