@@ -193,3 +193,22 @@ def test_profile_alone_or_debug_alone_sets_only_its_own_variable() -> None:
     assert plain.sidecar.unmount_script().endswith(
         "podman image unmount localhost/agentbox:latest >/dev/null 2>&1 || true"
     )
+
+
+def test_an_agents_git_mounts_follow_its_worktree_at_workspace() -> None:
+    """git-worktree(1): the worktree's ``.git`` file names ``<repo>/.git/worktrees/<id>`` by its
+    absolute path, so --agent adds the repository's git dir at that path (read-only) and,
+    writable, what a commit writes; they come right after /workspace."""
+    import dataclasses
+
+    from agentbox_podman.podman import Mount
+
+    git = (Mount(Path("/src/app/.git"), "/src/app/.git", readonly=True),
+           Mount(Path("/src/app/.git/objects"), "/src/app/.git/objects"))  # fmt: skip
+    host = dataclasses.replace(HOST, cwd=Path("/s/ws-agent-a1/worktree"))
+    task = plan_container(dataclasses.replace(REQ, agent_mounts=git), host).task
+    volumes = [v for k, v in zip(task.argv(), task.argv()[1:], strict=False) if k == "--volume"]
+    assert volumes[:4] == [
+        "/s/ws-agent-a1/worktree:/workspace", "/src/app/.git:/src/app/.git:ro",
+        "/src/app/.git/objects:/src/app/.git/objects", "/s/ws/nix/merged:/nix:ro",
+    ]  # fmt: skip

@@ -224,3 +224,31 @@ def test_broken_pipe_is_silent_141(tmp_path: Path) -> None:
     code = app.main(SPEC, (PATHS,), ["--help"], {"HOME": str(tmp_path)}, out=closed,
                     err=err.append)  # fmt: skip
     assert (code, err) == (141, [])
+
+
+def test_agent_is_a_global_option_only_where_the_app_has_agents(run: Run) -> None:
+    seen: list[str | None] = []
+
+    def takes(ctx: app.Context) -> int:
+        seen.append(ctx.flags.agent)
+        return 0
+
+    verbs = (app.Verb("work", "takes --agent", takes, agent=True), PATHS)
+    with_agents = app.AppSpec(name="tool", version="1", description="d", image_env="TOOL_IMAGE",
+                              default_image="i", schema={"state": STATE_TABLE},
+                              agents=True)  # fmt: skip
+    out: list[str] = []
+    err: list[str] = []
+    assert app.main(with_agents, verbs, ["--agent", "a1", "work"], run.environ, out=out.append,
+                    err=err.append) == 0  # fmt: skip
+    assert app.main(with_agents, verbs, ["work", "--agent=a2"], run.environ, out=out.append,
+                    err=err.append) == 0  # fmt: skip
+    assert seen == ["a1", "a2"]
+    assert app.main(with_agents, verbs, ["--agent", "a1", "paths"], run.environ, out=out.append,
+                    err=err.append) == 2  # fmt: skip
+    assert err[-1] == "tool: 'paths' takes no --agent\nhint: --agent goes with work; drop it here"
+    assert "--agent NAME" in app.help_text(with_agents, verbs)
+    # an app without agents (loftd) has no --agent at all
+    assert run("--agent", "a1", "paths") == 2
+    assert "unknown option --agent before the verb" in run.stderr
+    assert "--agent" not in app.help_text(SPEC, (PATHS,))

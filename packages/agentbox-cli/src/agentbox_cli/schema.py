@@ -27,6 +27,7 @@ agent config survive across runs. State lives outside the project: see 'agentbox
     image_env="AGENTBOX_IMAGE",
     default_verb="libkrun",
     mode_key=MODE_KEY,
+    agents=True,
     default_image=f"{LOCAL_IMAGE} when present, else {PUBLISHED_IMAGE}",
     schema={
         "state": STATE_TABLE,

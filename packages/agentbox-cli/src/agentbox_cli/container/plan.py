@@ -65,6 +65,9 @@ class ContainerRequest:
     debug: bool  # podman --log-level=debug everywhere; the guest init's AGENTBOX_GUEST_DEBUG
     grace: int
     profile: bool = False  # AGENTBOX_GUEST_PROFILE: with debug, the guest init's own report
+    # --agent: the repository's git dir at its host path, for the worktree at /workspace
+    # (agentbox_cli.agents.worktree.GitMounts)
+    agent_mounts: tuple[Mount, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,6 +202,7 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
     cargo = req.state_dir / "cargo"
     mounts = (
         Mount(host.cwd, "/workspace"),
+        *req.agent_mounts,
         Mount(nix / "merged", "/nix", readonly=True),
         Mount(host.home / ".codex", "/home/dev/.codex"),
         Mount(host.home / ".pi", "/home/dev/.pi"),

@@ -23,11 +23,17 @@ def run(ctx: Context) -> int:
     from agentbox_cli.container import execute, imagefacts, sidecar
     from agentbox_cli.container.plan import ContainerRequest, HostFacts, plan_container
     from agentbox_cli.imageref import resolve_image
+    from agentbox_podman.podman import Mount
     from agentbox_state.workspace import current_workspace
 
     workspace = current_workspace()
-    state_dir = ctx.paths.layout(workspace).state_dir
     runner = ctx.runner()
+    agent_mounts: tuple[Mount, ...] = ()
+    if ctx.flags.agent is not None:
+        from agentbox_cli.agents.enter import enter
+
+        workspace, agent_mounts = enter(ctx, workspace, runner)
+    state_dir = ctx.paths.layout(workspace).state_dir
     state = sidecar.read_state(state_dir / "nix-sidecar.state")
     # the cold start's "is the image here?" is the inspect it needs anyway: asked once, and
     # remembered while Podman's image index is unchanged
@@ -49,6 +55,7 @@ def run(ctx: Context) -> int:
         hostname=workspace.hostname, task_name=workspace.task_name(), state_dir=state_dir,
         sccache=ctx.paths.sccache, command=ctx.args.command, root=ctx.flags.root,
         debug=ctx.flags.debug, grace=grace_seconds(ctx), profile=ctx.flags.profile,
+        agent_mounts=agent_mounts,
     )  # fmt: skip
     plan = plan_container(request, host)
     if ctx.flags.dry_run:
@@ -69,4 +76,5 @@ CONTAINER = Verb(
     actions=("sidecar",),
     action_required=False,
     runs_command=True,
+    agent=True,
 )

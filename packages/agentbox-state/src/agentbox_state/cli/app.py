@@ -41,6 +41,7 @@ class AppSpec(Record, kw_only=True):
     # the config key (``table.key``) whose effective value names the verb a bare invocation
     # runs instead of ``default_verb`` (agentbox: ``run.mode``); None: always ``default_verb``
     mode_key: str | None = None
+    agents: bool = False  # the global --agent NAME exists (agentbox's verbs with Verb.agent)
 
 
 class Context(Record, kw_only=True):
@@ -79,13 +80,14 @@ class Verb(Record):
     # none, `--` or not): CONF, TASK; shown in help, completed by name
     operand: str | None = None
     hidden: bool = False  # not offered by shell completion (`internal`)
+    agent: bool = False  # takes the global --agent NAME (others refuse it)
 
 
 def help_text(spec: AppSpec, verbs: Sequence[Verb], verb: str | None = None) -> str:
     table = {v.name: (v.help, v.options) for v in verbs}
     operand = next((v.operand for v in verbs if v.name == verb), None)
-    return render_help(spec.name, spec.description, global_options(spec.image_env), table, verb,
-                       operand)  # fmt: skip
+    opts = global_options(spec.image_env, agent=spec.agents)
+    return render_help(spec.name, spec.description, opts, table, verb, operand)
 
 
 def build_context(
@@ -169,8 +171,8 @@ def run(
     optional = [v.name for v in verbs if not v.action_required]
     default, config = default_verb(spec, environ)
     args = parse(
-        spec.name, argv, global_options(spec.image_env), table, actions, optional,
-        default_verb=default, operand_verbs=[v.name for v in verbs if v.operand],
+        spec.name, argv, global_options(spec.image_env, agent=spec.agents), table, actions,
+        optional, default_verb=default, operand_verbs=[v.name for v in verbs if v.operand],
     )  # fmt: skip
     if args.verb is None and default and not (args.help or args.version):
         args = Args(verb=default, values=args.values, command=args.command)
@@ -187,6 +189,10 @@ def run(
             f"'{args.verb}' runs no command; remove the words after --",
             hint=f"see '{spec.name} {args.verb} --help'",
         )
+    if args.value("agent") is not None and not verb.agent:
+        takers = " or ".join(v.name for v in verbs if v.agent) or "no verb"
+        raise UsageError(f"'{args.verb}' takes no --agent",
+                         hint=f"--agent goes with {takers}; drop it here")  # fmt: skip
     ctx = build_context(spec, args, environ, out=out, err=err, config=config, verbs=verbs)
     try:
         with ctx.profiler.phase(verb.name):

@@ -11,8 +11,13 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 
-def global_options(image_env: str) -> tuple[Option, ...]:
-    """The options every verb accepts, before or after the verb."""
+AGENT = Option("--agent", "a named agent of this project: its own git worktree and state",
+               metavar="NAME")  # fmt: skip
+
+
+def global_options(image_env: str, *, agent: bool = False) -> tuple[Option, ...]:
+    """The options every verb accepts, before or after the verb (``--agent`` when ``agent``:
+    the verbs that take it say so, ``Verb.agent``)."""
     return (
         Option("--image", f"image to use, exactly as given (env: {image_env})", metavar="REF"),
         Option("--pull-latest", "pull the newest published image first (not with --image)"),
@@ -20,6 +25,7 @@ def global_options(image_env: str) -> tuple[Option, ...]:
         Option("--profile", "time each phase; the report is printed when --debug is also given"),
         Option("--root", "keep the final shell as root inside the sandbox"),
         Option("--dry-run", "print the launch plan and run nothing"),
+        *((AGENT,) if agent else ()),
     )
 
 
@@ -39,6 +45,7 @@ class GlobalFlags(Record, kw_only=True):
     profile: bool
     root: bool
     dry_run: bool
+    agent: str | None = None  # --agent NAME (validated by the verb that takes it)
 
     def settings(self) -> dict[str, Setting]:
         def flag(name: str, value: bool) -> Setting:
@@ -88,4 +95,5 @@ def resolve_global_flags(
         profile=args.flag("profile"),
         root=args.flag("root"),
         dry_run=args.flag("dry_run"),
+        agent=args.value("agent"),
     )

@@ -43,7 +43,7 @@ def _completion(ctx: Context) -> int:
     from agentbox_state.cli.completion import script
 
     assert ctx.args.action is not None  # the parser requires one of SHELLS
-    opts = global_options(ctx.spec.image_env)
+    opts = global_options(ctx.spec.image_env, agent=ctx.spec.agents)
     ctx.out(script(ctx.args.action, ctx.spec, ctx.verbs, opts))
     return 0
 

@@ -1,0 +1,108 @@
+"""``agentbox --agent NAME container`` for real, as the ordinary test user: four agents of one
+git project run at once, each commits in its own worktree from inside its sandbox, the user's
+checkout is untouched and the host's branches ``agentbox/NAME`` hold the commits.
+
+git-worktree(1): the worktree's ``.git`` file names ``<repo>/.git/worktrees/<id>`` by its
+absolute host path, so the sandbox sees the repository's git dir there (read-only, with its
+objects, the agents' refs and reflogs and this worktree's admin dir writable).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.podman, pytest.mark.image]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from conftest import UserBox
+
+AGENTS = ("a1", "a2", "a3", "a4")
+
+
+def git(box: UserBox, *args: str) -> str:
+    argv = ["runuser", "-u", box.user, "--", *box.env(), "git", "-C", str(box.project), *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=True, cwd="/tmp").stdout
+
+
+def reap(box: UserBox, name: str) -> None:
+    state = box.state_dir.with_name(f"{box.key}-agent-{name}")
+    box.run("internal", "sidecar-reap", "--", str(state), "localhost/agentbox:latest", "0")
+
+
+@pytest.fixture
+def repo_box(user_image: str, user_box: Callable[..., UserBox]) -> Iterator[UserBox]:
+    b = user_box()
+    git(b, "init", "--quiet", "--initial-branch=main")
+    git(b, "config", "user.email", "test@example.org")
+    git(b, "config", "user.name", "Test")
+    (b.project / "README").write_text("hello\n")
+    subprocess.run(["chown", f"{b.pw.pw_uid}:{b.pw.pw_gid}", str(b.project / "README")],
+                   check=True)  # fmt: skip
+    git(b, "add", "README")
+    git(b, "commit", "--quiet", "-m", "first")
+    yield b
+    for name in AGENTS:
+        reap(b, name)
+
+
+def test_four_agents_commit_at_once_in_their_own_worktrees(repo_box: UserBox) -> None:
+    box = repo_box
+    head = git(box, "rev-parse", "HEAD")
+    started = []
+    for n, name in enumerate(AGENTS, 1):
+        script = f"echo {n} > f; git add f; git commit --quiet -m {n}; git status --porcelain"
+        argv = box.argv("--agent", name, "container", "--", "sh", "-c", script,
+                        AGENTBOX_SIDECAR_IDLE_GRACE="0")  # fmt: skip
+        started.append((time.monotonic(), subprocess.Popen(
+            argv, cwd=box.project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.DEVNULL)))  # fmt: skip
+    results = []
+    for begun, proc in started:
+        out, err = proc.communicate(timeout=600)
+        results.append((proc.returncode, out, err, time.monotonic() - begun))
+    for code, out, err, _ in results:
+        assert (code, out) == (0, ""), err  # committed, and the worktree is clean after
+    # the user's checkout: untouched
+    assert git(box, "status", "--porcelain") == ""
+    assert git(box, "rev-parse", "HEAD") == head
+    assert not (box.project / "f").exists()
+    for n, name in enumerate(AGENTS, 1):
+        assert git(box, "log", "--format=%s", f"agentbox/{name}") == f"{n}\nfirst\n"
+        assert git(box, "show", f"agentbox/{name}:f") == f"{n}\n"
+        assert git(box, "rev-parse", f"agentbox/{name}~1") == head
+    worktrees = git(box, "worktree", "list", "--porcelain")
+    assert sorted(line.removeprefix("branch refs/heads/") for line in worktrees.splitlines()
+                  if line.startswith("branch ")) == ["agentbox/a1", "agentbox/a2", "agentbox/a3",
+                                                     "agentbox/a4", "main"]  # fmt: skip
+    print("agent run seconds:", [round(r[3], 2) for r in results])
+
+
+def test_an_agent_sees_its_own_worktree_and_cannot_write_the_users_refs(
+    repo_box: UserBox,
+) -> None:
+    box = repo_box
+    script = (
+        "cat README; git rev-parse --abbrev-ref HEAD; "
+        f"touch {box.project}/.git/refs/heads/main 2>/dev/null && echo wrote || echo ro"
+    )
+    done = box.run("--agent", "a1", "container", "--", "sh", "-c", script,
+                   AGENTBOX_SIDECAR_IDLE_GRACE="0")  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "hello\nagentbox/a1\nro\n"), done.stderr
+    # a second run reuses the worktree and the branch
+    again = box.run("--agent", "a1", "container", "--", "git", "log", "--format=%s",
+                    AGENTBOX_SIDECAR_IDLE_GRACE="0")  # fmt: skip
+    assert (again.returncode, again.stdout) == (0, "first\n"), again.stderr
+
+
+def test_a_bad_agent_name_is_refused_and_changes_nothing(repo_box: UserBox) -> None:
+    done = repo_box.run("--agent", "../x", "container", "--", "true")
+    assert done.returncode == 2
+    assert "--agent '../x' is not an agent name" in done.stderr
+    assert git(repo_box, "worktree", "list", "--porcelain").count("worktree ") == 1
