@@ -106,3 +106,45 @@ def test_a_bad_agent_name_is_refused_and_changes_nothing(repo_box: UserBox) -> N
     assert done.returncode == 2
     assert "--agent '../x' is not an agent name" in done.stderr
     assert git(repo_box, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+def test_agents_lists_a_running_agent_and_remove_takes_its_worktree_and_state(
+    repo_box: UserBox,
+) -> None:
+    import json
+
+    from agentbox_testing.schemas import load_schema, problems
+
+    box = repo_box
+    state = box.state_dir.with_name(f"{box.key}-agent-a1")
+    script = "echo x > dirty; touch started; sleep 8"
+    argv = box.argv("--agent", "a1", "container", "--", "sh", "-c", script,
+                    AGENTBOX_SIDECAR_IDLE_GRACE="0")  # fmt: skip
+    with subprocess.Popen(argv, cwd=box.project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, stdin=subprocess.DEVNULL) as proc:  # fmt: skip
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (state / "worktree/started").exists():
+            time.sleep(0.2)
+        listed = box.run("agents", "--json")
+        refused = box.run("agents", "remove", "a1", "--force")
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    doc = json.loads(listed.stdout)
+    assert problems(doc, load_schema("agentbox_cli.agents")) == []
+    assert [(a["name"], a["branch"], a["worktree"], a["running"]) for a in doc["agents"]] == [
+        ("a1", "agentbox/a1", str(state / "worktree"), True)
+    ]
+    assert refused.returncode == 1
+    assert "refusing to remove agent a1 while it runs" in refused.stderr
+    idle = json.loads(box.run("agents", "--json").stdout)["agents"]
+    assert [a["running"] for a in idle] == [False]
+    dirty = box.run("agents", "remove", "a1")
+    assert dirty.returncode == 1
+    assert "uncommitted change(s)" in dirty.stderr
+    assert (state / "worktree/dirty").exists()
+    removed = box.run("agents", "remove", "a1", "--force")
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.endswith("; branch agentbox/a1 kept\n")
+    assert not state.exists()  # its /nix upper too (written in the user namespace)
+    assert git(box, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert git(box, "rev-parse", "agentbox/a1") == git(box, "rev-parse", "HEAD")

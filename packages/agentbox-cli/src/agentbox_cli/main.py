@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agentbox_cli.agents.verb import AGENTS
 from agentbox_cli.container.verb import CONTAINER
 from agentbox_cli.doctor.verb import DOCTOR
 from agentbox_cli.imagebuild.verb import IMAGE
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 VERBS = (LIBKRUN, CONTAINER, MICROVM, PATHS, CONFIG, IMAGE, DOCTOR, DISKS, GC, FORGET, PS, STOP,
-         KILL, COMPLETION, INTERNAL)  # fmt: skip
+         KILL, AGENTS, COMPLETION, INTERNAL)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
