@@ -11,6 +11,7 @@ from agentbox_cli.keep.verb import DISKS, FORGET, GC
 from agentbox_cli.libkrun.verb import LIBKRUN
 from agentbox_cli.microvm.verb import MICROVM
 from agentbox_cli.schema import SPEC
+from agentbox_cli.snapshot.verb import SNAPSHOT
 from agentbox_cli.tasks.verb import KILL, PS, STOP
 from agentbox_state.cli.console import console_main
 from agentbox_state.cli.verbs import COMPLETION, CONFIG, PATHS
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 VERBS = (LIBKRUN, CONTAINER, MICROVM, PATHS, CONFIG, IMAGE, DOCTOR, DISKS, GC, FORGET, PS, STOP,
-         KILL, AGENTS, COMPLETION, INTERNAL)  # fmt: skip
+         KILL, AGENTS, SNAPSHOT, COMPLETION, INTERNAL)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

@@ -146,14 +146,20 @@ def measure(path: Path) -> tuple[str, int, int]:
     size = allocated = 0
     stack = [os.fspath(path)]
     while stack:
-        with os.scandir(stack.pop()) as entries:
-            for entry in entries:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:  # a dir of a subordinate id, 0700: not counted
+            continue
+        for entry in entries:
+            try:
                 est = entry.stat(follow_symlinks=False)
-                allocated += est.st_blocks * 512
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                else:
-                    size += est.st_size
+            except OSError:
+                continue
+            allocated += est.st_blocks * 512
+            if stat.S_ISDIR(est.st_mode):
+                stack.append(entry.path)
+            else:
+                size += est.st_size
     return DIR, size, allocated
 
 

@@ -1,0 +1,1 @@
+"""``agentbox snapshot``: copy-on-write snapshots of a project's persistent state."""
