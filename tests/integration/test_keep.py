@@ -22,6 +22,7 @@ import pytest
 from agentbox_state.workspace import Workspace
 from agentbox_testing import btrfs_loop, require, require_root, require_test_user
 from agentbox_testing.schemas import load_schema, problems
+from agentbox_testing.stubvm import lingering_stub, start_lingering
 from loftd.guest import STATUS_PATH
 
 TYPE_CHECKING = False
@@ -79,29 +80,12 @@ def tiny_image() -> Iterator[str]:
 
 def lingering_vm(home: Home, agentbox: Path, image: str, where: Path) -> subprocess.Popen[bytes]:
     """`agentbox microvm` on fuse-overlay whose stub "VM" stays up; returns once it is up."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    require(cc is not None, "a C compiler is missing (apt-get install gcc)")
-    assert cc is not None
-    where.mkdir(parents=True)
-    script, up = where / "on-enter", where / "vm-up"
-    script.write_text(f"#!/bin/sh\ntouch {up}\nsleep 60\n")
-    script.chmod(0o755)
-    lib = where / "libkrun_stub.so"
-    subprocess.run([cc, "-shared", "-fPIC", f'-DSTUB_LOG="{where / "calls.log"}"',
-                    '-DSTUB_EXIT="0"', f'-DSTUB_ON_ENTER="{script}"', "-o", str(lib),
-                    str(STUB)], check=True)  # fmt: skip
-    run = subprocess.Popen(
+    lib, up = lingering_stub(STUB, where)
+    return start_lingering(
         [str(agentbox), "--image", image, "microvm", "--storage", "fuse-overlay", "--", "true"],
-        cwd=home.project, env={**home.env, "AGENTBOX_LIBKRUN_LIBRARY": str(lib),
-                               "AGENTBOX_SKIP_KVM_CHECK": "1"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=home.project, up=up, stderr=subprocess.DEVNULL,
+        env={**home.env, "AGENTBOX_LIBKRUN_LIBRARY": str(lib), "AGENTBOX_SKIP_KVM_CHECK": "1"},
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not up.exists():
-        assert time.monotonic() < deadline, "the helper never reached krun_start_enter"
-        assert run.poll() is None, "the run ended before its VM started"
-        time.sleep(0.05)
-    return run
 
 
 @pytest.mark.root
@@ -287,21 +271,12 @@ def test_rootless_gc_after_kill_9_and_a_rebuilt_tag(
     SIGKILL, and the cache entry of a tag since rebuilt; gc removes both in the user
     namespace."""
     box = user_box(XDG_STATE_HOME=str(user_state), AGENTBOX_SKIP_KVM_CHECK="1")
-    cc = shutil.which("cc") or shutil.which("gcc")
-    require(cc is not None, "a C compiler is missing (apt-get install gcc)")
-    assert cc is not None
     where = user_tmp / "stub"
-    where.mkdir()
-    script, up, quick = where / "on-enter", where / "vm-up", where / "quick"
+    quick = where / "quick"
     status = '"$1"' + STATUS_PATH  # the guest's report (loftd.guest reads it)
     # the image's / is 0555: the real guest is root; the stub's script runs as the user
-    report = f'chmod u+w "$1"; mkdir -p "$(dirname {status})" && echo "exited 0" > {status}\n'
-    script.write_text(f"#!/bin/sh\ntouch {up}\n[ -e {quick} ] || sleep 60\n{report}")
-    script.chmod(0o755)
-    lib = where / "libkrun_stub.so"
-    subprocess.run([cc, "-shared", "-fPIC", f'-DSTUB_LOG="{where / "calls.log"}"',
-                    '-DSTUB_EXIT="0"', f'-DSTUB_ON_ENTER="{script}"', "-o", str(lib),
-                    str(STUB)], check=True)  # fmt: skip
+    report = f'chmod u+w "$1"; mkdir -p "$(dirname {status})" && echo "exited 0" > {status}'
+    lib, up = lingering_stub(STUB, where, f"[ -e {quick} ] || sleep 60\n{report}")
     os.chown(where, box.pw.pw_uid, box.pw.pw_gid)
     env = {"AGENTBOX_LIBKRUN_LIBRARY": str(lib)}
     run = subprocess.Popen(box.argv("--image", user_tiny, "microvm", "--storage",

@@ -19,6 +19,7 @@ import pytest
 from agentbox_krun.sizing import vcpus
 from agentbox_state.workspace import Workspace
 from agentbox_testing import btrfs_loop, require, require_root, require_test_user
+from agentbox_testing.stubvm import compile_stub
 from loftd.guest import STATUS_PATH
 
 TYPE_CHECKING = False
@@ -87,9 +88,6 @@ class Stub:
 
     def __init__(self, where: Path, status: int, fail: str | None = None, *,
                  reports: bool | str = True) -> None:  # fmt: skip
-        cc = shutil.which("cc") or shutil.which("gcc")
-        require(cc is not None, "a C compiler is missing (apt-get install gcc)")
-        assert cc is not None
         where.mkdir(parents=True, exist_ok=True)
         self.dir = where
         self.log = where / "calls.log"
@@ -97,12 +95,7 @@ class Stub:
         self.reported = (f"exited {status}" if reports is True else reports) or None
         script = where / "on-enter"
         self.on_enter(ON_ENTER)
-        self.lib = where / "libkrun_stub.so"
-        # the helper gets a minimal environment: settings are compiled in
-        failing = [f'-DSTUB_FAIL="{fail}"'] if fail else []
-        subprocess.run([cc, "-shared", "-fPIC", f'-DSTUB_LOG="{self.log}"',
-                        f'-DSTUB_EXIT="{status}"', f'-DSTUB_ON_ENTER="{script}"', *failing,
-                        "-o", str(self.lib), str(STUB)], check=True)  # fmt: skip
+        self.lib = compile_stub(STUB, where, script, status=status, fail=fail)
 
     def on_enter(self, body: str) -> None:
         """What "the guest" does (a shell script; $1 is its root), then its report."""

@@ -19,6 +19,7 @@ import pytest
 
 from agentbox_testing import require, require_root, require_test_user
 from agentbox_testing.schemas import load_schema, problems
+from agentbox_testing.stubvm import helper_pid, lingering_stub, start_lingering
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -165,38 +166,14 @@ def tiny_image() -> Iterator[str]:
 def lingering_vm(home: Home, cmd: Path, image: str, where: Path) -> subprocess.Popen[bytes]:
     """`agentbox microvm` or `loftd` (``cmd``, on fuse-overlay) whose stub "VM" stays up
     (60 s); returns once it is up."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    require(cc is not None, "a C compiler is missing (apt-get install gcc)")
-    assert cc is not None
-    where.mkdir(parents=True)
-    script, up = where / "on-enter", where / "vm-up"
-    script.write_text(f"#!/bin/sh\ntouch {up}\nsleep 60\n")
-    script.chmod(0o755)
-    lib = where / "libkrun_stub.so"
-    subprocess.run([cc, "-shared", "-fPIC", f'-DSTUB_LOG="{where / "calls.log"}"',
-                    '-DSTUB_EXIT="0"', f'-DSTUB_ON_ENTER="{script}"', "-o", str(lib),
-                    str(STUB)], check=True)  # fmt: skip
+    lib, up = lingering_stub(STUB, where)
     app = cmd.name.upper()
     mode = ["microvm", "--storage"] if app == "AGENTBOX" else ["--rootfs-backend"]
-    run = subprocess.Popen(
-        [str(cmd), "--image", image, *mode, "fuse-overlay", "--", "true"],
-        cwd=home.project, env={**home.env, f"{app}_LIBKRUN_LIBRARY": str(lib),
-                               f"{app}_SKIP_KVM_CHECK": "1"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    return start_lingering(
+        [str(cmd), "--image", image, *mode, "fuse-overlay", "--", "true"], cwd=home.project,
+        env={**home.env, f"{app}_LIBKRUN_LIBRARY": str(lib), f"{app}_SKIP_KVM_CHECK": "1"},
+        up=up,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not up.exists():
-        assert time.monotonic() < deadline, "the helper never reached krun_start_enter"
-        assert run.poll() is None, run.communicate()
-        time.sleep(0.05)
-    return run
-
-
-def helper_pid(run: subprocess.Popen[bytes]) -> int:
-    children = Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()
-    (pid,) = (int(p) for p in children
-              if b"agentbox_krun.enter" in Path(f"/proc/{p}/cmdline").read_bytes())  # fmt: skip
-    return pid
 
 
 @pytest.mark.root
@@ -323,19 +300,9 @@ def test_a_rootless_loftd_task_is_listed_and_stopped_by_its_user(
 ) -> None:
     """loftd as an ordinary user runs its helper inside `buildah unshare` (a user namespace):
     the user's `ps` still finds that helper by the task's lock, and `stop` reaches it."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    require(cc is not None, "a C compiler is missing (apt-get install gcc)")
-    assert cc is not None
     box = user_box(XDG_STATE_HOME=str(user_tmp / "state"), LOFTD_SKIP_KVM_CHECK="1")
     where = user_tmp / "stub"
-    where.mkdir()
-    script, up = where / "on-enter", where / "vm-up"
-    script.write_text(f"#!/bin/sh\ntouch {up}\nsleep 60\n")
-    script.chmod(0o755)
-    lib = where / "libkrun_stub.so"
-    subprocess.run([cc, "-shared", "-fPIC", f'-DSTUB_LOG="{where / "calls.log"}"',
-                    '-DSTUB_EXIT="0"', f'-DSTUB_ON_ENTER="{script}"', "-o", str(lib),
-                    str(STUB)], check=True)  # fmt: skip
+    lib, up = lingering_stub(STUB, where)
     os.chown(where, box.pw.pw_uid, box.pw.pw_gid)
     (user_tmp / "state").mkdir()
     os.chown(user_tmp / "state", box.pw.pw_uid, box.pw.pw_gid)
