@@ -160,6 +160,10 @@ def test_facts_from_a_real_tree_and_real_locks(tmp_path: Path) -> None:
     assert broken.problem is not None
     assert broken.problem.startswith("cannot read the snapshot manifest")
     assert found.running == ()
+    assert (found.mounted, found.image) == ((), "")
+    (state / "nix-sidecar.state").write_text('{"image_id": "sha256:i", "mounted": "sha256:i"}')
+    found = snapshot_facts(state, RecordingRunner())
+    assert (found.mounted, found.image) == (("nix/merged",), "sha256:i")  # a kept overlay
     lease = FileLock(state / "microvm-nix.raw.lease", what="disk")
     lease.acquire()
     try:

@@ -102,13 +102,13 @@ def taken(snapshots_dir: Path) -> tuple[Taken, ...]:
     return tuple(found)
 
 
-def _image(state_dir: Path) -> str:
+def _sidecar_state(state_dir: Path) -> dict[str, str]:
     from agentbox_cli.container import sidecar
 
     try:
-        return sidecar.read_state(state_dir / "nix-sidecar.state").get("image_id", "")
+        return sidecar.read_state(state_dir / "nix-sidecar.state")
     except AgentboxError:
-        return ""
+        return {}
 
 
 def snapshot_facts(state_dir: Path, runner: Runner, *, probe_reflink: bool = True) -> SnapshotFacts:
@@ -118,8 +118,14 @@ def snapshot_facts(state_dir: Path, runner: Runner, *, probe_reflink: bool = Tru
     if probe_reflink and state_dir.is_dir():
         snapshots_dir.mkdir(exist_ok=True)
         reflink = snapshot.can_reflink(snapshots_dir, runner)
+    sidecar = _sidecar_state(state_dir)
+    # a rootless sidecar's overlay is mounted in Podman's user namespace, out of our sight:
+    # its state record says so ("mounted": the image ID it was mounted for)
+    mounted = [rel for rel in MERGED if os.fspath(state_dir / rel) in mounts]
+    if sidecar.get("mounted") and MERGED[0] not in mounted:
+        mounted.append(MERGED[0])
     return SnapshotFacts(
         state_dir=state_dir, items=present(state_dir), snapshots=taken(snapshots_dir),
-        running=running(state_dir), reflink=reflink, image=_image(state_dir),
-        mounted=tuple(rel for rel in MERGED if os.fspath(state_dir / rel) in mounts),
+        running=running(state_dir), reflink=reflink, image=sidecar.get("image_id", ""),
+        mounted=tuple(mounted),
     )  # fmt: skip
