@@ -308,6 +308,7 @@ def bench(session: nox.Session) -> None:
     install_all(session, HARNESS)
     session.run("python", "bench/startup.py", *session.posargs)
     session.run("python", "bench/storage.py", *session.posargs)
+    session.run("python", "bench/snapshot.py", *session.posargs)
     session.run("python", "bench/container.py", *session.posargs)
     session.run("python", "bench/microvm.py", *session.posargs)
     session.run("python", "bench/image.py", *session.posargs)
