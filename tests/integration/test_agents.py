@@ -12,6 +12,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -36,9 +37,7 @@ def reap(box: UserBox, name: str) -> None:
     box.run("internal", "sidecar-reap", "--", str(state), "localhost/agentbox:latest", "0")
 
 
-@pytest.fixture
-def repo_box(user_image: str, user_box: Callable[..., UserBox]) -> Iterator[UserBox]:
-    b = user_box()
+def init_repo(b: UserBox) -> None:
     git(b, "init", "--quiet", "--initial-branch=main")
     git(b, "config", "user.email", "test@example.org")
     git(b, "config", "user.name", "Test")
@@ -47,6 +46,12 @@ def repo_box(user_image: str, user_box: Callable[..., UserBox]) -> Iterator[User
                    check=True)  # fmt: skip
     git(b, "add", "README")
     git(b, "commit", "--quiet", "-m", "first")
+
+
+@pytest.fixture
+def repo_box(user_image: str, user_box: Callable[..., UserBox]) -> Iterator[UserBox]:
+    b = user_box()
+    init_repo(b)
     yield b
     for name in AGENTS:
         reap(b, name)
@@ -148,3 +153,60 @@ def test_agents_lists_a_running_agent_and_remove_takes_its_worktree_and_state(
     assert not state.exists()  # its /nix upper too (written in the user namespace)
     assert git(box, "worktree", "list", "--porcelain").count("worktree ") == 1
     assert git(box, "rev-parse", "agentbox/a1") == git(box, "rev-parse", "HEAD")
+
+
+@pytest.mark.btrfs
+def test_fork_reflinks_the_projects_items_on_btrfs(tmp_path: Path) -> None:
+    """The real cp(1) ``--reflink=always`` on a loop btrfs: the agent's copies share the
+    project's blocks (btrfs filesystem du's "Exclusive" is 0) and are its own after a write."""
+    from agentbox_cli.agents.fork import fork
+    from agentbox_state.runner import SubprocessRunner
+    from agentbox_testing import btrfs_loop
+
+    with btrfs_loop(tmp_path / "s.img", tmp_path / "s", size="1G") as mnt:
+        project = mnt / "workspaces/p-0123456789ab"
+        (project / "nix/upper/store").mkdir(parents=True)
+        (project / "nix/upper/store/x").write_bytes(b"n" * 1_000_000)
+        (project / "cargo").mkdir()
+        (project / "cargo/marker").write_text("kept\n")
+        with open(project / "microvm-nix.raw", "wb") as f:
+            f.truncate(2**30)
+            f.write(b"d" * 1_000_000)
+        agent = mnt / "workspaces/p-0123456789ab-agent-a1"
+        runner = SubprocessRunner({"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        said: list[str] = []
+        done = fork(project, agent, runner, userns=(), busy=(), say=said.append)
+        assert done == ["microvm-nix.raw (reflink)", "nix/upper (reflink)", "cargo (reflink)"]
+        assert said == []
+        assert (agent / "microvm-nix.raw").stat().st_size == 2**30
+        du = subprocess.run(["btrfs", "filesystem", "du", "--raw", "-s", str(agent)],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+        total, exclusive = du.splitlines()[1].split()[:2]
+        assert (int(total) >= 2_000_000, int(exclusive)) == (True, 0), du
+        (agent / "cargo/marker").write_text("agent\n")
+        assert (project / "cargo/marker").read_text() == "kept\n"
+        assert (agent / "nix/upper/store/x").read_bytes() == b"n" * 1_000_000
+
+
+def test_without_reflink_a_new_agent_starts_empty_and_says_why(repo_box: UserBox) -> None:
+    """The test user's state is on ext4 here (cp(1) --reflink=always fails): the project's
+    cargo dir is not copied in full, the agent starts empty and runs."""
+    from agentbox_testing import require
+
+    box = repo_box
+    fs = subprocess.run(["stat", "-f", "-c", "%T", box.pw.pw_dir], capture_output=True,
+                        text=True, check=True).stdout.strip()  # fmt: skip
+    require(fs.startswith("ext"), f"the test user's home is on {fs}, not ext4")
+    mine = box.run("container", "--", "sh", "-c", "echo kept > /home/dev/.cargo/marker",
+                   AGENTBOX_SIDECAR_IDLE_GRACE="0")  # fmt: skip
+    try:
+        assert mine.returncode == 0, mine.stderr
+        agent = box.run("--agent", "a1", "container", "--", "sh", "-c",
+                        "cat /home/dev/.cargo/marker 2>/dev/null || echo empty",
+                        AGENTBOX_SIDECAR_IDLE_GRACE="0")  # fmt: skip
+        assert (agent.returncode, agent.stdout) == (0, "empty\n"), agent.stderr
+        assert f"agentbox: the agent's state starts empty: {box.state_dir} cannot share " \
+            "blocks (reflink), and a full copy is not made" in agent.stderr  # fmt: skip
+    finally:
+        box.run("internal", "sidecar-reap", "--", str(box.state_dir),
+                "localhost/agentbox:latest", "0")  # fmt: skip

@@ -16,9 +16,31 @@ if TYPE_CHECKING:
     from agentbox_state.runner import Runner
 
 
+def _fork(ctx: Context, project_state: Path, agent_state: Path, runner: Runner) -> list[str]:
+    """The agent's first state from the project's (``agents.fork``), unless it is in use."""
+    import os
+
+    from agentbox_cli.agents.fork import fork, persistent_items
+    from agentbox_podman.podman import unshare
+
+    if not persistent_items(project_state):
+        return []
+    from agentbox_cli.keep.facts import mount_points, project_facts
+    from agentbox_cli.keep.plan import plan_forget
+
+    facts = project_facts(project_state, runner, current=False, mounts=mount_points())
+    busy = plan_forget(facts, project_state.name).running
+    userns = tuple(unshare(debug=ctx.flags.debug)) if os.getuid() != 0 else ()
+    return fork(project_state, agent_state, runner, userns=userns, busy=busy, say=ctx.err)
+
+
 def enter(ctx: Context, project: Workspace, runner: Runner) -> tuple[Workspace, tuple[Mount, ...]]:
     assert ctx.flags.agent is not None
     agent = agent_of(Path(project.path), project.key, ctx.paths.workspaces, ctx.flags.agent)
+    if not ctx.flags.dry_run and not agent.state_dir.exists():
+        forked = _fork(ctx, ctx.paths.layout(project).state_dir, agent.state_dir, runner)
+        if forked:
+            ctx.err(f"agentbox: agent {agent.name} forked the project's " + ", ".join(forked))
     prepared = prepare(agent, runner, err=ctx.err, dry_run=ctx.flags.dry_run)
     for step in prepared.steps:
         ctx.out(f"agent {agent.name}: {step}")
