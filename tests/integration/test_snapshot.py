@@ -4,7 +4,11 @@ plain dir) and its cargo dir (a btrfs subvolume the user made) are snapshotted, 
 host, by the test user: no sandbox run), and restored byte-identical (sha256), the snapshot
 staying usable; the refusal table (while a disk is leased, unknown name, damaged manifest,
 hostile names) changes nothing; on an ext4 loop (no reflink) create is refused naming what
---copy would copy, and --copy works."""
+--copy would copy, and --copy works. Then inside sandbox runs: container mode's nix-daemon adds
+store paths into the upper, snapshot, another path, restore: the upper is byte-identical to the
+snapshot's and the next run sees the first path and not the second (that state sits on the
+host's own filesystem, with --copy where it cannot reflink: rootless Podman's long-lived
+namespace does not see a loop mount made after it started)."""
 
 from __future__ import annotations
 
@@ -65,6 +69,13 @@ def ext4_state(user_tmp: Path, test_user: str) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", mnt], check=False)
+
+
+def _reflinks(directory: Path) -> bool:
+    from agentbox_state.runner import SubprocessRunner
+    from agentbox_storage.snapshot import can_reflink
+
+    return can_reflink(directory, SubprocessRunner(os.environ))
 
 
 def as_owner(box: UserBox, *argv: str) -> None:
@@ -221,3 +232,61 @@ def test_no_reflink_on_ext4_refuses_with_the_cost_and_copy_copies(
     as_owner(box, "sh", "-c", f"echo v2 > {box.state_dir}/cargo/index")
     ok(box.run("snapshot", "restore", "x", "--copy", "--discard-current"))
     assert sums(box.state_dir) == before
+
+
+@pytest.fixture
+def plain_state(test_user: str) -> Iterator[Path]:
+    """A state dir on the host's own filesystem: rootless Podman's long-lived namespace (its
+    pause process) does not see a loop mount made after it started, so the sandbox runs keep
+    their state here; with no reflink on it (ext4 here), the test passes --copy."""
+    import pwd
+
+    pw = pwd.getpwnam(test_user)
+    with tempfile.TemporaryDirectory(prefix="agentbox-snap-state-") as tmp:
+        os.chmod(tmp, 0o755)
+        os.chown(tmp, pw.pw_uid, pw.pw_gid)
+        yield Path(tmp)
+
+
+@pytest.mark.root
+@pytest.mark.podman
+@pytest.mark.image
+def test_a_container_run_changes_the_upper_and_restore_brings_it_back(
+    user_image: str, user_box: Callable[..., UserBox], plain_state: Path
+) -> None:
+    """Inside sandbox runs (container mode, as the test user): /nix written through the
+    sidecar's overlay into the upper (files of subordinate ids: copied in the user namespace);
+    snapshot, change, restore; the next run sees the snapshot's contents and the upper is
+    byte-identical to the snapshot's."""
+    box = user_box(XDG_STATE_HOME=str(plain_state), AGENTBOX_SIDECAR_IDLE_GRACE="0")
+    copy = () if _reflinks(plain_state) else ("--copy",)
+
+    def reap() -> None:  # the sidecar and its overlay go (as its idle reaper does)
+        box.run("internal", "sidecar-reap", "--", str(box.state_dir),
+                "localhost/agentbox:latest", "0")  # fmt: skip
+
+    def add(text: str) -> str:  # a store path added through the sidecar's nix-daemon
+        out = ok(box.run("container", "--", "sh", "-c", f"echo {text} > /tmp/{text} && "
+                         f"nix-store --add /tmp/{text}"))  # fmt: skip
+        reap()
+        return out.strip()
+
+    try:
+        v1 = add("v1")
+        upper = box.state_dir / "nix" / "upper"
+        assert (upper / v1.removeprefix("/nix/")).read_text() == "v1\n"
+        ok(box.run("snapshot", "create", "s1", *copy))
+        v2 = add("v2")
+        assert (upper / v2.removeprefix("/nix/")).exists()
+        ok(box.run("snapshot", "restore", "s1", *copy))
+        saved = box.state_dir / "snapshots" / "s1" / "nix" / "upper"
+        assert sums(upper) == sums(saved)
+        assert not (upper / v2.removeprefix("/nix/")).exists()
+        seen = box.run("container", "--", "sh", "-c", f"cat {v1}; nix-store --check-validity {v2}")
+        assert seen.stdout == "v1\n"  # the later run sees the snapshot's store, without v2
+        assert seen.returncode != 0
+        assert "is not valid" in seen.stderr
+    finally:
+        reap()
+        subprocess.run(["runuser", "-u", box.user, "--", *box.env(), "podman", "unshare", "rm",
+                        "-rf", str(box.state_dir)], check=False, cwd="/tmp")  # fmt: skip
