@@ -89,7 +89,7 @@ def test_create_refusals() -> None:
         planner.plan_create(facts(items=()), "x", copy=False, now=0, version="")
     with pytest.raises(SnapshotError) as info:
         planner.plan_create(facts(reflink=False), "x", copy=False, now=0, version="")
-    assert info.value.message == (f"cannot snapshot copy-on-write: {S}/snapshots is on a "
+    assert info.value.message == (f"cannot snapshot copy-on-write: {S} is on a "
                                   "filesystem that cannot reflink (cp --reflink=always fails "
                                   "there)")  # fmt: skip
     assert info.value.hint is not None

@@ -96,7 +96,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path, project: Pa
     assert out.splitlines()[0] == "agentbox snapshot create x:"
     assert out.splitlines()[-1] == (f"  rename {project}/snapshots/.creating-x -> "
                                     f"{project}/snapshots/x")  # fmt: skip
-    assert os.listdir(project / "snapshots") == []
+    assert not (project / "snapshots").exists()
 
 
 def test_refusals_change_nothing(tmp_path: Path, project: Path) -> None:
@@ -136,8 +136,8 @@ def test_without_reflink_create_says_what_copy_would_cost(tmp_path: Path, projec
             f"{tmp_path} can reflink: this test needs one that cannot (ext4, tmpfs)")  # fmt: skip
     code, out, err = run(tmp_path, "snapshot", "create", "x")
     assert (code, out) == (1, "")
-    assert err == (f"agentbox: cannot snapshot copy-on-write: {project}/snapshots is on a "
+    assert err == (f"agentbox: cannot snapshot copy-on-write: {project} is on a "
                    "filesystem that cannot reflink (cp --reflink=always fails there)\n"
                    "hint: --copy makes a full copy instead: 64.0 MiB written; or keep agentbox's "
                    "state on btrfs (or XFS with reflink)")  # fmt: skip
-    assert os.listdir(project / "snapshots") == []
+    assert not (project / "snapshots").exists()

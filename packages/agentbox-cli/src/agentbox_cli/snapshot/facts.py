@@ -115,9 +115,8 @@ def snapshot_facts(state_dir: Path, runner: Runner, *, probe_reflink: bool = Tru
     mounts = mount_points()
     snapshots_dir = state_dir / SNAPSHOTS
     reflink = False
-    if probe_reflink and state_dir.is_dir():
-        snapshots_dir.mkdir(exist_ok=True)
-        reflink = snapshot.can_reflink(snapshots_dir, runner)
+    if probe_reflink and state_dir.is_dir():  # snapshots/ is on the state dir's filesystem
+        reflink = snapshot.can_reflink(state_dir, runner)
     sidecar = _sidecar_state(state_dir)
     # a rootless sidecar's overlay is mounted in Podman's user namespace, out of our sight:
     # its state record says so ("mounted": the image ID it was mounted for)

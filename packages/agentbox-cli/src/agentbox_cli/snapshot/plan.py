@@ -105,7 +105,7 @@ def _refuse_no_reflink(facts: SnapshotFacts, what: str, size: int, copy: bool) -
     if facts.reflink or copy:
         return
     raise SnapshotError(
-        f"cannot {what} copy-on-write: {facts.snapshots_dir} is on a filesystem that cannot "
+        f"cannot {what} copy-on-write: {facts.state_dir} is on a filesystem that cannot "
         f"reflink (cp --reflink=always fails there)",
         hint=f"--copy makes a full copy instead: {human(size)} written; or keep agentbox's "
         "state on btrfs (or XFS with reflink)",
