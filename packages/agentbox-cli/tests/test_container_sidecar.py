@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -357,7 +358,13 @@ def fake_fuse(merged: Path) -> subprocess.Popen[bytes]:
     """A process whose command line ends in ``merged``, as fuse-overlayfs's does."""
     # (not `sh -c 'sleep 60'`: the shell may exec sleep, and its command line with it)
     code = "import time; time.sleep(60)"
-    return subprocess.Popen([sys.executable, "-c", code, "fuse-overlayfs", os.fspath(merged)])
+    proc = subprocess.Popen([sys.executable, "-c", code, "fuse-overlayfs", os.fspath(merged)])
+    # /proc/PID/cmdline reads empty for a moment after Popen returns (the exec is finishing)
+    deadline = time.monotonic() + 10
+    while os.fsencode(merged) not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, "the stand-in fuse-overlayfs never started"
+        time.sleep(0.005)
+    return proc
 
 
 def test_a_retired_overlay_of_the_same_image_is_reused_without_mounting(tmp_path: Path) -> None:
