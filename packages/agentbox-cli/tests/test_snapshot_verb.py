@@ -141,3 +141,28 @@ def test_without_reflink_create_says_what_copy_would_cost(tmp_path: Path, projec
                    "hint: --copy makes a full copy instead: 64.0 MiB written; or keep agentbox's "
                    "state on btrfs (or XFS with reflink)")  # fmt: skip
     assert not (project / "snapshots").exists()
+
+
+def test_holding_keeps_runs_out_and_refuses_a_held_lock(project: Path) -> None:
+    from agentbox_cli.container import sidecar
+    from agentbox_cli.snapshot.execute import holding
+    from agentbox_cli.snapshot.plan import SnapshotError
+    from agentbox_state.errors import LockHeldError
+    from agentbox_storage import disks
+
+    with holding(project):  # what a starting run meets meanwhile
+        with pytest.raises(LockHeldError):
+            disks.lease(project / "microvm-nix.raw").acquire()
+        with pytest.raises(LockHeldError):
+            sidecar.users_lock(project).acquire(shared=True)
+    users = sidecar.users_lock(project)
+    users.acquire(shared=True)  # a container task runs
+    try:
+        with (
+            pytest.raises(SnapshotError, match=r"^refusing to change snapshots while the "),
+            holding(project),
+        ):
+            pytest.fail("not reached")
+    finally:
+        users.release()
+    disks.lease(project / "microvm-nix.raw").acquire()  # all released: free again

@@ -1,15 +1,57 @@
 """Carrying out a ``SnapshotPlan``: each step through the storage primitives and the runner.
 Directory items (an overlay upper holds files of subordinate ids) are copied and removed in
-the user namespace ``prefix`` gives; files directly."""
+the user namespace ``prefix`` gives; files directly.
+
+``holding`` keeps runs out while the state is copied or replaced, by the locks the runs take:
+each disk's lease (a microvm or libkrun run holds it), container mode's ``sidecar.lock`` (a
+starting task waits for it, saying so) and ``sidecar-users.lock`` taken exclusively (no task
+holds it shared), loftd's /nix overlay lease. A lock held meanwhile refuses, changing nothing."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 from agentbox_cli.snapshot.plan import Copy, Remove, Rename, SnapshotPlan, WriteManifest
+from agentbox_state.errors import AgentboxError
+from agentbox_state.lock import FileLock
 from agentbox_state.runner import Runner
-from agentbox_storage import snapshot
+from agentbox_storage import disks, snapshot
+
+
+def _locks(state_dir: Path) -> list[FileLock]:
+    from agentbox_cli.container import sidecar
+
+    found = [
+        disks.lease(state_dir / n) for n in sorted(os.listdir(state_dir)) if n.endswith(".raw")
+    ]
+    if (state_dir / "nix").is_dir():
+        found += [sidecar.setup_lock(state_dir), sidecar.users_lock(state_dir)]
+    if (state_dir / "nix-overlay").is_dir():
+        found.append(FileLock(state_dir / "nix-overlay" / "lease", what="loftd's /nix overlay"))
+    return found
+
+
+@contextmanager
+def holding(state_dir: Path) -> Iterator[None]:
+    """Hold every lock a run of the project takes, exclusively, for the duration."""
+    from agentbox_cli.snapshot.plan import SnapshotError
+
+    with ExitStack() as stack:
+        for lock in _locks(state_dir):
+            try:
+                lock.acquire()
+            except AgentboxError as err:
+                raise SnapshotError(
+                    f"refusing to change snapshots while the project's state is in use: "
+                    f"{err.message}",
+                    hint="wait for that task to end (or stop it: agentbox stop) and retry; "
+                    "nothing changed",
+                ) from err
+            stack.callback(lock.release)
+        yield
 
 
 def execute(plan: SnapshotPlan, runner: Runner, *, prefix: Sequence[str] = (),

@@ -69,9 +69,14 @@ def run(ctx: Context) -> int:
     if ctx.flags.dry_run:
         ctx.out("\n".join(plan.describe()))
         return 0
-    from agentbox_cli.snapshot.execute import execute
+    from agentbox_cli.snapshot.execute import execute, holding
 
-    execute(plan, runner, prefix=_userns(ctx), say=ctx.err if ctx.flags.debug else None)
+    say = ctx.err if ctx.flags.debug else None
+    if action == "delete":
+        execute(plan, runner, prefix=_userns(ctx), say=say)
+    else:
+        with holding(state_dir):
+            execute(plan, runner, prefix=_userns(ctx), say=say)
     done = {"create": "created", "restore": "restored", "delete": "deleted"}[action]
     ctx.out(f"{done} snapshot {name} of {current_workspace().path}")
     return 0
