@@ -151,7 +151,8 @@ def test_the_test_harness_is_never_published() -> None:
     project = harness["project"]
     assert project["name"] == "agentbox-testing"
     assert "Private :: Do Not Upload" in project["classifiers"]
-    assert project["dependencies"] == ["pytest>=8"]  # nothing of ours: serves every package
+    # nothing of ours (it serves every package); jsonschema checks the --json outputs' schemas
+    assert project["dependencies"] == ["pytest>=8", "jsonschema>=4.18"]
     for pkg in PACKAGES:
         deps = pyproject(pkg)["project"]["dependencies"]  # type: ignore[index]
         assert not [d for d in deps if d.startswith("agentbox-testing")], pkg
