@@ -222,6 +222,28 @@ def test_gc_after_kill_9_of_a_container_task(box: UserBox) -> None:
     assert listing(box.state_dir) == before
 
 
+@pytest.mark.root
+@pytest.mark.podman
+@pytest.mark.image
+def test_gc_unmounts_the_overlay_a_retired_sidecar_kept(box: UserBox) -> None:
+    done = box.run("container", "--", "true", AGENTBOX_SIDECAR_IDLE_GRACE="1")
+    assert done.returncode == 0, done.stderr
+    # after the grace its reaper removes the sidecar's container and keeps the overlay mounted
+    # for the next cold start (container.plan.OVERLAY_IDLE_SECONDS)
+    kept = {"containers": [], "fuse_mounts": 1}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and box.leftovers() != kept:
+        time.sleep(0.5)
+    assert box.leftovers() == kept
+    dry = box.run("gc", "--dry-run")
+    assert ("sidecar", f"{box.state_dir}/nix/merged") in items(dry)
+    gone = box.run("gc")
+    assert gone.returncode == 0, gone.stderr
+    assert box.leftovers() == {"containers": [], "fuse_mounts": 0}, gone.stderr
+    again = box.run("gc", "--dry-run")
+    assert (again.returncode, again.stdout) == (0, "nothing to remove\n")
+
+
 # ---- microvm, rootless (the test user) ---------------------------------------------------------
 
 

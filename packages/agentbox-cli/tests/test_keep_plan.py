@@ -147,6 +147,18 @@ def test_a_held_sidecar_lock_keeps_the_sidecar(tree: Tree) -> None:
     assert SIDECAR not in [kind for kind, _, _ in rows(plan_gc(tree.facts()))]
 
 
+def test_a_held_setup_lock_alone_still_plans_the_sidecar(tree: Tree) -> None:
+    # a reaper or a starting task holds it for moments; removing waits for it, then checks the
+    # users lock (a run that lost this race left a retired sidecar's overlay mounted)
+    setup = FileLock(tree.ws / "locks" / "sidecar.lock", what="setup")
+    tree.hold(setup)
+    holder = setup.probe().holder
+    [reason] = [why for kind, _, why in rows(plan_gc(tree.facts())) if kind == SIDECAR]
+    assert reason == (f"idle Nix sidecar agentbox-nix-{KEY}: no task holds it; its container "
+                      f"and overlay mount go, its upper stays (its setup lock is held by "
+                      f"{holder}: gc waits for it)")  # fmt: skip
+
+
 def test_gc_execute_removes_through_the_lower_packages(tree: Tree) -> None:
     (tree.ws / "nix-sidecar.state").unlink()  # the sidecar's removal asks Podman: integration
     tree.hold(taskroot.task_lock(tree.tasks / "live"), shared=True)

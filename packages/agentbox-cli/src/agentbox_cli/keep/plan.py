@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentbox_cli.keep.facts import KeepFacts, LeaseFact, ProjectFacts, TaskFact
+from agentbox_cli.keep.facts import KeepFacts, LeaseFact, ProjectFacts, SidecarFact, TaskFact
 from agentbox_state.lock import LockProbe
 
 TASK, STAGING, ENTRY, SIDECAR, LEASE = (
@@ -75,6 +75,14 @@ def _task_kept(task: TaskFact) -> str | None:
     return f"task root {task.path} (changed in the last minute: its run may be starting)"
 
 
+def _sidecar_item(car: SidecarFact, key: str) -> GcItem:
+    busy = ("" if car.setup is None or not car.setup.held
+            else f" (its setup lock is held by {car.setup.holder}: gc waits for it)")  # fmt: skip
+    return GcItem(kind=SIDECAR, path=car.merged, size=0, project=key, detail=car.image,
+                  reason=f"idle Nix sidecar {car.name}: no task holds it; its container and "
+                  f"overlay mount go, its upper stays{busy}")  # fmt: skip
+
+
 def _project_items(project: ProjectFacts) -> tuple[list[GcItem], list[str]]:
     items, kept = [], []
     for task in project.tasks:
@@ -85,13 +93,10 @@ def _project_items(project: ProjectFacts) -> tuple[list[GcItem], list[str]]:
         elif (why := _task_kept(task)) is not None:
             kept.append(why)
     car = project.sidecar
-    if car is not None:
-        holders = [p for p in (car.users, car.setup) if p is not None and p.held]
-        if not holders:
-            items.append(GcItem(kind=SIDECAR, path=car.merged, size=0, project=project.key,
-                                detail=car.image,
-                                reason=f"idle Nix sidecar {car.name}: no task holds it; its "
-                                "container and overlay mount go, its upper stays"))  # fmt: skip
+    # only a task holds the users lock; the setup lock is held for moments by a starting task
+    # or a reaper, and removing waits for it, then checks the users lock again
+    if car is not None and (car.users is None or not car.users.held):
+        items.append(_sidecar_item(car, project.key))
     gone_tasks = {t.path for t in project.tasks if t.abandoned}
     for lease in project.leases:
         if lease.path.parent in gone_tasks:
