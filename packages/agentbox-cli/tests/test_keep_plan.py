@@ -152,7 +152,9 @@ def test_a_held_setup_lock_alone_still_plans_the_sidecar(tree: Tree) -> None:
     # users lock (a run that lost this race left a retired sidecar's overlay mounted)
     setup = FileLock(tree.ws / "locks" / "sidecar.lock", what="setup")
     tree.hold(setup)
-    holder = setup.probe().holder
+    probe = setup.probe()
+    assert probe is not None
+    holder = probe.holder
     [reason] = [why for kind, _, why in rows(plan_gc(tree.facts())) if kind == SIDECAR]
     assert reason == (f"idle Nix sidecar agentbox-nix-{KEY}: no task holds it; its container "
                       f"and overlay mount go, its upper stays (its setup lock is held by "
