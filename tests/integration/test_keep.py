@@ -188,16 +188,18 @@ def test_gc_after_kill_9_of_a_container_task(box: UserBox) -> None:
                                      AGENTBOX_SIDECAR_IDLE_GRACE="0"),
                             cwd=box.project, stdin=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
+    sidecar = f"agentbox-nix-{box.key}"
     deadline = time.monotonic() + 120
-    while not any(
-        n.startswith("my-project-") for n in box.podman("ps", "--format", "{{.Names}}").split()
-    ):
-        assert time.monotonic() < deadline, "the task never started"
+    # the sidecar starts once the task has run container.plan.SIDECAR_DEFER_SECONDS
+    while True:
+        names = box.podman("ps", "--format", "{{.Names}}").split()
+        if sidecar in names and any(n.startswith("my-project-") for n in names):
+            break
+        assert time.monotonic() < deadline, "the task and its sidecar never both ran"
         assert proc.poll() is None
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)  # mid-run: agentbox and its podman run, a crash
     proc.wait()
-    sidecar = f"agentbox-nix-{box.key}"
     deadline = time.monotonic() + 30  # the task's own container ends with its sleep
     while time.monotonic() < deadline and box.leftovers()["containers"] != [sidecar]:
         time.sleep(0.5)
@@ -226,7 +228,8 @@ def test_gc_after_kill_9_of_a_container_task(box: UserBox) -> None:
 @pytest.mark.podman
 @pytest.mark.image
 def test_gc_unmounts_the_overlay_a_retired_sidecar_kept(box: UserBox) -> None:
-    done = box.run("container", "--", "true", AGENTBOX_SIDECAR_IDLE_GRACE="1")
+    # the sleep outlasts container.plan.SIDECAR_DEFER_SECONDS: a sidecar container starts
+    done = box.run("container", "--", "sleep", "1", AGENTBOX_SIDECAR_IDLE_GRACE="1")
     assert done.returncode == 0, done.stderr
     # after the grace its reaper removes the sidecar's container and keeps the overlay mounted
     # for the next cold start (container.plan.OVERLAY_IDLE_SECONDS)

@@ -1,12 +1,14 @@
 """Container mode's execution of its plan, with the recording runner: what runs, in which order,
 what the user is told, and that the locks are free afterwards."""
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from agentbox_cli.container import execute, imagefacts, sidecar
 from agentbox_cli.container.plan import (
     DAEMON_STARTING_ENV,
+    SIDECAR_DEFER_SECONDS,
     ContainerPlan,
     ContainerRequest,
     HostFacts,
@@ -23,12 +25,19 @@ ENTRY = '["/bin/agentbox-guest-init","default","enter","--"]'
 
 
 class ConmonRunner(RecordingRunner):
-    """Writes the conmon pid file a ``podman run --conmon-pidfile`` would."""
+    """Writes the conmon pid file a ``podman run --conmon-pidfile`` would; its task runs
+    ``task_seconds``, longer than the sidecar's deferral unless a test says otherwise."""
+
+    task_seconds = SIDECAR_DEFER_SECONDS + 0.3
 
     def run(self, argv: Sequence[str], **kw: object) -> Completed:
         if "--conmon-pidfile" in argv:
             Path(argv[list(argv).index("--conmon-pidfile") + 1]).write_text("4242")
         return super().run(argv, **kw)  # type: ignore[arg-type]
+
+    def interactive(self, argv: Sequence[str], **kw: object) -> int:
+        time.sleep(self.task_seconds)
+        return super().interactive(argv, **kw)  # type: ignore[arg-type]
 
 
 def container_plan(tmp_path: Path) -> ContainerPlan:
@@ -87,6 +96,28 @@ def test_a_cold_start_runs_the_task_beside_the_starting_sidecar(tmp_path: Path) 
         lock.acquire(wait=0)  # both free again
         lock.release()
     assert not (tmp_path / "vfs-warned").exists()
+
+
+def test_a_task_that_ends_before_the_deferral_starts_no_sidecar(tmp_path: Path) -> None:
+    plan = container_plan(tmp_path)
+    rec = ConmonRunner()
+    rec.task_seconds = 0.0
+    rec.script("podman", "run", "--rm", returncode=3)
+    status, said = run(plan, rec, cold(tmp_path, rec), tmp_path / "vfs-warned")
+    assert (status, said) == (3, [])
+    task = plan.task_for(daemon_starting=True)
+    mount = [*plan.sidecar.userns, "sh", "-c", plan.sidecar.mount_script(ID)]
+    assert rec.argvs[:3] == [["fuse-overlayfs", "--version"], mount, task.argv()]
+    assert rec.argvs[3][-5:] == ["sidecar-reap", "--", str(plan.sidecar.state_file.parent),
+                                 IMAGE, "120"]  # fmt: skip
+    assert len(rec.argvs) == 4  # no `podman run --detach` of the sidecar
+    state = sidecar.read_state(plan.sidecar.state_file)
+    # kept mounted for the next start, as a retired overlay no reaper holds yet
+    assert state["retired"].startswith("deferred@")
+    assert "container_id" not in state
+    for lock in (sidecar.setup_lock(tmp_path / "ws"), sidecar.users_lock(tmp_path / "ws")):
+        lock.acquire(wait=0)
+        lock.release()
 
 
 def test_a_sidecar_that_fails_to_start_is_reported_after_the_task(tmp_path: Path) -> None:

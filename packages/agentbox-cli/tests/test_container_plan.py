@@ -166,8 +166,8 @@ def test_a_task_started_alongside_its_sidecar_waits_for_the_daemon_on_first_use(
         "  podman image inspect localhost/agentbox:latest (its ID; pulled when missing)",
         f"  podman unshare sh -c {shlex.quote(plan.sidecar.mount_script())} (unless its "
         "overlay is mounted still)",
-        f"  {shlex.join(plan.sidecar.run_argv(REQ.image))} (the image by its ID, alongside "
-        "the task)",
+        f"  {shlex.join(plan.sidecar.run_argv(REQ.image))} (the image by its ID, beside the "
+        "task once it has run 0.5 s; none for a task that ended sooner)",
         "mkdir -p /home/u/.codex", "mkdir -p /home/u/.pi", "mkdir -p /s/ws/cargo",
         "mkdir -p /s/sccache",
         "task app-00112233aabbccdd (its first use of Nix waits for a starting daemon)",

@@ -418,6 +418,27 @@ def test_retire_removes_the_container_and_the_old_socket_and_keeps_the_overlay(
     assert not plan.state_file.exists()
 
 
+def test_a_later_reaper_takes_over_a_retired_overlay(tmp_path: Path) -> None:
+    # the last task's reaper unmounts the overlay, not the one of an earlier task
+    plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=True, debug=False)
+    fuse = fake_fuse(plan.merged)
+    try:
+        running_state(plan, fuse_pid=str(fuse.pid))
+        state = {**sidecar.read_state(plan.state_file), "conmon_pid": "", "container_id": "",
+                 "retired": "old@1"}  # fmt: skip
+        plan.state_file.write_text(json.dumps(state))
+        rec = RecordingRunner()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(sidecar, "tasks_running", lambda p, r: False)  # Podman: integration
+            outcome = sidecar.remove_if_idle(plan, tmp_path, rec, retire_as="new@2")
+        assert outcome == sidecar.RETIRED
+        assert sidecar.read_state(plan.state_file)["retired"] == "new@2"
+        assert sidecar.unmount_if_retired(plan, tmp_path, "old@1", rec) == sidecar.IN_USE
+    finally:
+        fuse.kill()
+        fuse.wait()
+
+
 def test_only_the_reaper_that_retired_the_overlay_unmounts_it(tmp_path: Path) -> None:
     plan = plan_sidecar(IMAGE, "app-0123456789ab", tmp_path, rootless=True, debug=False)
     (tmp_path / "locks").mkdir()

@@ -1,15 +1,17 @@
 """Container mode's plan carried out: the sidecar reused or its overlay mounted, the task run
-while a new sidecar container starts beside it (one background worker), and the sidecar's idle
-removal arranged whatever happens to the task."""
+while a new sidecar container starts beside it (one background worker, once the task has run
+``SIDECAR_DEFER_SECONDS``: a shorter task starts none), and the sidecar's idle removal arranged
+whatever happens to the task."""
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from agentbox_cli.container import imagefacts, sidecar
-from agentbox_cli.container.plan import ContainerPlan, SidecarPlan
+from agentbox_cli.container.plan import SIDECAR_DEFER_SECONDS, ContainerPlan, SidecarPlan
 from agentbox_cli.container.storage_check import vfs_warning
 from agentbox_state.errors import AgentboxError
 from agentbox_state.lock import FileLock
@@ -34,7 +36,8 @@ def run_task(plan: ContainerPlan, runner: Runner, *, cache: imagefacts.FactsCach
 
     state_dir = plan.sidecar.state_file.parent
     setup, users = sidecar.setup_lock(state_dir), sidecar.users_lock(state_dir)
-    starting: Future[None] | None = None
+    starting: Future[bool] | None = None
+    task_ended = threading.Event()
     with profiler.phase("sidecar"):
         setup.acquire(wait=SETUP_WAIT_SECONDS, on_wait=say)
         try:
@@ -43,15 +46,19 @@ def run_task(plan: ContainerPlan, runner: Runner, *, cache: imagefacts.FactsCach
             for d in plan.host_dirs:
                 d.mkdir(parents=True, exist_ok=True)
             users.acquire(shared=True)
-            if prepared.facts is not None:  # started alongside the task; it releases setup
-                starting = _start_beside(plan.sidecar, runner, prepared.facts, setup)
+            if prepared.facts is not None:  # started beside the task; it releases setup
+                starting = _start_beside(plan.sidecar, runner, prepared.facts, setup,
+                                         task_ended)  # fmt: skip
         finally:
             if starting is None:
                 setup.release()
     try:
         with profiler.phase("task"):
             task = plan.task_for(daemon_starting=starting is not None)
-            status = runner.interactive(task.argv())
+            try:
+                status = runner.interactive(task.argv())
+            finally:
+                task_ended.set()
         failed = starting.exception() if starting is not None else None
         if isinstance(failed, AgentboxError):
             say(failed.message)
@@ -103,14 +110,21 @@ def start_sidecar(plan: SidecarPlan, runner: Runner, *, cache: imagefacts.FactsC
 
 
 def _start_beside(plan: SidecarPlan, runner: Runner, facts: imagefacts.ImageFacts,
-                  setup: FileLock) -> Future[None]:  # fmt: skip
+                  setup: FileLock, task_ended: threading.Event) -> Future[bool]:  # fmt: skip
     """``sidecar.start`` on a worker thread (the overlay is mounted already, so the task's bind
-    mount of it is right); ``setup`` is released when it is done, whatever the outcome."""
+    mount of it is right) once the task has run ``SIDECAR_DEFER_SECONDS``, so it does not
+    compete with the task's own start; a task that ended before starts none and the overlay
+    stays mounted for the next (``sidecar.defer``). True when it started; ``setup`` is released
+    when it is done, whatever the outcome."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def start() -> None:
+    def start() -> bool:
         try:
+            if task_ended.wait(SIDECAR_DEFER_SECONDS):
+                sidecar.defer(plan)
+                return False
             sidecar.start(plan, runner, facts)
+            return True
         finally:
             setup.release()
 

@@ -33,6 +33,9 @@ def overlay_grace(grace: int) -> int:
     return 0 if grace == 0 else max(grace, OVERLAY_IDLE_SECONDS)
 
 
+# A new sidecar container starts once the task has run this long, so that it does not compete
+# with the task's own start; a task that ends sooner starts none (its overlay stays mounted).
+SIDECAR_DEFER_SECONDS = 0.5
 # the task's first use of Nix waits for the daemon the sidecar is still starting (guest init)
 DAEMON_STARTING_ENV = ("AGENTBOX_NIX_DAEMON_STARTING", "1")
 # the mount script's exit status when the image lacks what container mode needs
@@ -159,7 +162,8 @@ class ContainerPlan:
             f"  podman image inspect {s.image} (its ID; pulled when missing)",
             f"  {prefix}sh -c {shlex.quote(s.mount_script())} (unless its overlay is mounted "
             "still)",
-            f"  {shlex.join(s.run_argv(s.image))} (the image by its ID, alongside the task)",
+            f"  {shlex.join(s.run_argv(s.image))} (the image by its ID, beside the task once "
+            f"it has run {SIDECAR_DEFER_SECONDS} s; none for a task that ended sooner)",
             *(f"mkdir -p {d}" for d in self.host_dirs),
             f"task {self.task.name} (its first use of Nix waits for a starting daemon)",
             f"  {shlex.join(starting.argv())}",

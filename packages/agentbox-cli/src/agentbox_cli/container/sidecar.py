@@ -304,6 +304,14 @@ def retire(plan: SidecarPlan, runner: Runner, token: str) -> bool:
     return True
 
 
+def defer(plan: SidecarPlan) -> None:
+    """The task ended before its sidecar was started: keep the overlay mounted as a retired
+    one (no reaper's token), which the next start reuses and the next reaper retires again."""
+    state = read_state(plan.state_file)
+    if state and not alive(state):
+        _write_state(plan.state_file, {**state, "retired": f"deferred@{os.getpid()}"})
+
+
 def tasks_running(plan: SidecarPlan, runner: Runner) -> bool:
     """Whether Podman knows a task of this sidecar; raises when it cannot say (fail closed)."""
     from agentbox_podman.query import api_socket, containers_with_labels
@@ -319,8 +327,8 @@ REMOVED, RETIRED, IN_USE, ORPHANS, UNKNOWN = "removed", "retired", "in-use", "or
 def remove_if_idle(plan: SidecarPlan, state_dir: Path, runner: Runner, *,
                    retire_as: str = "") -> str:  # fmt: skip
     """Remove the sidecar when no task uses it (with ``retire_as``, only its container, the
-    overlay kept: ``retired``). Returns ``removed``; ``in-use`` when an agentbox task holds it
-    (that task removes it later) or another reaper retired it already (that one unmounts it);
+    overlay kept: ``retired``, taken over from a reaper that retired it before). Returns
+    ``removed``; ``in-use`` when an agentbox task holds it (that task removes it later);
     ``orphans`` when only task containers whose agentbox died still run; ``unknown`` when
     Podman could not say (nothing removed)."""
     setup, users = setup_lock(state_dir), users_lock(state_dir)
@@ -336,9 +344,7 @@ def remove_if_idle(plan: SidecarPlan, state_dir: Path, runner: Runner, *,
         try:
             if tasks_running(plan, runner):
                 return ORPHANS
-            state = read_state(plan.state_file)
-            if retire_as and state.get("retired"):
-                return IN_USE  # its reaper unmounts it, unless a new sidecar takes it first
+            # a kept overlay another reaper retired is taken over: the newest reaper unmounts it
             if retire_as and retire(plan, runner, retire_as):
                 return RETIRED
             teardown(plan, runner)
