@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -142,7 +143,9 @@ def test_a_cold_start_puts_the_nix_waiters_first_on_path_a_warm_one_does_not(
 ) -> None:
     show = ["sh", "-c", "echo $PATH; env | grep -c '^AGENTBOX_' || true; readlink "
             "$(command -v nix-store)"]  # fmt: skip
-    cold = box.run("container", "--", *show, AGENTBOX_SIDECAR_IDLE_GRACE="30")
+    # the sleep outlasts container.plan.SIDECAR_DEFER_SECONDS: the sidecar starts, the next is warm
+    cold = box.run("container", "--", *show[:2], show[2] + "; sleep 1",
+                   AGENTBOX_SIDECAR_IDLE_GRACE="30")  # fmt: skip
     assert cold.returncode == 0, cold.stderr
     path, count, link = cold.stdout.splitlines()
     assert path.startswith("/run/agentbox/nix-wait/bin:"), path
@@ -240,7 +243,8 @@ def test_exit_status_and_store_persistence(box: UserBox) -> None:
 
 
 def test_idle_grace_keeps_then_removes_the_sidecar(box: UserBox) -> None:
-    first = box.run("container", "--", "true", AGENTBOX_SIDECAR_IDLE_GRACE="3")
+    # a task that runs longer than container.plan.SIDECAR_DEFER_SECONDS starts the sidecar
+    first = box.run("container", "--", "sleep", "1", AGENTBOX_SIDECAR_IDLE_GRACE="3")
     assert first.returncode == 0, first.stderr
     names = box.leftovers()["containers"]
     assert isinstance(names, list)
@@ -309,7 +313,7 @@ def test_after_a_crash_took_every_process_of_the_user_the_remedy_is_named(box: U
     user while Podman's record of its pause process and running sidecar stays in /tmp: podman
     then refuses everything until `podman system migrate`. agentbox names that remedy, and after
     it the next run works, its stale sidecar replaced."""
-    first = box.run("container", "--", "true")  # its sidecar stays for the idle grace
+    first = box.run("container", "--", "sleep", "1")  # its sidecar stays for the idle grace
     assert first.returncode == 0, first.stderr
     assert box.leftovers()["containers"], "the sidecar runs on"
     subprocess.run(["pkill", "--signal", "KILL", "-u", box.user], check=False)
@@ -335,9 +339,10 @@ def test_after_a_crash_took_every_process_of_the_user_the_remedy_is_named(box: U
 def test_after_the_idle_grace_the_overlay_stays_so_the_next_start_mounts_nothing(
     box: UserBox,
 ) -> None:
-    """The idle reaper removes the sidecar's container but keeps its /nix overlay mounted
-    (plan.OVERLAY_IDLE_SECONDS): the next cold start runs no `podman unshare`, its new daemon
-    serves the task, and a grace of 0 then removes everything."""
+    """A task that ends before plan.SIDECAR_DEFER_SECONDS starts no sidecar container and keeps
+    its /nix overlay mounted (as the idle reaper does, plan.OVERLAY_IDLE_SECONDS): the next cold
+    start runs no `podman unshare`, its new daemon serves the task, and a grace of 0 then
+    removes everything."""
     first = box.run("container", "--", "true", AGENTBOX_SIDECAR_IDLE_GRACE="1")
     assert first.returncode == 0, first.stderr
     deadline = time.monotonic() + 30
@@ -346,7 +351,7 @@ def test_after_the_idle_grace_the_overlay_stays_so_the_next_start_mounts_nothing
     assert box.leftovers() == {"containers": [], "fuse_mounts": 1}
     state = json.loads((box.state_dir / "nix-sidecar.state").read_text())
     assert state["retired"]
-    assert (state["conmon_pid"], state["container_id"]) == ("", "")
+    assert (state.get("conmon_pid", ""), state.get("container_id", "")) == ("", "")
     cold = box.run("--debug", "container", "--", "sh", "-c", "nix store info 2>&1 | head -1",
                    AGENTBOX_SIDECAR_IDLE_GRACE="0")  # fmt: skip
     assert cold.returncode == 0, cold.stderr
@@ -403,7 +408,8 @@ def test_sigterm_reaches_the_task_and_cleans_up(box: UserBox) -> None:
 def test_profile_and_debug_print_the_guest_report_and_debug_reaches_podman(box: UserBox) -> None:
     import re
 
-    done = box.run("--profile", "--debug", "container", "--", "true",
+    # the sleep outlasts container.plan.SIDECAR_DEFER_SECONDS, so the sidecar's start is seen too
+    done = box.run("--profile", "--debug", "container", "--", "sleep", "1",
                    AGENTBOX_SIDECAR_IDLE_GRACE="0")  # fmt: skip
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
@@ -429,3 +435,34 @@ def test_profile_or_debug_alone_prints_no_guest_report(box: UserBox) -> None:
         done = box.run(flag, "container", "--", "true", AGENTBOX_SIDECAR_IDLE_GRACE="0")
         assert done.returncode == 0, done.stderr
         assert "agentbox-guest-init profile:" not in done.stderr, (flag, done.stderr)
+
+
+def test_the_home_directory_is_no_workspace_unless_allowed_and_never_with_the_state(
+    box: UserBox,
+) -> None:
+    """`cd ~ && agentbox container` would hand the agent ~/.ssh: refused, naming --allow-home;
+    with it, still refused while agentbox's own state lies inside; with the state elsewhere,
+    the plan mounts the home at /workspace."""
+    home = box.pw.pw_dir
+
+    def from_home(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(box.argv(*args, **env), cwd=home, capture_output=True, text=True,
+                              check=False, timeout=120)  # fmt: skip
+
+    refused = from_home("--dry-run", "container")
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        f"agentbox: refusing the workspace {home}: it is your home directory, and the sandbox "
+        "would see all of it (~/.ssh, credentials, browser profiles)\n"
+        "hint: cd into the project's own directory, or pass --allow-home to share it anyway\n"
+    )
+    state = f"{home}/.local/state/agentbox"
+    inside = from_home("--allow-home", "--dry-run", "container")
+    assert (inside.returncode, inside.stdout) == (1, "")
+    assert f"it contains the agentbox state {state}, which no sandbox may see" in inside.stderr
+    with tempfile.TemporaryDirectory(prefix="agentbox-state-") as elsewhere:
+        os.chown(elsewhere, box.pw.pw_uid, box.pw.pw_gid)
+        shared = from_home("--allow-home", "--dry-run", "container", XDG_STATE_HOME=elsewhere)
+        assert shared.returncode == 0, shared.stderr
+        assert f"--volume {home}:/workspace " in shared.stdout
+    assert box.leftovers() == {"containers": [], "fuse_mounts": 0}

@@ -83,3 +83,19 @@ def test_config_shows_an_environment_override_as_its_source(
     assert main(["config"], {**env, "AGENTBOX_SIDECAR_IDLE_GRACE": "soon"}) == 2
     err = capsys.readouterr().err
     assert err.startswith("agentbox: AGENTBOX_SIDECAR_IDLE_GRACE='soon' is a string, not a whole")
+
+
+@pytest.mark.parametrize("mode", [["container"], ["microvm"], [], ["container", "--", "ls"]])
+def test_every_mode_refuses_the_home_directory_as_its_workspace(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    mode: list[str],
+) -> None:  # fmt: skip
+    # cd ~ && agentbox ...: the sandbox would see ~/.ssh; refused before any process runs
+    monkeypatch.chdir(home)
+    env = {"HOME": str(home), "PATH": "/nonexistent"}  # nothing could run if it tried
+    code = main(["--dry-run", *mode], env)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"refusing the workspace {home}: it is your home directory" in err, err
+    assert "hint: cd into the project's own directory, or pass --allow-home" in err, err
+    assert not (home / ".local").exists()  # nothing made

@@ -102,6 +102,7 @@ def test_config_sources(run: Run) -> None:
         "profile": {"value": False, "source": "default"},
         "root": {"value": False, "source": "default"},
         "dry_run": {"value": False, "source": "default"},
+        "allow_home": {"value": False, "source": "default"},
     }
 
 

@@ -175,3 +175,14 @@ def test_the_helper_gets_the_loader_and_libkrun_log_variables() -> None:
         "RUST_LOG": "debug", "X_LIB": "/opt/krun/lib/libkrun.so",
     }  # fmt: skip
     assert helper_env(face, "libkrun.so.1", {"LD_LIBRARY_PATH": ""}) == {"X_LIB": "libkrun.so.1"}
+
+
+def test_the_home_directory_is_refused_as_the_workspace(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(home)
+    env = {"HOME": str(home), "PATH": "/nonexistent"}  # nothing could run if it tried
+    assert main(["--dry-run", "--", "true"], env) == 1
+    err = capsys.readouterr().err
+    assert f"refusing the workspace {home}: it is your home directory" in err, err
+    assert "hint: cd into the project's own directory, or pass --allow-home" in err, err

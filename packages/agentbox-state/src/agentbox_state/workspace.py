@@ -7,6 +7,10 @@ import os
 from agentbox_state.errors import AgentboxError
 from agentbox_state.record import Record
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 SLUG_MAX = 32
 HASH_LEN = 12
 
@@ -62,6 +66,46 @@ class Workspace(Record, kw_only=True):
         if len(raw) != 8:
             raise ValueError("a task token is exactly 8 bytes")
         return f"{self.slug}-{raw.hex()}"
+
+
+# the global option that lets a workspace hold the user's home directory
+ALLOW_HOME_FLAG = "--allow-home"
+
+
+def _within(inner: str, outer: str) -> bool:
+    """Whether canonical ``inner`` is ``outer`` or lies below it."""
+    return inner == outer or inner.startswith(outer.rstrip("/") + "/")
+
+
+def check_mountable(workspace: Workspace, *, home: str, private: Sequence[tuple[str, str]],
+                    allow_home: bool) -> None:  # fmt: skip
+    """Refuse a workspace that would hand a sandbox what is not the project's (pure).
+
+    A workspace that is or contains the home directory (``/`` included) would show the agent
+    ``~/.ssh``, cloud credentials and browser profiles: refused unless ``allow_home``. One that
+    holds a ``private`` path (``(what, path)``: agentbox's own state, config, keys) is refused
+    always. Paths are compared canonically.
+    """
+    path = workspace.path
+    real_home = os.path.realpath(home) if home else ""
+    if real_home and _within(real_home, path) and not allow_home:
+        which = "your home directory" if path == real_home else f"your home directory {real_home}"
+        raise AgentboxError(
+            f"refusing the workspace {path}: it {'is' if path == real_home else 'contains'} "
+            f"{which}, and the sandbox would see all of it (~/.ssh, credentials, browser "
+            "profiles)",
+            hint=f"cd into the project's own directory, or pass {ALLOW_HOME_FLAG} to share "
+            "it anyway",
+        )
+    for what, p in private:
+        real = os.path.realpath(p)
+        if _within(real, path):
+            raise AgentboxError(
+                f"refusing the workspace {path}: it contains {what} {real}, which no sandbox "
+                "may see",
+                hint="cd into the project's own directory, or move that state out of it "
+                "([state] location in the config, or XDG_STATE_HOME)",
+            )
 
 
 def current_workspace() -> Workspace:

@@ -31,7 +31,6 @@ def run(ctx: Context) -> int:
     from pathlib import Path
 
     from agentbox_krun.sizing import parse_mem, vcpus
-    from agentbox_state.workspace import current_workspace
     from agentbox_storage.backends import Backend, parse_backend
     from loftd.face import FACE
     from loftd.facts import probe_host
@@ -39,6 +38,7 @@ def run(ctx: Context) -> int:
     from loftd.runtime import TaskRequest
     from loftd.schema import BACKENDS, PUBLISHED_IMAGE
 
+    workspace = ctx.mounted_workspace()  # refused before anything is asked of the host
     flag = ctx.args.value("rootfs_backend")
     configured = ctx.config.get("task-rootfs.backend")
     allowed = tuple(Backend(b) for b in BACKENDS)
@@ -60,7 +60,6 @@ def run(ctx: Context) -> int:
         return digest is not None
 
     image, pull = choose_image(explicit, ctx.flags.pull_latest, local_exists, PUBLISHED_IMAGE)
-    workspace = current_workspace()
     request = TaskRequest(
         image=image, backend=backend, workspace=Path(workspace.path),
         state_dir=ctx.paths.layout(workspace).state_dir, images_dir=ctx.paths.images,

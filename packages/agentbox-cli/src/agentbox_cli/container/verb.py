@@ -26,7 +26,8 @@ def run(ctx: Context) -> int:
     from agentbox_podman.podman import Mount
     from agentbox_state.workspace import current_workspace
 
-    workspace = current_workspace()
+    # the sidecar alone shows no workspace; a task refuses one that holds the home directory
+    workspace = current_workspace() if ctx.args.action == "sidecar" else ctx.mounted_workspace()
     runner = ctx.runner()
     agent_mounts: tuple[Mount, ...] = ()
     if ctx.flags.agent is not None:

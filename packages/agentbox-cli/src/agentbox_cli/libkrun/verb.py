@@ -83,10 +83,9 @@ def launch(ctx: Context) -> int:
     from agentbox_cli.libkrun.inputs import check_guest_init, host_facts, request
     from agentbox_cli.libkrun.plan import plan_libkrun
     from agentbox_cli.libkrun.task import run_task
-    from agentbox_state.workspace import current_workspace
     from agentbox_storage.disks import open_disk
 
-    workspace = current_workspace()
+    workspace = ctx.mounted_workspace()
     runner = ctx.runner()
     req = request(ctx, workspace, resolve_image(ctx.flags, runner))
     plan = plan_libkrun(req, host_facts(ctx, workspace))

@@ -32,7 +32,6 @@ def run(ctx: Context) -> int:
     from agentbox_cli.microvm.face import FACE
     from agentbox_krun.sizing import parse_mem, vcpus
     from agentbox_podman.images import LOCAL_IMAGE
-    from agentbox_state.workspace import current_workspace
     from agentbox_storage.backends import Backend, parse_backend
     from loftd.facts import probe_host
     from loftd.plan import plan_task
@@ -50,7 +49,7 @@ def run(ctx: Context) -> int:
     guest_init = ctx.args.value("guest_init")
     if guest_init is not None and not Path(guest_init).is_file():
         raise UsageError(f"--guest-init {guest_init} is not a file")
-    workspace = current_workspace()
+    workspace = ctx.mounted_workspace()
     image = ctx.flags.image.value if isinstance(ctx.flags.image.value, str) else LOCAL_IMAGE
     request = TaskRequest(
         image=image, backend=backend, workspace=Path(workspace.path),

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from agentbox_state.config import ConfigFile, Schema
     from agentbox_state.runner import SubprocessRunner
+    from agentbox_state.workspace import Workspace
 
     Sink = Callable[[str], None]
 
@@ -64,6 +65,18 @@ class Context(Record, kw_only=True):
         from agentbox_state.runner import SubprocessRunner
 
         return SubprocessRunner(self.environ, echo=self.err if self.flags.debug else None)
+
+    def mounted_workspace(self) -> Workspace:
+        """The current directory's workspace, for a verb that shows it to a sandbox: refused
+        when it holds the home directory (unless ``--allow-home``) or this app's state, where
+        its disks, leases and keys live (``workspace.check_mountable``)."""
+        from agentbox_state.workspace import check_mountable, current_workspace
+
+        workspace = current_workspace()
+        private = ((f"the {self.spec.name} state", os.fspath(self.paths.base)),)
+        check_mountable(workspace, home=self.environ.get("HOME", ""), private=private,
+                        allow_home=self.flags.allow_home)  # fmt: skip
+        return workspace
 
 
 class Verb(Record):

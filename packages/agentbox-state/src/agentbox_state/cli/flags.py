@@ -5,6 +5,7 @@ from __future__ import annotations
 from agentbox_state.cli.args import Args, Option
 from agentbox_state.errors import UsageError
 from agentbox_state.record import Record
+from agentbox_state.workspace import ALLOW_HOME_FLAG
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ def global_options(image_env: str, *, agent: bool = False) -> tuple[Option, ...]
         Option("--profile", "time each phase; the report is printed when --debug is also given"),
         Option("--root", "keep the final shell as root inside the sandbox"),
         Option("--dry-run", "print the launch plan and run nothing"),
+        Option(ALLOW_HOME_FLAG, "allow a workspace that is or holds your home (shown whole)"),
         *((AGENT,) if agent else ()),
     )
 
@@ -45,6 +47,7 @@ class GlobalFlags(Record, kw_only=True):
     profile: bool
     root: bool
     dry_run: bool
+    allow_home: bool = False
     agent: str | None = None  # --agent NAME (validated by the verb that takes it)
 
     def settings(self) -> dict[str, Setting]:
@@ -58,6 +61,7 @@ class GlobalFlags(Record, kw_only=True):
             "profile": flag("profile", self.profile),
             "root": flag("root", self.root),
             "dry_run": flag("dry-run", self.dry_run),
+            "allow_home": flag("allow-home", self.allow_home),
         }
 
 
@@ -95,5 +99,6 @@ def resolve_global_flags(
         profile=args.flag("profile"),
         root=args.flag("root"),
         dry_run=args.flag("dry_run"),
+        allow_home=args.flag("allow_home"),
         agent=args.value("agent"),
     )
