@@ -99,3 +99,54 @@ def test_every_mode_refuses_the_home_directory_as_its_workspace(
     assert f"refusing the workspace {home}: it is your home directory" in err, err
     assert "hint: cd into the project's own directory, or pass --allow-home" in err, err
     assert not (home / ".local").exists()  # nothing made
+
+
+@pytest.mark.parametrize(
+    ("argv", "config", "said"),
+    [
+        (["--net", "closed"], "",
+         "agentbox: --net: unknown network mode 'closed'\nhint: use one of: open, none, allow"),
+        (["--net", "none", "--allow", "github.com"], "",
+         "agentbox: --allow cannot be combined with network mode 'none'\n"
+         "hint: use --net allow --allow HOST, or drop --allow"),
+        (["--allow", "https://github.com"], "",
+         "agentbox: --allow: 'https://github.com' is not a host pattern\n"
+         "hint: use an exact DNS name (github.com) or a leading wildcard (*.npmjs.org); no "
+         "ports, schemes, paths, IP addresses or inner '*'"),
+        ([], '[network]\nallow = ["a b"]\n', 'network.allow = ["a b"] has the element "a b", '
+         "not a name without spaces"),
+        ([], '[network]\nallow = ["github.com/x"]\n', 'has the element "github.com/x", not a '
+         "host name or *. suffix"),
+        ([], '[network]\nresolve = ["web.test"]\n', 'has the element "web.test", not '
+         "NAME:ADDRESS"),
+    ],
+    ids=["unknown-net", "allow-with-none", "url-as-host", "space", "path", "resolve"],
+)  # fmt: skip
+def test_bad_network_input_is_refused_before_anything_runs(
+    home: Path, capsys: pytest.CaptureFixture[str], argv: list[str], config: str, said: str
+) -> None:
+    if config:
+        (home / ".config/agentbox").mkdir(parents=True)
+        (home / ".config/agentbox/agentbox.toml").write_text(config)
+    env = {"HOME": str(home), "PATH": "/nonexistent"}  # nothing could run if it tried
+    code = main(["container", *argv, "--dry-run", "--", "true"], env)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert said in err, err
+
+
+@pytest.mark.parametrize("mode", [["microvm"], []])
+def test_a_vm_mode_refuses_a_network_policy_it_cannot_enforce(
+    home: Path, capsys: pytest.CaptureFixture[str], mode: list[str]
+) -> None:
+    (home / ".config/agentbox").mkdir(parents=True)
+    (home / ".config/agentbox/agentbox.toml").write_text('[network]\nmode = "none"\n')
+    env = {"HOME": str(home), "PATH": "/nonexistent"}
+    assert main([*mode, "--dry-run", "--", "true"], env) == 1
+    verb = mode[0] if mode else "libkrun"
+    assert capsys.readouterr().err == (
+        f"agentbox: agentbox {verb} cannot enforce [network] mode = 'none': its VM has the "
+        "host's network\n"
+        f'hint: run `agentbox container` (it enforces it), or set [network] mode = "open" to '
+        f"use {verb} with the host's network\n"
+    )

@@ -170,6 +170,7 @@ def test_a_task_started_alongside_its_sidecar_waits_for_the_daemon_on_first_use(
         "task once it has run 0.5 s; none for a task that ended sooner)",
         "mkdir -p /home/u/.codex", "mkdir -p /home/u/.pi", "mkdir -p /s/ws/cargo",
         "mkdir -p /s/sccache",
+        "network: open (the host's network, as Podman gives it)",
         "task app-00112233aabbccdd (its first use of Nix waits for a starting daemon)",
         f"  {shlex.join(starting.argv())}",
     ]  # fmt: skip
@@ -212,3 +213,63 @@ def test_an_agents_git_mounts_follow_its_worktree_at_workspace() -> None:
         "/s/ws-agent-a1/worktree:/workspace", "/src/app/.git:/src/app/.git:ro",
         "/src/app/.git/objects:/src/app/.git/objects", "/s/ws/nix/merged:/nix:ro",
     ]  # fmt: skip
+
+
+def test_an_allow_list_cuts_the_task_off_but_for_the_egress_proxy() -> None:
+    import dataclasses
+
+    from agentbox_cli.egress.policy import build_policy
+
+    policy = build_policy(configured_mode="allow", allow=["github.com", "*.npmjs.org"])
+    plan = plan_container(dataclasses.replace(REQ, network=policy), HOST)
+    # podman-run(1): `--network none` gives the container a network namespace with no
+    # interface configured but loopback; `--volume SRC:DST` bind-mounts the proxy's socket dir
+    proxy = "http://127.0.0.1:3128"
+    assert plan.task.argv() == [
+        "podman", "run", "--rm", "--interactive", "--tty", "--name", "app-00112233aabbccdd",
+        "--userns", "keep-id", "--user", "0:0", "--hostname", "app-agentbox",
+        "--workdir", "/workspace", "--network", "none", "--label", "agentbox.role=task",
+        "--label", "agentbox.workspace=app-0123456789ab",
+        "--label", "agentbox.sidecar=agentbox-nix-app-0123456789ab",
+        "--env", "AGENTBOX_HOST_UID=1000", "--env", "AGENTBOX_HOST_GID=1000",
+        "--env", "NIX_REMOTE=unix:///nix/var/nix/daemon-socket/socket",
+        "--env", "SCCACHE_DIR=/home/dev/.cache/sccache",
+        "--env", "AGENTBOX_EGRESS_SOCKET=/run/agentbox/egress/proxy.sock",
+        "--env", f"HTTP_PROXY={proxy}", "--env", f"HTTPS_PROXY={proxy}",
+        "--env", f"http_proxy={proxy}", "--env", f"https_proxy={proxy}",
+        "--env", "NO_PROXY=localhost,127.0.0.1,::1", "--env", "no_proxy=localhost,127.0.0.1,::1",
+        "--volume", "/src/app:/workspace", "--volume", "/s/ws/nix/merged:/nix:ro",
+        "--volume", "/home/u/.codex:/home/dev/.codex", "--volume", "/home/u/.pi:/home/dev/.pi",
+        "--volume", "/s/ws/cargo:/home/dev/.cargo",
+        "--volume", "/s/sccache:/home/dev/.cache/sccache",
+        "--volume", "/s/ws/egress/app-00112233aabbccdd:/run/agentbox/egress",
+        "--tmpfs", "/tmp:rw,exec,mode=1777", "localhost/agentbox:latest",
+    ]  # fmt: skip
+    assert (plan.egress_dir, plan.denial_log) == (
+        Path("/s/ws/egress/app-00112233aabbccdd"),
+        Path("/s/ws/egress/app-00112233aabbccdd.denied.jsonl"),
+    )
+    lines = plan.describe()
+    assert lines[lines.index(next(x for x in lines if x.startswith("network:"))) :][:2] == [
+        "network: allow github.com, *.npmjs.org (the task has only loopback and no DNS: HTTP(S) "
+        "goes through the egress proxy at http://127.0.0.1:3128; the project's shared Nix "
+        "daemon still fetches for it, outside the policy)",
+        "  egress proxy in this process on /s/ws/egress/app-00112233aabbccdd/proxy.sock (seen "
+        "at /run/agentbox/egress); denied requests go to "
+        "/s/ws/egress/app-00112233aabbccdd.denied.jsonl",
+    ]
+
+
+def test_network_none_has_no_proxy_at_all() -> None:
+    import dataclasses
+
+    from agentbox_cli.egress.policy import build_policy
+
+    plan = plan_container(dataclasses.replace(REQ, network=build_policy(mode="none")), HOST)
+    argv = plan.task.argv()
+    assert argv[argv.index("--network") + 1] == "none"
+    assert not [v for k, v in plan.task.env if "PROXY" in k.upper() or k.startswith("AGENTBOX_E")]
+    assert (plan.egress_dir, plan.denial_log) == (None, None)
+    assert "network: none (the task has only loopback and no DNS; the project's shared Nix " \
+        "daemon still fetches for it, outside the policy)" in plan.describe()  # fmt: skip
+    assert "--network" not in plan_container(REQ, HOST).task.argv()  # open: as before

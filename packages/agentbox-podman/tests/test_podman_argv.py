@@ -7,10 +7,13 @@ from agentbox_podman.podman import Mount, RunSpec
 
 
 def test_run_spec_renders_every_option_in_order() -> None:
+    # podman-run(1): `--network=mode` where mode `none` creates a network namespace with no
+    # interfaces configured but loopback; every option takes its value as the next word
     spec = RunSpec(
         image="img", name="n", command=("sh", "-c", "x"), detach=True, remove=False,
         interactive=True, tty=True, userns="keep-id", user="0:0", hostname="h", workdir="/w",
-        entrypoint="/e", runtime="crun", labels=(("a", "1"),), annotations=(("k", "v"),),
+        entrypoint="/e", runtime="crun", network="none", labels=(("a", "1"),),
+        annotations=(("k", "v"),),
         env=(("E", "x y"),), mounts=(Mount(Path("/src"), "/dst", readonly=True),),
         tmpfs=("/tmp:rw",), devices=("/dev/net/tun",), publish=("8080:80",),
         global_options=("--log-level=debug",),
@@ -18,7 +21,8 @@ def test_run_spec_renders_every_option_in_order() -> None:
     assert spec.argv() == [
         "podman", "--log-level=debug", "run", "--detach", "--interactive", "--tty",
         "--name", "n", "--runtime", "crun", "--userns", "keep-id", "--user", "0:0",
-        "--hostname", "h", "--workdir", "/w", "--entrypoint", "/e", "--label", "a=1",
+        "--hostname", "h", "--workdir", "/w", "--entrypoint", "/e", "--network", "none",
+        "--label", "a=1",
         "--annotation", "k=v", "--env", "E=x y", "--volume", "/src:/dst:ro",
         "--tmpfs", "/tmp:rw", "--device", "/dev/net/tun", "--publish", "8080:80",
         "img", "sh", "-c", "x",

@@ -7,15 +7,49 @@ from agentbox_podman.images import LOCAL_IMAGE, PUBLISHED_IMAGE
 from agentbox_state.cli.app import AppSpec
 from agentbox_state.config import (
     STATE_TABLE,
+    Invalid,
     Key,
     non_negative_int,
     one_of,
     string_list,
+    toml_repr,
     whole_number_text,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 MODES = ("libkrun", "container", "microvm")  # the verbs `[run] mode` may name; libkrun first
 MODE_KEY = "run.mode"
+NETWORK_MODES = ("open", "none", "allow")  # [network] mode and --net (agentbox_cli.egress)
+
+
+def host_patterns(value: object) -> tuple[str, ...]:
+    """Converter: ``[network] allow``, host names and ``*.`` suffixes, normalized."""
+    from agentbox_cli.egress.policy import validate_pattern
+
+    return tuple(_each(value, validate_pattern, "a host name or *. suffix"))
+
+
+def resolve_entries(value: object) -> tuple[str, ...]:
+    """Converter: ``[network] resolve``, ``NAME:ADDRESS`` entries."""
+    from agentbox_cli.egress.policy import parse_resolve
+
+    return tuple(_each(value, lambda entry: ":".join(parse_resolve(entry)), "NAME:ADDRESS"))
+
+
+def _each(value: object, check: Callable[[str], str], what: str) -> list[str]:
+    from agentbox_state.errors import UsageError
+
+    out = []
+    for item in string_list(value):
+        try:
+            out.append(check(item))
+        except UsageError as err:
+            raise Invalid(f"has the element {toml_repr(item)}, not {what}", err.hint) from None
+    return out
+
 
 SPEC = AppSpec(
     name="agentbox",
@@ -47,6 +81,26 @@ agent config survive across runs. State lives outside the project: see 'agentbox
                 default=120,
                 env="AGENTBOX_SIDECAR_IDLE_GRACE",
                 from_env=whole_number_text,
+            ),
+        },
+        "network": {
+            "mode": Key(
+                accepted='"open" (the host\'s network), "none" (loopback only) or "allow" (only '
+                "the hosts of [network] allow, through agentbox's proxy; container mode)",
+                convert=one_of(*NETWORK_MODES),
+                default=NETWORK_MODES[0],
+            ),
+            "allow": Key(
+                accepted='an array of host names or *. suffixes, like ["github.com", '
+                '"*.npmjs.org"]',
+                convert=host_patterns,
+                default=(),
+            ),
+            "resolve": Key(
+                accepted="an array of NAME:ADDRESS, the address the proxy uses for a name, like "
+                '["registry.internal:10.0.0.5"]',
+                convert=resolve_entries,
+                default=(),
             ),
         },
         "image": {

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 EXIT_USAGE = 2
 EXIT_CONTRACT = 3
 EXIT_SETUP = 4
+# under an allow-list, where the guest init's relay to the host's egress proxy listens (the
+# host sets the proxy variables to it; see egress.py)
+EGRESS_LISTEN = ("127.0.0.1", 3128)
+EGRESS_PROXY_URL = f"http://{EGRESS_LISTEN[0]}:{EGRESS_LISTEN[1]}"
 
 
 class GuestError(Exception):
@@ -64,6 +68,8 @@ TEXT = {
     # the VM modes: where the guest init reports that it started and how the command ended,
     # inside the task root the host reads after the VM is gone (see report.py)
     "status_file": ("GUEST_STATUS_FILE", ""),
+    # container mode under an allow-list: the host's egress proxy socket (see egress.py)
+    "egress_socket": ("EGRESS_SOCKET", ""),
 }
 LOFTD_TEXT = {
     "nix_disk_id": ("NIX_DISK_ID", "loftd-nix"),
@@ -73,6 +79,7 @@ LOFTD_TEXT = {
     "workspace_tag": ("WORKSPACE_TAG", ""),
     "workspace_target": ("WORKSPACE_TARGET", "/workspace"),
     "status_file": ("GUEST_STATUS_FILE", ""),
+    "egress_socket": ("EGRESS_SOCKET", ""),
 }
 
 
@@ -99,9 +106,10 @@ class Contract:
 
     __slots__ = (
         "containers_disk_id", "containers_disk_label", "containers_storage", "debug",
-        "enter_as_root", "host_gid", "host_uid", "kvm_drop_to_dev", "nix_daemon_starting",
-        "nix_disk_id", "nix_disk_label", "nix_host_overlay", "nix_overlay", "prefix", "profile",
-        "status_file", "use_passt", "workspace_tag", "workspace_target",
+        "egress_socket", "enter_as_root", "host_gid", "host_uid", "kvm_drop_to_dev",
+        "nix_daemon_starting", "nix_disk_id", "nix_disk_label", "nix_host_overlay",
+        "nix_overlay", "prefix", "profile", "status_file", "use_passt", "workspace_tag",
+        "workspace_target",
     )  # fmt: skip
 
     prefix: str
@@ -123,6 +131,7 @@ class Contract:
     workspace_tag: str
     workspace_target: str
     status_file: str
+    egress_socket: str
 
     @property
     def libkrun(self) -> bool:
@@ -153,10 +162,10 @@ def parse(env: Mapping[str, str], prefix: str = "AGENTBOX_") -> Contract:
         raise ContractError(
             f"{prefix}{text['workspace_target'][0]}={c.workspace_target!r} is not an absolute path"
         )
-    if c.status_file and not c.status_file.startswith("/"):
-        raise ContractError(
-            f"{prefix}{text['status_file'][0]}={c.status_file!r} is not an absolute path"
-        )
+    for field in ("status_file", "egress_socket"):
+        value = getattr(c, field)
+        if value and not value.startswith("/"):
+            raise ContractError(f"{prefix}{text[field][0]}={value!r} is not an absolute path")
     return c
 
 

@@ -194,6 +194,11 @@ def enter(section: str, contract: Contract, cmd: list[str], *, libkrun: bool,
         wait_bin = nixwait.install(env["PATH"], NIX_SOCKET)
         if wait_bin is not None:
             env["PATH"] = f"{wait_bin}:{env['PATH']}"
+    if contract.egress_socket and not libkrun:
+        from agentbox_guest_init import egress
+
+        prof.step("egress-relay")
+        egress.start(contract.egress_socket)  # listening before the command starts
     exec_command(cmd, contract, uid, gid, env, prof)
 
 

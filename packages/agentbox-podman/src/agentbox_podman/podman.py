@@ -50,6 +50,7 @@ class RunSpec:
     workdir: str | None = None
     entrypoint: str | None = None
     runtime: str | None = None
+    network: str | None = None  # podman-run(1) --network MODE: "none" leaves only loopback
     labels: tuple[tuple[str, str], ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()
     env: tuple[tuple[str, str], ...] = ()
@@ -74,7 +75,7 @@ class RunSpec:
         for flag, value in (
             ("--runtime", self.runtime), ("--userns", self.userns), ("--user", self.user),
             ("--hostname", self.hostname), ("--workdir", self.workdir),
-            ("--entrypoint", self.entrypoint),
+            ("--entrypoint", self.entrypoint), ("--network", self.network),
         ):  # fmt: skip
             if value is not None:
                 argv += [flag, value]

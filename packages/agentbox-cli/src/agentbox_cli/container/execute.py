@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from agentbox_cli.container import imagefacts, sidecar
@@ -56,9 +57,16 @@ def run_task(plan: ContainerPlan, runner: Runner, *, cache: imagefacts.FactsCach
         with profiler.phase("task"):
             task = plan.task_for(daemon_starting=starting is not None)
             try:
-                status = runner.interactive(task.argv())
+                with _egress(plan):
+                    status = runner.interactive(task.argv())
             finally:
                 task_ended.set()
+        if plan.denial_log is not None:
+            from agentbox_cli.egress.serve import denials
+
+            denied = denials(plan.denial_log)
+            if denied is not None:
+                say(denied)
         failed = starting.exception() if starting is not None else None
         if isinstance(failed, AgentboxError):
             say(failed.message)
@@ -107,6 +115,15 @@ def start_sidecar(plan: SidecarPlan, runner: Runner, *, cache: imagefacts.FactsC
         "shows the daemon's output. It keeps running until the next task's idle grace ends"
     )
     return 0
+
+
+def _egress(plan: ContainerPlan) -> AbstractContextManager[object]:
+    """The task's egress proxy, served while the task runs (nothing without an allow-list)."""
+    if plan.egress_dir is None or plan.denial_log is None:
+        return nullcontext()
+    from agentbox_cli.egress.serve import ProxyThread
+
+    return ProxyThread(plan.network, plan.egress_dir, plan.denial_log)
 
 
 def _start_beside(plan: SidecarPlan, runner: Runner, facts: imagefacts.ImageFacts,

@@ -7,6 +7,9 @@ import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from agentbox_cli.egress import SOCKET_NAME
+from agentbox_cli.egress.policy import OPEN, NetworkPolicy
+from agentbox_guest_init.contract import EGRESS_PROXY_URL as PROXY_URL
 from agentbox_podman.podman import (
     ROLE_LABEL,
     SIDECAR_LABEL,
@@ -36,6 +39,11 @@ def overlay_grace(grace: int) -> int:
 # A new sidecar container starts once the task has run this long, so that it does not compete
 # with the task's own start; a task that ends sooner starts none (its overlay stays mounted).
 SIDECAR_DEFER_SECONDS = 0.5
+# Under a network policy the task has no interface but loopback (podman-run(1) `--network
+# none`); with an allow-list the egress proxy's socket dir is mounted here, and the guest
+# init relays PROXY_URL to it. Hosts that no proxy variable should send through the proxy:
+EGRESS_DIR = "/run/agentbox/egress"
+NO_PROXY = "localhost,127.0.0.1,::1"
 # the task's first use of Nix waits for the daemon the sidecar is still starting (guest init)
 DAEMON_STARTING_ENV = ("AGENTBOX_NIX_DAEMON_STARTING", "1")
 # the mount script's exit status when the image lacks what container mode needs
@@ -71,6 +79,7 @@ class ContainerRequest:
     # --agent: the repository's git dir at its host path, for the worktree at /workspace
     # (agentbox_cli.agents.worktree.GitMounts)
     agent_mounts: tuple[Mount, ...] = ()
+    network: NetworkPolicy = OPEN  # [network] and --net/--allow
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +153,11 @@ class ContainerPlan:
     task: RunSpec
     host_dirs: tuple[Path, ...]  # created when missing
     grace: int
+    network: NetworkPolicy = OPEN
+    # with an allow-list: the dir of the egress proxy's socket (made for the task, removed
+    # after it) and the log of the requests the policy denied (kept)
+    egress_dir: Path | None = None
+    denial_log: Path | None = None
 
     def task_for(self, *, daemon_starting: bool) -> RunSpec:
         """The task; started alongside a starting sidecar, its first use of Nix waits for
@@ -165,8 +179,23 @@ class ContainerPlan:
             f"  {shlex.join(s.run_argv(s.image))} (the image by its ID, beside the task once "
             f"it has run {SIDECAR_DEFER_SECONDS} s; none for a task that ended sooner)",
             *(f"mkdir -p {d}" for d in self.host_dirs),
+            *self._network_lines(),
             f"task {self.task.name} (its first use of Nix waits for a starting daemon)",
             f"  {shlex.join(starting.argv())}",
+        ]
+
+    def _network_lines(self) -> list[str]:
+        policy = self.network
+        if not policy.enforced:
+            return ["network: open (the host's network, as Podman gives it)"]
+        daemon = "; the project's shared Nix daemon still fetches for it, outside the policy"
+        if self.egress_dir is None:
+            return [f"network: none (the task has only loopback and no DNS{daemon})"]
+        return [
+            f"network: allow {', '.join(policy.allow) or '(no host)'} (the task has only "
+            f"loopback and no DNS: HTTP(S) goes through the egress proxy at {PROXY_URL}{daemon})",
+            f"  egress proxy in this process on {self.egress_dir / SOCKET_NAME} (seen at "
+            f"{EGRESS_DIR}); denied requests go to {self.denial_log}",
         ]
 
 
@@ -230,6 +259,15 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
         env.append(("AGENTBOX_GUEST_PROFILE", "1"))
     if req.debug:
         env.append(("AGENTBOX_GUEST_DEBUG", "1"))
+    policy, egress_dir, denial_log = req.network, None, None
+    if policy.mode == "allow":
+        egress_dir = req.state_dir / "egress" / req.task_name
+        denial_log = req.state_dir / "egress" / f"{req.task_name}.denied.jsonl"
+        mounts = (*mounts, Mount(egress_dir, EGRESS_DIR))
+        env.append(("AGENTBOX_EGRESS_SOCKET", f"{EGRESS_DIR}/{SOCKET_NAME}"))
+        for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            env.append((var, PROXY_URL))
+        env += [("NO_PROXY", NO_PROXY), ("no_proxy", NO_PROXY)]
     interactive_shell = not req.command
     task = RunSpec(
         image=req.image,
@@ -241,6 +279,7 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
         user="0:0",
         hostname=req.hostname,
         workdir="/workspace",
+        network="none" if policy.enforced else None,
         labels=((ROLE_LABEL, "task"), *labels_common, (SIDECAR_LABEL, name)),
         env=tuple(env),
         mounts=mounts,
@@ -248,4 +287,5 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
         debug=req.debug,
     )
     host_dirs = (host.home / ".codex", host.home / ".pi", cargo, req.sccache)
-    return ContainerPlan(sidecar=sidecar, task=task, host_dirs=host_dirs, grace=req.grace)
+    return ContainerPlan(sidecar=sidecar, task=task, host_dirs=host_dirs, grace=req.grace,
+                         network=policy, egress_dir=egress_dir, denial_log=denial_log)  # fmt: skip

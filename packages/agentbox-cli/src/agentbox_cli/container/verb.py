@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import os
 
+from agentbox_cli.schema import NETWORK_MODES
 from agentbox_state.cli.app import Context, Verb
+from agentbox_state.cli.args import Option
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from agentbox_cli.egress.policy import NetworkPolicy
 
 
 def grace_seconds(ctx: Context) -> int:
@@ -14,6 +20,24 @@ def grace_seconds(ctx: Context) -> int:
 
     configured = ctx.config.get("container.sidecar_idle_grace")
     return configured if isinstance(configured, int) else DEFAULT_GRACE
+
+
+def network_policy(ctx: Context) -> NetworkPolicy:
+    """``[network]`` with ``--net`` and ``--allow`` (refused when they contradict)."""
+    from agentbox_cli.egress.policy import build_policy
+
+    def listed(key: str) -> tuple[str, ...]:
+        value = ctx.config.get(key)
+        return value if isinstance(value, tuple) else ()
+
+    flags = ctx.args.values.get("allow", ())
+    configured = ctx.config.get("network.mode")
+    return build_policy(
+        mode=ctx.args.value("net"),
+        configured_mode=configured if isinstance(configured, str) else "open",
+        allow=listed("network.allow"), extra_allow=flags if isinstance(flags, tuple) else (),
+        resolve=listed("network.resolve"),
+    )  # fmt: skip
 
 
 def run(ctx: Context) -> int:
@@ -28,6 +52,7 @@ def run(ctx: Context) -> int:
 
     # the sidecar alone shows no workspace; a task refuses one that holds the home directory
     workspace = current_workspace() if ctx.args.action == "sidecar" else ctx.mounted_workspace()
+    network = network_policy(ctx)  # bad input is refused before anything runs
     runner = ctx.runner()
     agent_mounts: tuple[Mount, ...] = ()
     if ctx.flags.agent is not None:
@@ -56,7 +81,7 @@ def run(ctx: Context) -> int:
         hostname=workspace.hostname, task_name=workspace.task_name(), state_dir=state_dir,
         sccache=ctx.paths.sccache, command=ctx.args.command, root=ctx.flags.root,
         debug=ctx.flags.debug, grace=grace_seconds(ctx), profile=ctx.flags.profile,
-        agent_mounts=agent_mounts,
+        agent_mounts=agent_mounts, network=network,
     )  # fmt: skip
     plan = plan_container(request, host)
     if ctx.flags.dry_run:
@@ -74,6 +99,22 @@ CONTAINER = Verb(
     "container",
     "a shell (or -- CMD) in a rootless Podman container with a shared Nix daemon sidecar",
     run,
+    options=(
+        Option(
+            "--net",
+            "the task's network: open (the default unless [network] mode says), "
+            "none, or allow (only the allowed hosts, through agentbox's proxy)",
+            metavar="MODE",
+            choices=NETWORK_MODES,
+        ),
+        Option(
+            "--allow",
+            "a host the task may reach, like github.com or *.npmjs.org "
+            "(repeatable; adds to [network] allow; alone it means --net allow)",
+            metavar="HOST",
+            repeat=True,
+        ),
+    ),
     actions=("sidecar",),
     action_required=False,
     runs_command=True,

@@ -79,12 +79,14 @@ def check_host(ctx: Context, runner: Runner) -> None:
 
 
 def launch(ctx: Context) -> int:
+    from agentbox_cli.egress.policy import refuse_unenforced
     from agentbox_cli.imageref import resolve_image
     from agentbox_cli.libkrun.inputs import check_guest_init, host_facts, request
     from agentbox_cli.libkrun.plan import plan_libkrun
     from agentbox_cli.libkrun.task import run_task
     from agentbox_storage.disks import open_disk
 
+    refuse_unenforced(ctx.config.get("network.mode"), verb="libkrun")
     workspace = ctx.mounted_workspace()
     runner = ctx.runner()
     req = request(ctx, workspace, resolve_image(ctx.flags, runner))

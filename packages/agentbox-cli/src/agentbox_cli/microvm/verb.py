@@ -49,6 +49,9 @@ def run(ctx: Context) -> int:
     guest_init = ctx.args.value("guest_init")
     if guest_init is not None and not Path(guest_init).is_file():
         raise UsageError(f"--guest-init {guest_init} is not a file")
+    from agentbox_cli.egress.policy import refuse_unenforced
+
+    refuse_unenforced(ctx.config.get("network.mode"), verb="microvm")
     workspace = ctx.mounted_workspace()
     image = ctx.flags.image.value if isinstance(ctx.flags.image.value, str) else LOCAL_IMAGE
     request = TaskRequest(

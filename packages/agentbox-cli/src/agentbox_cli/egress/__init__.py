@@ -1,0 +1,4 @@
+"""A task's network policy: host patterns (``policy``), the egress proxy (``proxy``), served
+for a task's life (``serve``)."""
+
+SOCKET_NAME = "proxy.sock"  # in the task's egress dir, which the sandbox sees at EGRESS_DIR

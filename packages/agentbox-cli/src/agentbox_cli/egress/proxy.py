@@ -1,0 +1,252 @@
+"""The egress proxy: a small asyncio HTTP proxy that lets a task reach only what its policy allows.
+
+It speaks plain HTTP forwarding (``GET http://host/path``) and ``CONNECT host:port`` tunnels. It
+resolves names itself (``[network] resolve`` overrides first), so the sandbox needs no DNS. A
+denied request gets ``403`` with a body naming the host and the config key to add, and one JSON
+line is appended to the denial log.
+
+Bounded: a client that does not finish its request head within ``header_timeout`` is dropped,
+at most ``max_connections`` clients are served at once (others get ``503``), and nothing blocks
+the event loop (name lookups run in the loop's executor, the log is appended in one short write).
+
+TLS interception seam: ``intercept_for(host)`` is called for each allowed ``CONNECT``. When it
+returns ``None`` the tunnel carries the client's bytes untouched; otherwise the returned
+:class:`Interceptor` gets the client's streams (after ``200 Connection established``) and the
+target, and owns the connection from then on (it may terminate TLS with its own CA and open its
+own upstream connection with :meth:`EgressProxy.open_upstream`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from agentbox_cli.egress.policy import NetworkPolicy, denial_body, normalize_host
+
+HEAD_LIMIT = 64 * 1024
+_HOP_HEADERS = frozenset({"proxy-connection", "proxy-authorization", "connection", "keep-alive"})
+
+
+class Interceptor(Protocol):
+    """Owns an allowed ``CONNECT`` to ``host:port`` once the client was told ``200``."""
+
+    async def handle(
+        self,
+        proxy: EgressProxy,
+        host: str,
+        port: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """Serve the client's connection; the proxy closes ``writer`` afterwards."""
+        ...
+
+
+InterceptFor = Callable[[str], Interceptor | None]
+
+
+class _RefusedError(Exception):
+    def __init__(self, status: int, reason: str, body: str):
+        super().__init__(reason)
+        self.status, self.reason, self.body = status, reason, body
+
+
+def _no_interception(_host: str) -> Interceptor | None:
+    return None
+
+
+def _split_host_port(authority: str, default_port: int) -> tuple[str, int]:
+    if authority.startswith("["):
+        raise _RefusedError(400, "Bad Request", "agentbox: IP literals are not allowed\n")
+    host, sep, port = authority.rpartition(":")
+    if not sep or not port.isdigit():
+        return normalize_host(authority), default_port
+    return normalize_host(host), int(port)
+
+
+class EgressProxy:
+    """The proxy of one task; serve it with :meth:`serve_unix` or :meth:`serve_tcp`."""
+
+    def __init__(
+        self,
+        policy: NetworkPolicy,
+        *,
+        denial_log: Path | None = None,
+        intercept_for: InterceptFor = _no_interception,
+        header_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        max_connections: int = 512,
+    ):
+        self.policy = policy
+        self.denial_log = denial_log
+        self.intercept_for = intercept_for
+        self.header_timeout = header_timeout
+        self.connect_timeout = connect_timeout
+        self.max_connections = max_connections
+        self.active = 0
+
+    async def serve_unix(self, path: Path, *, mode: int = 0o666) -> asyncio.Server:
+        """Listen on the Unix socket ``path`` (replaced if stale), with permissions ``mode``."""
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        server = await asyncio.start_unix_server(self._client, path=os.fspath(path),
+                                                 limit=HEAD_LIMIT, backlog=512)  # fmt: skip
+        os.chmod(path, mode)
+        return server
+
+    async def serve_tcp(self, host: str = "127.0.0.1", port: int = 0, *,
+                        backlog: int = 256) -> asyncio.Server:  # fmt: skip
+        """Listen on TCP ``host:port`` (tests and the bench)."""
+        return await asyncio.start_server(self._client, host, port, limit=HEAD_LIMIT,
+                                          backlog=backlog)  # fmt: skip
+
+    async def resolve(self, host: str, port: int) -> str:
+        """The address to connect to for ``host``: the override, else the system's lookup."""
+        override = self.policy.resolved(host)
+        if override is not None:
+            return override
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=1)
+        if not infos:
+            raise OSError(f"no address for {host}")
+        return str(infos[0][4][0])
+
+    async def open_upstream(
+        self, host: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to ``host:port`` (resolved by ``resolve``) within ``connect_timeout``."""
+        addr = await self.resolve(host, port)
+        return await asyncio.wait_for(asyncio.open_connection(addr, port), self.connect_timeout)
+
+    def _log_denial(self, method: str, host: str, port: int) -> None:
+        if self.denial_log is None:
+            return
+        line = json.dumps({"time": time.time(), "method": method, "host": host, "port": port})
+        fd = os.open(self.denial_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if self.active >= self.max_connections:
+                # The head is read first (bounded) so the client sees the 503, not a reset.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.header_timeout)
+                await _respond(
+                    writer, 503, "Service Unavailable", "agentbox: too many connections\n"
+                )
+                return
+            self.active += 1
+            try:
+                await self._serve(reader, writer)
+            finally:
+                self.active -= 1
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.header_timeout)
+        except TimeoutError:
+            await _respond(writer, 408, "Request Timeout", "agentbox: request head too slow\n")
+            return
+        lines = head.decode("latin-1").split("\r\n")
+        try:
+            method, target, version = lines[0].split(" ")
+            if method == "CONNECT":
+                host, port = _split_host_port(target, 443)
+                path = ""
+            else:
+                if not target.startswith("http://"):
+                    raise _RefusedError(
+                        400, "Bad Request", "agentbox: only http:// URLs or CONNECT\n"
+                    )
+                authority, _, rest = target[len("http://") :].partition("/")
+                host, port = _split_host_port(authority, 80)
+                path = "/" + rest
+            if not self.policy.allows(host):
+                self._log_denial(method, host, port)
+                raise _RefusedError(403, "Forbidden", denial_body(host))
+            try:
+                up_reader, up_writer = await self.open_upstream(host, port)
+            except (OSError, TimeoutError) as err:
+                raise _RefusedError(
+                    502, "Bad Gateway", f"agentbox: cannot reach {host}:{port}: {err}\n"
+                ) from err
+        except _RefusedError as refused:
+            await _respond(writer, refused.status, refused.reason, refused.body)
+            return
+        except ValueError:
+            await _respond(writer, 400, "Bad Request", "agentbox: malformed request line\n")
+            return
+        try:
+            if method == "CONNECT":
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                await writer.drain()
+                interceptor = self.intercept_for(host)
+                if interceptor is not None:
+                    up_writer.close()
+                    await interceptor.handle(self, host, port, reader, writer)
+                    return
+            else:
+                kept = [
+                    h
+                    for h in lines[1:]
+                    if h and h.split(":", 1)[0].strip().lower() not in _HOP_HEADERS
+                ]
+                out = [f"{method} {path} {version}", *kept, "Connection: close", "", ""]
+                up_writer.write("\r\n".join(out).encode("latin-1"))
+            await _pipe_both(reader, writer, up_reader, up_writer)
+        finally:
+            up_writer.close()
+            with contextlib.suppress(OSError):
+                await up_writer.wait_closed()
+
+
+async def _respond(writer: asyncio.StreamWriter, status: int, reason: str, body: str) -> None:
+    data = body.encode()
+    writer.write(
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+        + data
+    )
+    with contextlib.suppress(OSError):
+        await writer.drain()
+
+
+async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    try:
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+        if dst.can_write_eof():
+            dst.write_eof()
+    except OSError:
+        pass
+
+
+async def _pipe_both(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    up_reader: asyncio.StreamReader,
+    up_writer: asyncio.StreamWriter,
+) -> None:
+    """Copy both ways until the upstream side is done (the client's half-close is passed on)."""
+    upload = asyncio.ensure_future(_copy(reader, up_writer))
+    try:
+        await _copy(up_reader, writer)
+    finally:
+        upload.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await upload

@@ -1,0 +1,157 @@
+"""The egress proxy against real loopback servers: forward, tunnel, deny, the interception
+seam, and its bounds (a stalled client, many at once, the connection cap)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agentbox_cli.egress.policy import build_policy
+from agentbox_cli.egress.proxy import EgressProxy
+
+
+async def _origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An HTTP server that answers with its request line."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    line = head.split(b"\r\n", 1)[0]
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                 % (len(line), line))  # fmt: skip
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A raw TCP server that sends back what it gets."""
+    while data := await reader.read(4096):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+
+async def _request(port: int, head: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    return data
+
+
+async def _servers(tmp_path: Path, **kw: object) -> AsyncIterator[tuple[int, int, int, Path]]:
+    """The proxy, the origin and the echo server's ports, and the denial log."""
+    origin = await asyncio.start_server(_origin, "127.0.0.1", 0, backlog=256)
+    echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    policy = build_policy(mode="allow", allow=["web.test", "*.echo.test"],
+                          resolve=["web.test:127.0.0.1", "raw.echo.test:127.0.0.1",
+                                   "denied.test:127.0.0.1"])  # fmt: skip
+    log = tmp_path / "denials.jsonl"
+    egress = EgressProxy(policy, denial_log=log, **kw)  # type: ignore[arg-type]
+    proxy = await egress.serve_tcp(backlog=256)
+    ports = [s.sockets[0].getsockname()[1] for s in (proxy, origin, echo)]
+    yield ports[0], ports[1], ports[2], log
+    while egress.active:  # let the proxy's handlers finish closing their sockets
+        await asyncio.sleep(0.01)
+    for server in (proxy, origin, echo):
+        server.close()
+        await server.wait_closed()
+
+
+def test_forward_deny_and_tunnel(tmp_path: Path) -> None:
+    async def main() -> None:
+        async for proxy, web, echo, log in _servers(tmp_path):
+            head = (f"GET http://web.test:{web}/a?b HTTP/1.1\r\nHost: web.test\r\n"
+                    "Proxy-Connection: keep-alive\r\n\r\n")  # fmt: skip
+            ok = await _request(proxy, head.encode())
+            assert ok.startswith(b"HTTP/1.1 200 OK")
+            assert ok.endswith(b"GET /a?b HTTP/1.1")  # origin form, hop headers dropped
+            denied = await _request(proxy, f"GET http://denied.test:{web}/ HTTP/1.1\r\n\r\n"
+                                    .encode())  # fmt: skip
+            assert denied.startswith(b"HTTP/1.1 403 Forbidden")
+            assert denied.endswith(
+                b"agentbox: the network policy denies denied.test\n"
+                b'hint: add it to [network] allow = ["denied.test"] in agentbox.toml, or pass '
+                b"--allow denied.test\n"
+            )
+            entry = json.loads(log.read_text())
+            assert (entry["method"], entry["host"], entry["port"]) == ("GET", "denied.test", web)
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy)
+            writer.write(f"CONNECT raw.echo.test:{echo} HTTP/1.1\r\n\r\n".encode())
+            established = await reader.readuntil(b"\r\n\r\n")
+            assert established == b"HTTP/1.1 200 Connection established\r\n\r\n"
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            writer.close()
+            await writer.wait_closed()
+            literal = await _request(proxy, b"CONNECT 127.0.0.1:22 HTTP/1.1\r\n\r\n")
+            assert literal.startswith(b"HTTP/1.1 403")  # an address is no allowed name
+
+    asyncio.run(main())
+
+
+def test_intercept_for_gets_the_allowed_connect(tmp_path: Path) -> None:
+    seen: list[tuple[str, int]] = []
+
+    class Greeter:
+        async def handle(self, proxy: EgressProxy, host: str, port: int,
+                         reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:  # fmt: skip
+            seen.append((host, port))
+            writer.write(b"intercepted")
+            await writer.drain()
+
+    def intercept_for(host: str) -> Greeter | None:
+        return Greeter() if host == "raw.echo.test" else None
+
+    async def main() -> None:
+        async for proxy, _web, echo, _log in _servers(tmp_path, intercept_for=intercept_for):
+            data = await _request(proxy, f"CONNECT raw.echo.test:{echo} HTTP/1.1\r\n\r\n"
+                                  .encode())  # fmt: skip
+            assert data == b"HTTP/1.1 200 Connection established\r\n\r\nintercepted"
+            assert seen == [("raw.echo.test", echo)]
+
+    asyncio.run(main())
+
+
+def test_a_stalled_client_is_dropped_and_does_not_block_others(tmp_path: Path) -> None:
+    async def main() -> None:
+        async for proxy, web, _echo, _log in _servers(tmp_path, header_timeout=2.0):
+            stalled_r, stalled_w = await asyncio.open_connection("127.0.0.1", proxy)
+            stalled_w.write(b"GET http://web.test/ HTTP/1.1\r\n")  # never finishes its head
+            await stalled_w.drain()
+            ok = await _request(proxy, f"GET http://web.test:{web}/ HTTP/1.1\r\n\r\n".encode())
+            assert ok.startswith(b"HTTP/1.1 200")
+            assert not stalled_r.at_eof()  # served while the stalled one still waits
+            answer = await asyncio.wait_for(stalled_r.read(), 10)
+            assert answer.startswith(b"HTTP/1.1 408 Request Timeout")
+            stalled_w.close()
+            await stalled_w.wait_closed()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("cap", [512, 50], ids=["under-cap", "over-cap"])
+def test_200_concurrent_requests(tmp_path: Path, cap: int) -> None:
+    async def main() -> list[bytes]:
+        answers: list[bytes] = []
+        async for proxy, web, _echo, _log in _servers(tmp_path, max_connections=cap):
+            head = f"GET http://web.test:{web}/ HTTP/1.1\r\n\r\n".encode()
+            requests = asyncio.gather(*(_request(proxy, head) for _ in range(200)))
+            answers = await asyncio.wait_for(requests, 60)
+        return answers
+
+    answers = asyncio.run(main())
+    ok = sum(a.startswith(b"HTTP/1.1 200") for a in answers)
+    busy = sum(a.startswith(b"HTTP/1.1 503 Service Unavailable") for a in answers)
+    assert ok + busy == 200
+    if cap == 512:
+        assert busy == 0
+    else:  # over the cap: refused with 503, never hung
+        assert busy > 0
+        assert ok >= 1
