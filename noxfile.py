@@ -302,7 +302,8 @@ def freeze(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Ratios against the raw tools (prints, never fails): command-line start-up against
     `python -c pass`; btrfs-snapshot task roots against bare snapshots and `cp -a`; container
-    mode against bare `podman run`; the direct-libkrun host pipeline against snapshot + delete."""
+    mode against bare `podman run`; the direct-libkrun host pipeline against snapshot + delete;
+    the egress proxy's time to first byte against a direct connection."""
     # Compile bytecode at install time, as pip does for users (uv does not by default).
     session.env["UV_COMPILE_BYTECODE"] = "1"
     install_all(session, HARNESS)
@@ -311,4 +312,5 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/snapshot.py", *session.posargs)
     session.run("python", "bench/container.py", *session.posargs)
     session.run("python", "bench/microvm.py", *session.posargs)
+    session.run("python", "bench/egress.py", *session.posargs)
     session.run("python", "bench/image.py", *session.posargs)

@@ -90,6 +90,7 @@ class EgressProxy:
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
         self.active = 0
+        self._clients: set[asyncio.StreamWriter] = set()
 
     async def serve_unix(self, path: Path, *, mode: int = 0o666) -> asyncio.Server:
         """Listen on the Unix socket ``path`` (replaced if stale), with permissions ``mode``."""
@@ -121,7 +122,14 @@ class EgressProxy:
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A connection to ``host:port`` (resolved by ``resolve``) within ``connect_timeout``."""
         addr = await self.resolve(host, port)
-        return await asyncio.wait_for(asyncio.open_connection(addr, port), self.connect_timeout)
+        async with asyncio.timeout(self.connect_timeout):  # no task of its own, as wait_for
+            return await asyncio.open_connection(addr, port)
+
+    def abort_all(self) -> None:
+        """Drop every connection still open, both sides (the task ended): their handlers then
+        finish."""
+        for writer in list(self._clients):
+            writer.transport.abort()
 
     def _log_denial(self, method: str, host: str, port: int) -> None:
         if self.denial_log is None:
@@ -138,16 +146,19 @@ class EgressProxy:
             if self.active >= self.max_connections:
                 # The head is read first (bounded) so the client sees the 503, not a reset.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.header_timeout)
+                    async with asyncio.timeout(self.header_timeout):
+                        await reader.readuntil(b"\r\n\r\n")
                 await _respond(
                     writer, 503, "Service Unavailable", "agentbox: too many connections\n"
                 )
                 return
             self.active += 1
+            self._clients.add(writer)
             try:
                 await self._serve(reader, writer)
             finally:
                 self.active -= 1
+                self._clients.discard(writer)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass
         finally:
@@ -157,7 +168,8 @@ class EgressProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.header_timeout)
+            async with asyncio.timeout(self.header_timeout):
+                head = await reader.readuntil(b"\r\n\r\n")
         except TimeoutError:
             await _respond(writer, 408, "Request Timeout", "agentbox: request head too slow\n")
             return
@@ -190,6 +202,7 @@ class EgressProxy:
         except ValueError:
             await _respond(writer, 400, "Bad Request", "agentbox: malformed request line\n")
             return
+        self._clients.add(up_writer)
         try:
             if method == "CONNECT":
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -209,6 +222,7 @@ class EgressProxy:
                 up_writer.write("\r\n".join(out).encode("latin-1"))
             await _pipe_both(reader, writer, up_reader, up_writer)
         finally:
+            self._clients.discard(up_writer)
             up_writer.close()
             with contextlib.suppress(OSError):
                 await up_writer.wait_closed()

@@ -58,11 +58,6 @@ class ProxyThread:
         asyncio.set_event_loop(self._loop)
         try:
             self._loop.run_until_complete(self._serve())
-            # connections still open when the task ended: their clients are gone with it
-            left = asyncio.all_tasks(self._loop)
-            for task in left:
-                task.cancel()
-            self._loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
         finally:
             self._loop.close()
 
@@ -83,6 +78,13 @@ class ProxyThread:
         self._ready.set()
         async with server:
             await self._stop.wait()
+        # connections still open when the task ended (their clients are gone with it, or a
+        # tunnel's far end has not closed yet): dropped, and their handlers let finish
+        self._proxy.abort_all()
+        for _ in range(100):
+            if not self._proxy.active:
+                break
+            await asyncio.sleep(0.01)
 
 
 def denials(log: Path) -> str | None:

@@ -1,0 +1,201 @@
+"""Container mode's network policy, for real: the workstation image as the ordinary test user,
+test servers on the host's loopback that only agentbox's egress proxy can reach (it resolves
+their test names through `[network] resolve`), and what the sandbox's programs see."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from conftest import UserBox
+
+pytestmark = [pytest.mark.root, pytest.mark.podman, pytest.mark.image]
+
+# Run inside the sandbox by the image's python3: each probe prints one line `NAME RESULT`.
+PROBE = r"""
+import json, os, socket, sys, threading, urllib.request
+
+web, raw = int(sys.argv[1]), int(sys.argv[2])
+def line(name, value):
+    print(name, value, flush=True)
+
+def get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=20) as r:
+            return f"{r.status} {r.read().decode()}"
+    except urllib.error.HTTPError as e:
+        return f"{e.code} {e.read().decode()!r}"
+    except Exception as e:
+        return f"failed {type(e).__name__}"
+
+def direct(host, port):
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+        return "connected"
+    except OSError as e:
+        return f"failed {type(e).__name__}"
+
+line("interfaces", ",".join(sorted(os.listdir("/sys/class/net"))))
+line("proxy", os.environ.get("HTTPS_PROXY", "-"))
+try:
+    socket.getaddrinfo("web.test", 80)
+    line("dns", "resolved")
+except OSError as e:
+    line("dns", f"failed {type(e).__name__}")
+line("allowed", get(f"http://web.test:{web}/hello"))
+line("denied", get(f"http://denied.test:{web}/"))
+line("direct-web", direct("web.test", web))
+line("direct-raw", direct(sys.argv[3], raw) if sys.argv[3] != "-" else "no-host-address")
+if os.environ.get("HTTPS_PROXY"):
+    # a raw TCP tunnel through the proxy (CONNECT), to a host the policy allows
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=10)
+    s.sendall(f"CONNECT raw.test:{raw} HTTP/1.1\r\n\r\n".encode())
+    head = s.recv(4096).split(b"\r\n")[0].decode()
+    s.sendall(b"ping")
+    line("tunnel", f"{head} {s.recv(4).decode()}")
+    if len(sys.argv) > 4:  # load: a stalled client and 200 requests at once
+        stalled = socket.create_connection(("127.0.0.1", 3128), timeout=10)
+        stalled.sendall(b"GET http://web.test/ HTTP/1.1\r\n")  # never finishes its head
+        results = []
+        def one(i):
+            results.append(get(f"http://web.test:{web}/n{i}"))
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(200)]
+        for t in threads: t.start()
+        for t in threads: t.join(60)
+        ok = sum(r.startswith("200 ") for r in results)
+        line("load", f"{ok}/200 while stalled={stalled.fileno() >= 0}")
+"""
+
+
+class _Web(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"web says {self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[int, int]]:
+    """An HTTP server and a raw TCP echo server on the host (every address of it)."""
+    web = http.server.ThreadingHTTPServer(("0.0.0.0", 0), _Web)
+    raw = socket.create_server(("0.0.0.0", 0))
+
+    def echo() -> None:
+        while True:
+            try:
+                conn, _ = raw.accept()
+            except OSError:
+                return
+            with conn:
+                while data := conn.recv(4096):
+                    conn.sendall(data)
+
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    threading.Thread(target=echo, daemon=True).start()
+    yield web.server_address[1], raw.getsockname()[1]
+    web.shutdown()
+    web.server_close()
+    raw.close()
+
+
+def host_address() -> str:
+    """An address of this host that is not loopback ("-" when it has none): what a sandbox
+    with the host's network could reach the test servers at."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: only the route is looked up
+            return str(s.getsockname()[0])
+        except OSError:
+            return "-"
+
+
+@pytest.fixture
+def egress_box(user_image: str, user_box: Callable[..., UserBox]) -> Iterator[UserBox]:
+    """A project of the test user whose agentbox.toml resolves the test names to loopback (in
+    the user's own config dir: XDG_CONFIG_HOME would move Podman's configuration too)."""
+    box = user_box()
+    config = Path(box.pw.pw_dir) / ".config/agentbox/agentbox.toml"
+    assert not config.exists(), f"{config}: the test user has a config of its own"
+    for d in (config.parent.parent, config.parent):
+        d.mkdir(exist_ok=True)
+        os.chown(d, box.pw.pw_uid, box.pw.pw_gid)
+    config.write_text('[network]\nresolve = ["web.test:127.0.0.1", "raw.test:127.0.0.1", '
+                      '"denied.test:127.0.0.1"]\n')  # fmt: skip
+    (box.project / "probe.py").write_text(PROBE)
+    try:
+        yield box
+    finally:
+        config.unlink()
+        box.run("internal", "sidecar-reap", "--", str(box.state_dir), "localhost/agentbox:latest",
+                "0")  # fmt: skip
+
+
+def probe(box: UserBox, ports: tuple[int, int], *flags: str, load: bool = False
+          ) -> tuple[dict[str, str], str]:  # fmt: skip
+    args = [str(ports[0]), str(ports[1]), host_address(), *(["load"] if load else [])]
+    done = box.run("container", *flags, "--", "python3", "/workspace/probe.py", *args)
+    assert done.returncode == 0, done.stderr
+    seen = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    return seen, done.stderr
+
+
+def test_an_allow_list_lets_only_its_hosts_through_the_proxy(
+    egress_box: UserBox, servers: tuple[int, int]
+) -> None:
+    seen, err = probe(egress_box, servers, "--allow", "web.test", "--allow", "raw.test",
+                      load=True)  # fmt: skip
+    assert seen["interfaces"] == "lo"  # no route out at all
+    assert seen["proxy"] == "http://127.0.0.1:3128"
+    assert seen["dns"] == "failed gaierror"
+    assert seen["allowed"] == "200 web says /hello"
+    assert seen["denied"] == (
+        "403 'agentbox: the network policy denies denied.test\\nhint: add it to [network] allow "
+        '= ["denied.test"] in agentbox.toml, or pass --allow denied.test\\n\''
+    )
+    assert seen["direct-web"].startswith("failed ")
+    assert seen["direct-raw"] in ("failed OSError", "failed ConnectionRefusedError",
+                                  "failed TimeoutError", "no-host-address")  # fmt: skip
+    assert seen["direct-raw"] != "connected"
+    assert seen["tunnel"] == "HTTP/1.1 200 Connection established ping"
+    assert seen["load"] == "200/200 while stalled=True"
+    log = egress_box.state_dir / "egress"
+    [denied] = list(log.glob("*.denied.jsonl"))
+    entry = json.loads(denied.read_text())
+    assert (entry["method"], entry["host"], entry["port"]) == ("GET", "denied.test", servers[0])
+    assert f"agentbox: the network policy denied 1 request(s) of this task, to denied.test; " \
+        f"each is in {denied}\n" in err  # fmt: skip
+    assert [p.name for p in log.iterdir()] == [denied.name]  # the socket dir is gone
+
+
+def test_network_none_has_loopback_only_and_no_proxy(
+    egress_box: UserBox, servers: tuple[int, int]
+) -> None:
+    seen, _ = probe(egress_box, servers, "--net", "none")
+    assert seen["interfaces"] == "lo"
+    assert seen["proxy"] == "-"
+    assert seen["dns"] == "failed gaierror"
+    assert seen["allowed"].startswith("failed ")  # no proxy, no DNS: nothing answers
+    assert seen["direct-raw"] != "connected"
+    assert "tunnel" not in seen
+
+
+def test_network_open_is_the_hosts_network_as_before(
+    egress_box: UserBox, servers: tuple[int, int]
+) -> None:
+    seen, _ = probe(egress_box, servers)
+    assert seen["interfaces"] != "lo"  # Podman's own interface besides loopback
+    assert seen["proxy"] == "-"
