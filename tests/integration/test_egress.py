@@ -72,8 +72,13 @@ if os.environ.get("HTTPS_PROXY"):
         for t in threads: t.start()
         for t in threads: t.join(60)
         ok = sum(r.startswith("200 ") for r in results)
-        line("load", f"{ok}/200 while stalled={stalled.fileno() >= 0}")
+        failed = sorted(set(r for r in results if not r.startswith("200 ")))
+        line("load", f"{ok}/200 while stalled={stalled.fileno() >= 0} {failed}")
 """
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 256  # the load test's 200 connections arrive at once (default: 5)
 
 
 class _Web(http.server.BaseHTTPRequestHandler):
@@ -91,8 +96,8 @@ class _Web(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def servers() -> Iterator[tuple[int, int]]:
     """An HTTP server and a raw TCP echo server on the host (every address of it)."""
-    web = http.server.ThreadingHTTPServer(("0.0.0.0", 0), _Web)
-    raw = socket.create_server(("0.0.0.0", 0))
+    web = _Server(("0.0.0.0", 0), _Web)
+    raw = socket.create_server(("0.0.0.0", 0), backlog=64)
 
     def echo() -> None:
         while True:
@@ -171,7 +176,7 @@ def test_an_allow_list_lets_only_its_hosts_through_the_proxy(
                                   "failed TimeoutError", "no-host-address")  # fmt: skip
     assert seen["direct-raw"] != "connected"
     assert seen["tunnel"] == "HTTP/1.1 200 Connection established ping"
-    assert seen["load"] == "200/200 while stalled=True"
+    assert seen["load"] == "200/200 while stalled=True []"
     log = egress_box.state_dir / "egress"
     [denied] = list(log.glob("*.denied.jsonl"))
     entry = json.loads(denied.read_text())
@@ -199,3 +204,31 @@ def test_network_open_is_the_hosts_network_as_before(
     seen, _ = probe(egress_box, servers)
     assert seen["interfaces"] != "lo"  # Podman's own interface besides loopback
     assert seen["proxy"] == "-"
+
+
+def test_ps_names_the_denial_log_of_a_task_under_an_allow_list(egress_box: UserBox) -> None:
+    import subprocess
+    import time
+
+    task = subprocess.Popen(egress_box.argv("container", "--allow", "web.test", "--", "sleep",
+                                            "5"),
+                            cwd=egress_box.project, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            listed = egress_box.run("ps", "--json")
+            assert listed.returncode == 0, listed.stderr
+            mine = [t for t in json.loads(listed.stdout)["tasks"]
+                    if t["project"] == str(egress_box.project)]  # fmt: skip
+            if mine:
+                break
+            assert time.monotonic() < deadline, "the task never showed in agentbox ps"
+            assert task.poll() is None, task.stderr
+            time.sleep(0.3)
+        [shown] = mine
+        logs = [h["what"] for h in shown["holds"] if h["kind"] == "egress-log"]
+        assert logs == [f"{egress_box.state_dir}/egress/{shown['name']}.denied.jsonl"]
+    finally:
+        _, err = task.communicate(timeout=60)
+        assert task.returncode == 0, err

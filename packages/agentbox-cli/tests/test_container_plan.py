@@ -231,6 +231,7 @@ def test_an_allow_list_cuts_the_task_off_but_for_the_egress_proxy() -> None:
         "--workdir", "/workspace", "--network", "none", "--label", "agentbox.role=task",
         "--label", "agentbox.workspace=app-0123456789ab",
         "--label", "agentbox.sidecar=agentbox-nix-app-0123456789ab",
+        "--label", "agentbox.egress-log=/s/ws/egress/app-00112233aabbccdd.denied.jsonl",
         "--env", "AGENTBOX_HOST_UID=1000", "--env", "AGENTBOX_HOST_GID=1000",
         "--env", "NIX_REMOTE=unix:///nix/var/nix/daemon-socket/socket",
         "--env", "SCCACHE_DIR=/home/dev/.cache/sccache",

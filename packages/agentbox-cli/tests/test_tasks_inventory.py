@@ -287,3 +287,13 @@ def test_send_signals_a_real_process_and_waits_for_its_end() -> None:
         assert send(inventory.Signal(pid=stubborn.pid, signal=signal.SIGKILL), RecordingRunner(),
                     wait=5.0)  # fmt: skip
     assert send(inventory.Signal(pid=stubborn.pid), RecordingRunner(), wait=1.0)  # gone already
+
+
+def test_a_task_under_an_allow_list_names_its_denial_log() -> None:
+    record = json.loads(PS)[0]
+    record["Labels"]["agentbox.egress-log"] = "/s/ws/egress/app-0011223344556677.denied.jsonl"
+    [found] = inventory.parse_ps(json.dumps([record]))
+    assert found.egress_log == "/s/ws/egress/app-0011223344556677.denied.jsonl"
+    task = inventory.container_task(found, ("/home/u/app", ()))
+    log = "/s/ws/egress/app-0011223344556677.denied.jsonl"
+    assert task.holds == (("sidecar", "agentbox-nix-app-0123456789ab"), ("egress-log", log))

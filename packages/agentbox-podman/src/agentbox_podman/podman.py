@@ -15,6 +15,7 @@ from pathlib import Path
 ROLE_LABEL = "agentbox.role"
 WORKSPACE_LABEL = "agentbox.workspace"
 SIDECAR_LABEL = "agentbox.sidecar"
+EGRESS_LOG_LABEL = "agentbox.egress-log"  # a task under an allow-list: its denial log
 DEBUG_LOG_LEVEL = "--log-level=debug"  # podman(1) and buildah(1): the global --log-level
 
 

@@ -11,6 +11,7 @@ from agentbox_cli.egress import SOCKET_NAME
 from agentbox_cli.egress.policy import OPEN, NetworkPolicy
 from agentbox_guest_init.contract import EGRESS_PROXY_URL as PROXY_URL
 from agentbox_podman.podman import (
+    EGRESS_LOG_LABEL,
     ROLE_LABEL,
     SIDECAR_LABEL,
     WORKSPACE_LABEL,
@@ -280,7 +281,12 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
         hostname=req.hostname,
         workdir="/workspace",
         network="none" if policy.enforced else None,
-        labels=((ROLE_LABEL, "task"), *labels_common, (SIDECAR_LABEL, name)),
+        labels=(
+            (ROLE_LABEL, "task"),
+            *labels_common,
+            (SIDECAR_LABEL, name),
+            *(((EGRESS_LOG_LABEL, os.fspath(denial_log)),) if denial_log else ()),
+        ),
         env=tuple(env),
         mounts=mounts,
         tmpfs=("/tmp:rw,exec,mode=1777",),

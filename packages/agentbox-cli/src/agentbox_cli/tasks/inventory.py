@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentbox_podman.podman import ROLE_LABEL, SIDECAR_LABEL, podman_argv
+from agentbox_podman.podman import EGRESS_LOG_LABEL, ROLE_LABEL, SIDECAR_LABEL, podman_argv
 from agentbox_state.errors import AgentboxError, CommandError
 from agentbox_state.runner import Runner
 
@@ -101,6 +101,7 @@ class Container:
     pid: int | None
     started: float | None
     sidecar: str | None
+    egress_log: str | None = None  # under an allow-list: where its denials go
 
 
 def parse_ps(text: str) -> list[Container]:
@@ -117,12 +118,13 @@ def parse_ps(text: str) -> list[Container]:
             continue
         name = names[0] if isinstance(names, list) and names else ident[:12]
         pid, started, image = record.get("Pid"), record.get("StartedAt"), record.get("Image")
-        sidecar = labels.get(SIDECAR_LABEL)
+        sidecar, log = labels.get(SIDECAR_LABEL), labels.get(EGRESS_LOG_LABEL)
         found.append(Container(
             id=ident, name=str(name), mode=mode, image=image if isinstance(image, str) else None,
             pid=pid if isinstance(pid, int) and pid > 0 else None,
             started=float(started) if isinstance(started, int | float) and started > 0 else None,
             sidecar=sidecar if isinstance(sidecar, str) else None,
+            egress_log=log if isinstance(log, str) else None,
         ))  # fmt: skip
     return found
 
@@ -151,8 +153,10 @@ def parse_inspect(text: str) -> dict[str, tuple[str | None, tuple[str, ...]]]:
 
 def container_task(found: Container, details: tuple[str | None, tuple[str, ...]]) -> Task:
     project, disks = details
-    holds = ((("sidecar", found.sidecar),) if found.sidecar else ()) + tuple(
-        ("disk", path) for path in disks
+    holds = (
+        ((("sidecar", found.sidecar),) if found.sidecar else ())
+        + tuple(("disk", path) for path in disks)
+        + ((("egress-log", found.egress_log),) if found.egress_log else ())
     )
     return Task(name=found.name, mode=found.mode, project=project, image=found.image,
                 started=found.started, pid=found.pid, container_id=found.id,
