@@ -4,10 +4,14 @@ their test names through `[network] resolve`), and what the sandbox's programs s
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import os
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -138,8 +142,9 @@ def egress_box(user_image: str, user_box: Callable[..., UserBox]) -> Iterator[Us
     for d in (config.parent.parent, config.parent):
         d.mkdir(exist_ok=True)
         os.chown(d, box.pw.pw_uid, box.pw.pw_gid)
-    config.write_text('[network]\nresolve = ["web.test:127.0.0.1", "raw.test:127.0.0.1", '
-                      '"denied.test:127.0.0.1"]\n')  # fmt: skip
+    names = ("web", "raw", "denied", "secret", "other")
+    config.write_text("[network]\nresolve = [" + ", ".join(f'"{n}.test:127.0.0.1"' for n in names)
+                      + "]\n")  # fmt: skip
     (box.project / "probe.py").write_text(PROBE)
     try:
         yield box
@@ -232,3 +237,122 @@ def test_ps_names_the_denial_log_of_a_task_under_an_allow_list(egress_box: UserB
     finally:
         _, err = task.communicate(timeout=60)
         assert task.returncode == 0, err
+
+
+SECRET_PROBE = r"""
+import glob, os, ssl, sys, urllib.request
+
+port = int(sys.argv[1])
+def ask(host, **kw):
+    req = urllib.request.Request(f"https://{host}:{port}/",
+                                 headers={"Authorization": "Bearer " + os.environ["TOKEN"]})
+    with urllib.request.urlopen(req, timeout=20, **kw) as r:
+        return r.read().decode()
+print("secret", ask("secret.test"))  # trusts agentbox's CA through SSL_CERT_FILE
+# another allowed host: tunnelled untouched, so the client checks the test server itself
+print("other", ask("other.test", context=ssl._create_unverified_context()))
+print("placeholder", os.environ["TOKEN"])
+# everything the sandbox's processes have in their environment, for the host to search
+with open("/workspace/environ-dump", "wb") as out:
+    for path in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            out.write(open(path, "rb").read() + b"\n")
+        except OSError:
+            pass
+"""
+
+
+@pytest.fixture
+def https_server(tmp_path: Path) -> Iterator[tuple[int, Path, list[str]]]:
+    """An HTTPS server on the host for secret.test and other.test, with a test CA of its own
+    (made by openssl); it records the Authorization header of each request."""
+    import ssl
+    import subprocess
+
+    ca = tmp_path / "test-ca"
+    ca.mkdir()
+
+    def run(*argv: str) -> None:
+        subprocess.run(argv, check=True, capture_output=True, cwd=ca)
+
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE")  # fmt: skip
+    (ca / "leaf.cnf").write_text(
+        "[req]\ndistinguished_name = dn\nprompt = no\n[dn]\nCN = secret.test\n[ext]\n"
+        "subjectAltName = DNS:secret.test,DNS:other.test\n"
+    )
+    run("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr", "-config", "leaf.cnf")  # fmt: skip
+    run("openssl", "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-set_serial", "7", "-days", "2", "-extfile", "leaf.cnf", "-extensions", "ext",
+        "-out", "leaf.pem")  # fmt: skip
+    seen: list[str] = []
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            auth = self.headers.get("Authorization", "-")
+            seen.append(auth)
+            # a digest, not the header: what the server answers enters the sandbox
+            body = hashlib.sha256(auth.encode()).hexdigest().encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = _Server(("127.0.0.1", 0), Echo)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(ca / "leaf.pem", ca / "leaf.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with tempfile.TemporaryDirectory(prefix="agentbox-test-ca-") as public:
+        os.chmod(public, 0o755)  # agentbox's proxy runs as the test user and must read it
+        trust = Path(public) / "ca.pem"
+        shutil.copy(ca / "ca.pem", trust)
+        trust.chmod(0o644)
+        yield server.server_address[1], trust, seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_secret_reaches_only_its_host_and_never_enters_the_sandbox(
+    egress_box: UserBox, https_server: tuple[int, Path, list[str]]
+) -> None:
+    port, test_ca, seen = https_server
+    value = "agentbox-test-value-" + os.urandom(8).hex()
+    (egress_box.project / "secret_probe.py").write_text(SECRET_PROBE)
+    done = egress_box.run(
+        "--debug", "container", "--secret", "TOKEN@secret.test", "--allow", "other.test", "--",
+        "python3", "/workspace/secret_probe.py", str(port),
+        TOKEN=value, SSL_CERT_FILE=str(test_ca),  # agentbox's proxy trusts the test server
+    )  # fmt: skip
+    assert done.returncode == 0, "\n".join(
+        line for line in done.stderr.splitlines() if "level=" not in line)  # fmt: skip
+    said = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    placeholder = said["placeholder"]
+    assert placeholder.startswith("agentbox-secret-TOKEN-")
+
+    def digest(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    assert said["secret"] == digest(f"Bearer {value}")  # the server got the real value
+    assert said["other"] == digest(f"Bearer {placeholder}")  # a host not listed: the placeholder
+    assert seen == [f"Bearer {value}", f"Bearer {placeholder}"]
+    # nowhere else: the sandbox's environments, its writable paths, the state dir, the output
+    dump = (egress_box.project / "environ-dump").read_bytes()
+    assert placeholder.encode() in dump  # the dump holds the sandbox's environments
+    assert value.encode() not in dump
+    assert value not in done.stdout + done.stderr
+    assert placeholder in done.stderr  # --debug shows the placeholder, as podman gets it
+    home = Path(egress_box.pw.pw_dir)
+    # the task's writable paths and agentbox's whole state (logs, the CA, every workspace)
+    for root in (egress_box.project, home / ".codex", home / ".pi", home / ".local/state"):
+        hits = subprocess.run(["grep", "-rlF", "--", value, str(root)], capture_output=True,
+                              text=True, check=False)  # fmt: skip
+        assert hits.stdout == "", hits.stdout
+    ca_dir = home / ".local/state/agentbox/egress-ca"
+    assert (ca_dir / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert not list((egress_box.state_dir / "egress").glob("*.tls"))  # its certificates: gone

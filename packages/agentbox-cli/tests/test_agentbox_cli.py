@@ -119,8 +119,16 @@ def test_every_mode_refuses_the_home_directory_as_its_workspace(
          "host name or *. suffix"),
         ([], '[network]\nresolve = ["web.test"]\n', 'has the element "web.test", not '
          "NAME:ADDRESS"),
+        (["--secret", "NOPE@api.example.com"], "",
+         "agentbox: --secret NOPE: the environment variable NOPE is not set\n"
+         "hint: export NOPE in the shell that runs agentbox (its value never enters the "
+         "sandbox)"),
+        (["--net", "none", "--secret", "HOME@api.example.com"], "",
+         "agentbox: --secret needs the egress proxy, and the network mode is 'none'\n"
+         "hint: use --net allow (a secret's hosts are allowed with it), or drop --secret"),
     ],
-    ids=["unknown-net", "allow-with-none", "url-as-host", "space", "path", "resolve"],
+    ids=["unknown-net", "allow-with-none", "url-as-host", "space", "path", "resolve",
+         "unset-secret", "secret-without-proxy"],
 )  # fmt: skip
 def test_bad_network_input_is_refused_before_anything_runs(
     home: Path, capsys: pytest.CaptureFixture[str], argv: list[str], config: str, said: str

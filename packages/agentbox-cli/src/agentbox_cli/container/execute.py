@@ -57,7 +57,7 @@ def run_task(plan: ContainerPlan, runner: Runner, *, cache: imagefacts.FactsCach
         with profiler.phase("task"):
             task = plan.task_for(daemon_starting=starting is not None)
             try:
-                with _egress(plan):
+                with _egress(plan, runner):
                     status = runner.interactive(task.argv())
             finally:
                 task_ended.set()
@@ -117,13 +117,14 @@ def start_sidecar(plan: SidecarPlan, runner: Runner, *, cache: imagefacts.FactsC
     return 0
 
 
-def _egress(plan: ContainerPlan) -> AbstractContextManager[object]:
+def _egress(plan: ContainerPlan, runner: Runner) -> AbstractContextManager[object]:
     """The task's egress proxy, served while the task runs (nothing without an allow-list)."""
     if plan.egress_dir is None or plan.denial_log is None:
         return nullcontext()
     from agentbox_cli.egress.serve import ProxyThread
 
-    return ProxyThread(plan.network, plan.egress_dir, plan.denial_log)
+    return ProxyThread(plan.network, plan.egress_dir, plan.denial_log, secrets=plan.secrets,
+                       ca_dir=plan.ca_dir, tls_dir=plan.tls_dir, runner=runner)  # fmt: skip
 
 
 def _start_beside(plan: SidecarPlan, runner: Runner, facts: imagefacts.ImageFacts,

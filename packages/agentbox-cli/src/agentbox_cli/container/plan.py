@@ -7,8 +7,9 @@ import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agentbox_cli.egress import SOCKET_NAME
+from agentbox_cli.egress import BUNDLE_NAME, CA_NAME, SOCKET_NAME
 from agentbox_cli.egress.policy import OPEN, NetworkPolicy
+from agentbox_cli.egress.secrets import Secret
 from agentbox_guest_init.contract import EGRESS_PROXY_URL as PROXY_URL
 from agentbox_podman.podman import (
     EGRESS_LOG_LABEL,
@@ -45,6 +46,8 @@ SIDECAR_DEFER_SECONDS = 0.5
 # init relays PROXY_URL to it. Hosts that no proxy variable should send through the proxy:
 EGRESS_DIR = "/run/agentbox/egress"
 NO_PROXY = "localhost,127.0.0.1,::1"
+# the CA bundle variables of OpenSSL, Python's requests, curl and git (gnutls): with secrets
+TRUST_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO")
 # the task's first use of Nix waits for the daemon the sidecar is still starting (guest init)
 DAEMON_STARTING_ENV = ("AGENTBOX_NIX_DAEMON_STARTING", "1")
 # the mount script's exit status when the image lacks what container mode needs
@@ -81,6 +84,8 @@ class ContainerRequest:
     # (agentbox_cli.agents.worktree.GitMounts)
     agent_mounts: tuple[Mount, ...] = ()
     network: NetworkPolicy = OPEN  # [network] and --net/--allow
+    secrets: tuple[Secret, ...] = ()  # --secret: placeholders inside, values in the proxy
+    ca_dir: Path | None = None  # the per-user CA of the proxy (with secrets)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,6 +164,10 @@ class ContainerPlan:
     # after it) and the log of the requests the policy denied (kept)
     egress_dir: Path | None = None
     denial_log: Path | None = None
+    secrets: tuple[Secret, ...] = ()
+    # with secrets: the CA, and the task's private dir of the certificates made from it
+    ca_dir: Path | None = None
+    tls_dir: Path | None = None
 
     def task_for(self, *, daemon_starting: bool) -> RunSpec:
         """The task; started alongside a starting sidecar, its first use of Nix waits for
@@ -197,7 +206,11 @@ class ContainerPlan:
             f"loopback and no DNS: HTTP(S) goes through the egress proxy at {PROXY_URL}{daemon})",
             f"  egress proxy in this process on {self.egress_dir / SOCKET_NAME} (seen at "
             f"{EGRESS_DIR}); denied requests go to {self.denial_log}",
-        ]
+            *(f"  secret {s.name} for {', '.join(s.hosts)}: a placeholder inside; the proxy puts "
+              f"the value of ${s.name} into their requests' headers, terminating their TLS with "
+              f"the CA in {self.ca_dir} (trusted inside through {EGRESS_DIR}/{BUNDLE_NAME})"
+              for s in self.secrets),
+        ]  # fmt: skip
 
 
 def sidecar_name(workspace_key: str) -> str:
@@ -269,6 +282,11 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
         for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
             env.append((var, PROXY_URL))
         env += [("NO_PROXY", NO_PROXY), ("no_proxy", NO_PROXY)]
+        env += [(s.name, s.placeholder) for s in req.secrets]
+        if req.secrets:  # the proxy answers for their hosts with certificates of its own CA
+            bundle = f"{EGRESS_DIR}/{BUNDLE_NAME}"
+            env += [(var, bundle) for var in TRUST_VARS]
+            env.append(("NODE_EXTRA_CA_CERTS", f"{EGRESS_DIR}/{CA_NAME}"))
     interactive_shell = not req.command
     task = RunSpec(
         image=req.image,
@@ -293,5 +311,8 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
         debug=req.debug,
     )
     host_dirs = (host.home / ".codex", host.home / ".pi", cargo, req.sccache)
+    tls_dir = req.state_dir / "egress" / f"{req.task_name}.tls" if req.secrets else None
     return ContainerPlan(sidecar=sidecar, task=task, host_dirs=host_dirs, grace=req.grace,
-                         network=policy, egress_dir=egress_dir, denial_log=denial_log)  # fmt: skip
+                         network=policy, egress_dir=egress_dir, denial_log=denial_log,
+                         secrets=req.secrets, ca_dir=req.ca_dir if req.secrets else None,
+                         tls_dir=tls_dir)  # fmt: skip

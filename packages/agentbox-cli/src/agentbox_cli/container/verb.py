@@ -11,6 +11,7 @@ from agentbox_state.cli.args import Option
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from agentbox_cli.egress.policy import NetworkPolicy
+    from agentbox_cli.egress.secrets import Secret
 
 
 def grace_seconds(ctx: Context) -> int:
@@ -22,9 +23,11 @@ def grace_seconds(ctx: Context) -> int:
     return configured if isinstance(configured, int) else DEFAULT_GRACE
 
 
-def network_policy(ctx: Context) -> NetworkPolicy:
-    """``[network]`` with ``--net`` and ``--allow`` (refused when they contradict)."""
+def network_policy(ctx: Context, secrets: tuple[Secret, ...] = ()) -> NetworkPolicy:
+    """``[network]`` with ``--net`` and ``--allow`` (refused when they contradict); the hosts
+    of ``secrets`` are allowed, and they need the proxy of ``allow``."""
     from agentbox_cli.egress.policy import build_policy
+    from agentbox_state.errors import UsageError
 
     def listed(key: str) -> tuple[str, ...]:
         value = ctx.config.get(key)
@@ -32,11 +35,17 @@ def network_policy(ctx: Context) -> NetworkPolicy:
 
     flags = ctx.args.values.get("allow", ())
     configured = ctx.config.get("network.mode")
+    mode = ctx.args.value("net")
+    effective = mode or configured
+    if secrets and (mode in ("none", "open") or effective == "none"):
+        raise UsageError(
+            f"--secret needs the egress proxy, and the network mode is {effective!r}",
+            hint="use --net allow (a secret's hosts are allowed with it), or drop --secret",
+        )
+    extra = (*(flags if isinstance(flags, tuple) else ()), *(h for s in secrets for h in s.hosts))
     return build_policy(
-        mode=ctx.args.value("net"),
-        configured_mode=configured if isinstance(configured, str) else "open",
-        allow=listed("network.allow"), extra_allow=flags if isinstance(flags, tuple) else (),
-        resolve=listed("network.resolve"),
+        mode=mode, configured_mode=configured if isinstance(configured, str) else "open",
+        allow=listed("network.allow"), extra_allow=extra, resolve=listed("network.resolve"),
     )  # fmt: skip
 
 
@@ -52,7 +61,11 @@ def run(ctx: Context) -> int:
 
     # the sidecar alone shows no workspace; a task refuses one that holds the home directory
     workspace = current_workspace() if ctx.args.action == "sidecar" else ctx.mounted_workspace()
-    network = network_policy(ctx)  # bad input is refused before anything runs
+    from agentbox_cli.egress.secrets import parse_secrets
+
+    specs = ctx.args.values.get("secret", ())
+    secrets = parse_secrets(specs if isinstance(specs, tuple) else (), ctx.environ)
+    network = network_policy(ctx, secrets)  # bad input is refused before anything runs
     runner = ctx.runner()
     agent_mounts: tuple[Mount, ...] = ()
     if ctx.flags.agent is not None:
@@ -81,7 +94,8 @@ def run(ctx: Context) -> int:
         hostname=workspace.hostname, task_name=workspace.task_name(), state_dir=state_dir,
         sccache=ctx.paths.sccache, command=ctx.args.command, root=ctx.flags.root,
         debug=ctx.flags.debug, grace=grace_seconds(ctx), profile=ctx.flags.profile,
-        agent_mounts=agent_mounts, network=network,
+        agent_mounts=agent_mounts, network=network, secrets=secrets,
+        ca_dir=ctx.paths.base / "egress-ca",
     )  # fmt: skip
     plan = plan_container(request, host)
     if ctx.flags.dry_run:
@@ -112,6 +126,13 @@ CONTAINER = Verb(
             "a host the task may reach, like github.com or *.npmjs.org "
             "(repeatable; adds to [network] allow; alone it means --net allow)",
             metavar="HOST",
+            repeat=True,
+        ),
+        Option(
+            "--secret",
+            "NAME@HOST[,HOST...]: the task sees a placeholder in $NAME, and the proxy puts the "
+            "value of your $NAME into requests to those hosts (repeatable; implies --net allow)",
+            metavar="SPEC",
             repeat=True,
         ),
     ),

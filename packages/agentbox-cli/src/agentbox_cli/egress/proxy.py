@@ -148,7 +148,7 @@ class EgressProxy:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.header_timeout):
                         await reader.readuntil(b"\r\n\r\n")
-                await _respond(
+                await respond(
                     writer, 503, "Service Unavailable", "agentbox: too many connections\n"
                 )
                 return
@@ -171,7 +171,7 @@ class EgressProxy:
             async with asyncio.timeout(self.header_timeout):
                 head = await reader.readuntil(b"\r\n\r\n")
         except TimeoutError:
-            await _respond(writer, 408, "Request Timeout", "agentbox: request head too slow\n")
+            await respond(writer, 408, "Request Timeout", "agentbox: request head too slow\n")
             return
         lines = head.decode("latin-1").split("\r\n")
         try:
@@ -197,10 +197,10 @@ class EgressProxy:
                     502, "Bad Gateway", f"agentbox: cannot reach {host}:{port}: {err}\n"
                 ) from err
         except _RefusedError as refused:
-            await _respond(writer, refused.status, refused.reason, refused.body)
+            await respond(writer, refused.status, refused.reason, refused.body)
             return
         except ValueError:
-            await _respond(writer, 400, "Bad Request", "agentbox: malformed request line\n")
+            await respond(writer, 400, "Bad Request", "agentbox: malformed request line\n")
             return
         self._clients.add(up_writer)
         try:
@@ -220,7 +220,7 @@ class EgressProxy:
                 ]
                 out = [f"{method} {path} {version}", *kept, "Connection: close", "", ""]
                 up_writer.write("\r\n".join(out).encode("latin-1"))
-            await _pipe_both(reader, writer, up_reader, up_writer)
+            await pipe_both(reader, writer, up_reader, up_writer)
         finally:
             self._clients.discard(up_writer)
             up_writer.close()
@@ -228,7 +228,7 @@ class EgressProxy:
                 await up_writer.wait_closed()
 
 
-async def _respond(writer: asyncio.StreamWriter, status: int, reason: str, body: str) -> None:
+async def respond(writer: asyncio.StreamWriter, status: int, reason: str, body: str) -> None:
     data = body.encode()
     writer.write(
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -250,7 +250,7 @@ async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         pass
 
 
-async def _pipe_both(
+async def pipe_both(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
     up_reader: asyncio.StreamReader,

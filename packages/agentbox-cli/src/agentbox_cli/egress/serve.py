@@ -10,10 +10,12 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
-from agentbox_cli.egress import SOCKET_NAME
+from agentbox_cli.egress import BUNDLE_NAME, CA_NAME, SOCKET_NAME
 from agentbox_cli.egress.policy import NetworkPolicy
 from agentbox_cli.egress.proxy import EgressProxy
+from agentbox_cli.egress.secrets import Secret
 from agentbox_state.errors import AgentboxError
+from agentbox_state.runner import Runner
 
 READY_SECONDS = 10.0
 
@@ -22,9 +24,13 @@ class ProxyThread:
     """``with ProxyThread(policy, socket_dir, log):`` serves ``socket_dir/proxy.sock``; the
     dir is made for it and removed after."""
 
-    def __init__(self, policy: NetworkPolicy, socket_dir: Path, denial_log: Path) -> None:
+    def __init__(self, policy: NetworkPolicy, socket_dir: Path, denial_log: Path, *,
+                 secrets: tuple[Secret, ...] = (), ca_dir: Path | None = None,
+                 tls_dir: Path | None = None, runner: Runner | None = None) -> None:  # fmt: skip
         self.socket = socket_dir / SOCKET_NAME
         self._proxy = EgressProxy(policy, denial_log=denial_log)
+        self._secrets, self._ca_dir, self._tls_dir, self._runner = (secrets, ca_dir, tls_dir,
+                                                                    runner)  # fmt: skip
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._failed: BaseException | None = None
@@ -35,11 +41,16 @@ class ProxyThread:
         self.socket.parent.mkdir(parents=True, exist_ok=True)
         # the sandbox's root, an unmapped sub-uid under keep-id, reaches the socket through it
         self.socket.parent.chmod(0o755)
+        try:
+            if self._secrets:
+                self._intercept()
+        except BaseException:
+            self._remove()
+            raise
         self._thread.start()
         if not self._ready.wait(READY_SECONDS) or self._failed is not None:
             reason = self._failed or "it did not start in time"
-            with contextlib.suppress(OSError):
-                self.socket.parent.rmdir()
+            self._remove()
             raise AgentboxError(f"the egress proxy could not listen on {self.socket}: {reason}",
                                 hint="check that the state dir is writable")  # fmt: skip
         return self
@@ -50,9 +61,42 @@ class ProxyThread:
         if stop is not None:
             self._loop.call_soon_threadsafe(stop.set)
         self._thread.join(READY_SECONDS)
-        self.socket.unlink(missing_ok=True)
+        self._remove()
+
+    def _remove(self) -> None:
+        """What ``__enter__`` made: the socket dir and its files, the certificates' dir."""
+        for name in (SOCKET_NAME, CA_NAME, BUNDLE_NAME):
+            (self.socket.parent / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.socket.parent.rmdir()
+        if self._tls_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+
+    def _intercept(self) -> None:
+        """The CA (made once), its certificate and the system's bundle with it where the
+        sandbox sees them, a certificate per secret host, and the proxy's interceptor."""
+        from agentbox_cli.egress import intercept, tls
+
+        assert self._ca_dir is not None
+        assert self._tls_dir is not None
+        assert self._runner is not None
+        ca = tls.ensure_ca(self._ca_dir, self._runner)
+        there = self.socket.parent
+        (there / CA_NAME).write_bytes(ca.read_bytes())
+        system = tls.system_bundle()
+        base = system.read_bytes() if system is not None else b""
+        (there / BUNDLE_NAME).write_bytes(base.rstrip(b"\n") + b"\n" + ca.read_bytes())
+        for name in (CA_NAME, BUNDLE_NAME):
+            (there / name).chmod(0o644)
+        servers = {}
+        for host in dict.fromkeys(h for s in self._secrets for h in s.hosts):
+            cert, key = tls.make_leaf(self._ca_dir, self._tls_dir, host, self._runner)
+            servers[host] = intercept.server_context(os.fspath(cert), os.fspath(key))
+        interceptor = intercept.SecretInterceptor(self._secrets, servers,
+                                                  intercept.upstream_context())  # fmt: skip
+        self._proxy.intercept_for = interceptor.intercept_for
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)

@@ -1,0 +1,81 @@
+"""Secrets a task may use but never read: ``--secret NAME@HOST[,HOST...]`` (pure).
+
+The value is the user's environment variable NAME, never a command-line word. Inside the
+sandbox NAME holds a placeholder; the egress proxy, which terminates TLS for the listed hosts
+only, puts the real value where the placeholder appears in a request's headers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import secrets as _random
+from collections.abc import Iterable, Mapping
+
+from agentbox_cli.egress.policy import validate_pattern
+from agentbox_state.errors import UsageError
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Secret:
+    name: str
+    hosts: tuple[str, ...]
+    value: str = dataclasses.field(repr=False)  # never printed, never in a plan's lines
+    placeholder: str
+
+    def serves(self, host: str) -> bool:
+        return host in self.hosts
+
+
+def parse_secret(spec: str, environ: Mapping[str, str]) -> Secret:
+    """``NAME@HOST[,HOST...]``, NAME's value from ``environ``; a UsageError names the fix."""
+    name, sep, hosts = spec.partition("@")
+    if not sep or not _NAME.match(name) or not hosts:
+        raise UsageError(
+            f"--secret {spec!r} is not NAME@HOST[,HOST...]",
+            hint="name an environment variable and the hosts that may receive it: "
+            "--secret GITHUB_TOKEN@api.github.com (the value is read from the variable)",
+        )
+    listed = tuple(dict.fromkeys(validate_pattern(h, where=f"--secret {name}") for h in
+                                 hosts.split(",")))  # fmt: skip
+    wild = [h for h in listed if h.startswith("*.")]
+    if wild:
+        raise UsageError(
+            f"--secret {name}: {wild[0]} is a wildcard",
+            hint="name each host that may receive the secret exactly",
+        )
+    value = environ.get(name)
+    if not value:
+        raise UsageError(
+            f"--secret {name}: the environment variable {name} is "
+            f"{'empty' if value == '' else 'not set'}",
+            hint=f"export {name} in the shell that runs agentbox (its value never enters the "
+            "sandbox)",
+        )
+    if "\r" in value or "\n" in value:
+        raise UsageError(f"--secret {name}: its value has a line break, which no header can "
+                         "carry")  # fmt: skip
+    return Secret(name=name, hosts=listed, value=value,
+                  placeholder=f"agentbox-secret-{name}-{_random.token_hex(12)}")  # fmt: skip
+
+
+def parse_secrets(specs: Iterable[str], environ: Mapping[str, str]) -> tuple[Secret, ...]:
+    found = tuple(parse_secret(s, environ) for s in specs)
+    names = [s.name for s in found]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice is not None:
+        raise UsageError(f"--secret {twice} is given twice",
+                         hint="list all its hosts in one: NAME@HOST,HOST")  # fmt: skip
+    return found
+
+
+def substitute(head: bytes, secrets: Iterable[Secret], host: str) -> bytes:
+    """``head`` (a request line and header lines) with each placeholder of a secret that
+    ``host`` may receive replaced in the header lines (not the request line)."""
+    line, sep, headers = head.partition(b"\r\n")
+    for s in secrets:
+        if s.serves(host):
+            headers = headers.replace(s.placeholder.encode(), s.value.encode())
+    return line + sep + headers

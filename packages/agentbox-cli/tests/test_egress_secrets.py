@@ -1,0 +1,173 @@
+"""Secrets through the egress proxy: their parsing and refusals (pure), the openssl command
+lines (req(1), x509(1)), and a real TLS origin on loopback that sees the value only where the
+secret's host is asked, with certificates made by the real openssl."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import ssl
+from pathlib import Path
+
+import pytest
+
+from agentbox_cli.egress import intercept, tls
+from agentbox_cli.egress.policy import build_policy
+from agentbox_cli.egress.proxy import EgressProxy
+from agentbox_cli.egress.secrets import parse_secret, parse_secrets, substitute
+from agentbox_state.errors import UsageError
+from agentbox_state.runner import SubprocessRunner
+from agentbox_testing import require
+
+ENV = {"TOKEN": "s3cr3t-value", "EMPTY": ""}
+
+
+def test_a_secret_is_read_from_the_environment_and_replaced_in_headers_only() -> None:
+    s = parse_secret("TOKEN@api.example.com,Up.example.com", ENV)
+    assert (s.name, s.hosts, s.value) == ("TOKEN", ("api.example.com", "up.example.com"),
+                                          "s3cr3t-value")  # fmt: skip
+    assert s.placeholder.startswith("agentbox-secret-TOKEN-")
+    assert "s3cr3t" not in repr(s)  # never printed
+    assert parse_secret("TOKEN@api.example.com", ENV).placeholder != s.placeholder
+    head = (f"GET /?k={s.placeholder} HTTP/1.1\r\nAuthorization: Bearer {s.placeholder}\r\n"
+            "\r\n").encode()  # fmt: skip
+    assert (
+        substitute(head, [s], "api.example.com")
+        == (
+            f"GET /?k={s.placeholder} HTTP/1.1\r\nAuthorization: Bearer s3cr3t-value\r\n\r\n"
+        ).encode()
+    )
+    assert substitute(head, [s], "other.example.com") == head
+
+
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ("TOKEN", "--secret 'TOKEN' is not NAME@HOST[,HOST...]"),
+        ("1X@a.example", "--secret '1X@a.example' is not NAME@HOST[,HOST...]"),
+        ("TOKEN@", "--secret 'TOKEN@' is not NAME@HOST[,HOST...]"),
+        ("TOKEN@https://a.example", "--secret TOKEN: 'https://a.example' is not a host pattern"),
+        ("TOKEN@*.example.com", "--secret TOKEN: *.example.com is a wildcard"),
+        ("UNSET@a.example", "--secret UNSET: the environment variable UNSET is not set"),
+        ("EMPTY@a.example", "--secret EMPTY: the environment variable EMPTY is empty"),
+    ],
+)  # fmt: skip
+def test_bad_secrets_are_refused_naming_the_fix(spec: str, said: str) -> None:
+    with pytest.raises(UsageError) as err:
+        parse_secret(spec, ENV)
+    assert err.value.message == said
+    assert err.value.hint
+
+
+def test_a_secret_given_twice_is_refused() -> None:
+    with pytest.raises(UsageError, match="--secret TOKEN is given twice"):
+        parse_secrets(["TOKEN@a.example", "TOKEN@b.example"], ENV)
+
+
+def test_one_request_per_connection() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\n\r\n"
+    assert intercept.one_request(head) == b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+
+
+def test_the_openssl_command_lines() -> None:
+    # req(1): -x509 makes a self-signed certificate, -newkey ec with -pkeyopt
+    # ec_paramgen_curve:NAME a new EC key, -nodes leaves it unencrypted, -addext adds an
+    # extension; x509(1): -req signs a request with -CA/-CAkey, -extfile/-extensions
+    ca = tls.ca_argv(Path("/c/ca.key"), Path("/c/ca.pem"))
+    assert ca == ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                  "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "/c/ca.key", "-out",
+                  "/c/ca.pem", "-days", "3650", "-subj", "/CN=agentbox egress proxy CA",
+                  "-addext", "basicConstraints=critical,CA:TRUE",
+                  "-addext", "keyUsage=critical,keyCertSign,cRLSign"]  # fmt: skip
+    req, sign = tls.leaf_argvs(Path("/c"), Path("/t"), "a.example")
+    assert req == ["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                   "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "/t/a.example.key",
+                   "-out", "/t/a.example.csr", "-config", "/t/a.example.cnf"]  # fmt: skip
+    serial = sign[sign.index("-set_serial") + 1]
+    assert sign == ["openssl", "x509", "-req", "-in", "/t/a.example.csr", "-CA", "/c/ca.pem",
+                    "-CAkey", "/c/ca.key", "-set_serial", serial, "-days", "30",
+                    "-extfile", "/t/a.example.cnf", "-extensions", "ext",
+                    "-out", "/t/a.example.pem"]  # fmt: skip
+    assert serial.startswith("0x")
+    assert len(serial) == 34
+
+
+def needs_openssl() -> None:
+    require(shutil.which("openssl") is not None, "openssl is missing (apt-get install openssl)")
+
+
+def test_the_ca_is_made_once_with_a_private_key(tmp_path: Path) -> None:
+    needs_openssl()
+    runner = SubprocessRunner({"PATH": "/usr/bin:/bin"})
+    cert = tls.ensure_ca(tmp_path / "ca", runner)
+    key = tmp_path / "ca" / "ca.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "ca").stat().st_mode & 0o777 == 0o700
+    before = cert.read_bytes()
+    assert tls.ensure_ca(tmp_path / "ca", runner).read_bytes() == before  # kept, not remade
+
+
+async def _origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An HTTPS server that answers with the Authorization header it got."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    auth = next((line.split(b": ", 1)[1] for line in head.split(b"\r\n")
+                 if line.lower().startswith(b"authorization:")), b"-")  # fmt: skip
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                 % (len(auth), auth))  # fmt: skip
+    await writer.drain()
+    writer.close()
+
+
+def test_the_proxy_puts_the_value_only_into_requests_to_the_secrets_hosts(tmp_path: Path) -> None:
+    needs_openssl()
+    runner = SubprocessRunner({"PATH": "/usr/bin:/bin"})
+    # the origin's own certificate, from a CA of the test's (made with the same code)
+    test_ca = tls.ensure_ca(tmp_path / "test-ca", runner)
+    origin_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    origin_ctx.load_cert_chain(*map(str, tls.make_leaf(tmp_path / "test-ca", tmp_path / "o",
+                                                       "secret.test", runner)))  # fmt: skip
+    other_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    other_ctx.load_cert_chain(*map(str, tls.make_leaf(tmp_path / "test-ca", tmp_path / "o",
+                                                      "other.test", runner)))  # fmt: skip
+    # agentbox's CA, and its certificate for the secret's host
+    ours = tls.ensure_ca(tmp_path / "ca", runner)
+    cert, key = tls.make_leaf(tmp_path / "ca", tmp_path / "tls", "secret.test", runner)
+    secret = parse_secret("TOKEN@secret.test", ENV)
+    upstream = ssl.create_default_context(cafile=str(test_ca))
+    interceptor = intercept.SecretInterceptor(
+        [secret], {"secret.test": intercept.server_context(str(cert), str(key))}, upstream
+    )
+    policy = build_policy(mode="allow", allow=["secret.test", "other.test"],
+                          resolve=["secret.test:127.0.0.1", "other.test:127.0.0.1"])  # fmt: skip
+
+    async def ask(proxy: int, host: str, port: int, trust: Path) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy)
+        writer.write(f"CONNECT {host}:{port} HTTP/1.1\r\n\r\n".encode())
+        assert await reader.readuntil(b"\r\n\r\n") == (
+            b"HTTP/1.1 200 Connection established\r\n\r\n")  # fmt: skip
+        await writer.start_tls(ssl.create_default_context(cafile=str(trust)),
+                               server_hostname=host)  # fmt: skip
+        writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer "
+                     f"{secret.placeholder}\r\n\r\n".encode())  # fmt: skip
+        answer = await reader.read()
+        writer.close()
+        return answer.split(b"\r\n\r\n", 1)[1]
+
+    async def main() -> tuple[bytes, bytes]:
+        egress = EgressProxy(policy, intercept_for=interceptor.intercept_for)
+        proxy = await egress.serve_tcp()
+        secret_origin = await asyncio.start_server(_origin, "127.0.0.1", 0, ssl=origin_ctx)
+        other_origin = await asyncio.start_server(_origin, "127.0.0.1", 0, ssl=other_ctx)
+        ports = [s.sockets[0].getsockname()[1] for s in (proxy, secret_origin, other_origin)]
+        got = await ask(ports[0], "secret.test", ports[1], ours)
+        # another allowed host: a tunnel the proxy cannot read (the client trusts its server)
+        untouched = await ask(ports[0], "other.test", ports[2], test_ca)
+        egress.abort_all()
+        for server in (proxy, secret_origin, other_origin):
+            server.close()
+            await server.wait_closed()
+        return got, untouched
+
+    got, untouched = asyncio.run(main())
+    assert got == b"Bearer s3cr3t-value"
+    assert untouched == f"Bearer {secret.placeholder}".encode()
