@@ -5,11 +5,10 @@ the request sent on over TLS verified against the system's trust (``proxy.Interc
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
 from collections.abc import Mapping, Sequence
 
-from agentbox_cli.egress.proxy import EgressProxy, pipe_both, respond
+from agentbox_cli.egress.proxy import EgressProxy, close, pipe_both, respond
 from agentbox_cli.egress.secrets import Secret, substitute
 
 _DROPPED = (b"connection:", b"keep-alive:", b"proxy-connection:")
@@ -55,13 +54,13 @@ class SecretInterceptor:
             await respond(writer, 502, "Bad Gateway",
                           f"agentbox: cannot reach {host}:{port} over TLS: {reason}\n")  # fmt: skip
             return
+        proxy.hold(up_writer)
         try:
             up_writer.write(one_request(substitute(head, self.secrets, host)))
             await pipe_both(reader, writer, up_reader, up_writer)
         finally:
-            up_writer.close()
-            with contextlib.suppress(OSError, ssl.SSLError):
-                await up_writer.wait_closed()
+            proxy.release(up_writer)
+            await close(up_writer)
 
 
 def server_context(cert: str, key: str) -> ssl.SSLContext:

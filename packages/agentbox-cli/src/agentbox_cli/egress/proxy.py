@@ -125,6 +125,13 @@ class EgressProxy:
         async with asyncio.timeout(self.connect_timeout):  # no task of its own, as wait_for
             return await asyncio.open_connection(addr, port)
 
+    def hold(self, writer: asyncio.StreamWriter) -> None:
+        """Count ``writer`` among the connections ``abort_all`` drops (until ``release``)."""
+        self._clients.add(writer)
+
+    def release(self, writer: asyncio.StreamWriter) -> None:
+        self._clients.discard(writer)
+
     def abort_all(self) -> None:
         """Drop every connection still open, both sides (the task ended): their handlers then
         finish."""
@@ -162,9 +169,7 @@ class EgressProxy:
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             pass
         finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            await close(writer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -223,9 +228,21 @@ class EgressProxy:
             await pipe_both(reader, writer, up_reader, up_writer)
         finally:
             self._clients.discard(up_writer)
-            up_writer.close()
-            with contextlib.suppress(OSError):
-                await up_writer.wait_closed()
+            await close(up_writer)
+
+
+CLOSE_SECONDS = 1.0
+
+
+async def close(writer: asyncio.StreamWriter) -> None:
+    """Close a connection, and drop it when it does not close in ``CLOSE_SECONDS`` (a peer
+    that neither reads what is left to send nor goes away)."""
+    writer.close()
+    try:
+        async with asyncio.timeout(CLOSE_SECONDS):
+            await writer.wait_closed()
+    except OSError:  # TimeoutError and ssl's errors among them
+        writer.transport.abort()
 
 
 async def respond(writer: asyncio.StreamWriter, status: int, reason: str, body: str) -> None:
@@ -240,14 +257,18 @@ async def respond(writer: asyncio.StreamWriter, status: int, reason: str, body: 
 
 
 async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    """Copy until ``src`` ends: a clean end is passed on as a half-close, a broken one (a reset)
+    drops ``dst`` too, so that a far end waiting for more does not hold the tunnel open."""
     try:
         while data := await src.read(65536):
             dst.write(data)
             await dst.drain()
+    except OSError:
+        dst.transport.abort()
+        return
+    with contextlib.suppress(OSError):
         if dst.can_write_eof():
             dst.write_eof()
-    except OSError:
-        pass
 
 
 async def pipe_both(

@@ -12,7 +12,7 @@ from types import TracebackType
 
 from agentbox_cli.egress import BUNDLE_NAME, CA_NAME, SOCKET_NAME
 from agentbox_cli.egress.policy import NetworkPolicy
-from agentbox_cli.egress.proxy import EgressProxy
+from agentbox_cli.egress.proxy import CLOSE_SECONDS, EgressProxy
 from agentbox_cli.egress.secrets import Secret
 from agentbox_state.errors import AgentboxError
 from agentbox_state.runner import Runner
@@ -125,10 +125,12 @@ class ProxyThread:
         # connections still open when the task ended (their clients are gone with it, or a
         # tunnel's far end has not closed yet): dropped, and their handlers let finish
         self._proxy.abort_all()
-        for _ in range(100):
-            if not self._proxy.active:
-                break
-            await asyncio.sleep(0.01)
+        handlers = asyncio.all_tasks() - {asyncio.current_task()}
+        if handlers:
+            _, late = await asyncio.wait(handlers, timeout=2 * CLOSE_SECONDS)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
 
 def denials(log: Path) -> str | None:
