@@ -123,12 +123,14 @@ def test_every_mode_refuses_the_home_directory_as_its_workspace(
          "agentbox: --secret NOPE: the environment variable NOPE is not set\n"
          "hint: export NOPE in the shell that runs agentbox (its value never enters the "
          "sandbox)"),
-        (["--net", "none", "--secret", "HOME@api.example.com"], "",
+        (["--secret", "HTTPS_PROXY@api.example.com"], "",
+         "agentbox: --secret HTTPS_PROXY: agentbox sets HTTPS_PROXY itself inside the sandbox"),
+        (["--net", "none", "--secret", "TOKEN@api.example.com"], "",
          "agentbox: --secret needs the egress proxy, and the network mode is 'none'\n"
          "hint: use --net allow (a secret's hosts are allowed with it), or drop --secret"),
     ],
     ids=["unknown-net", "allow-with-none", "url-as-host", "space", "path", "resolve",
-         "unset-secret", "secret-without-proxy"],
+         "unset-secret", "reserved-name", "secret-without-proxy"],
 )  # fmt: skip
 def test_bad_network_input_is_refused_before_anything_runs(
     home: Path, capsys: pytest.CaptureFixture[str], argv: list[str], config: str, said: str
@@ -136,7 +138,7 @@ def test_bad_network_input_is_refused_before_anything_runs(
     if config:
         (home / ".config/agentbox").mkdir(parents=True)
         (home / ".config/agentbox/agentbox.toml").write_text(config)
-    env = {"HOME": str(home), "PATH": "/nonexistent"}  # nothing could run if it tried
+    env = {"HOME": str(home), "PATH": "/nonexistent", "TOKEN": "t"}  # nothing could run
     code = main(["container", *argv, "--dry-run", "--", "true"], env)
     err = capsys.readouterr().err
     assert code != 0

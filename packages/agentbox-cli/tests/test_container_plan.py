@@ -243,7 +243,7 @@ def test_an_allow_list_cuts_the_task_off_but_for_the_egress_proxy() -> None:
         "--volume", "/home/u/.codex:/home/dev/.codex", "--volume", "/home/u/.pi:/home/dev/.pi",
         "--volume", "/s/ws/cargo:/home/dev/.cargo",
         "--volume", "/s/sccache:/home/dev/.cache/sccache",
-        "--volume", "/s/ws/egress/app-00112233aabbccdd:/run/agentbox/egress",
+        "--volume", "/s/ws/egress/app-00112233aabbccdd:/run/agentbox/egress:ro",
         "--tmpfs", "/tmp:rw,exec,mode=1777", "localhost/agentbox:latest",
     ]  # fmt: skip
     assert (plan.egress_dir, plan.denial_log) == (

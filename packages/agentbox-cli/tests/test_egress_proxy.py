@@ -155,3 +155,54 @@ def test_200_concurrent_requests(tmp_path: Path, cap: int) -> None:
     else:  # over the cap: refused with 503, never hung
         assert busy > 0
         assert ok >= 1
+
+
+async def _host_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An HTTP server that answers with the Host header it got."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    hosts = [h for h in head.split(b"\r\n") if h.lower().startswith(b"host:")]
+    body = b"|".join(hosts)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("request_head", "answer"),
+    [
+        (b"GET http://web.test:{port}/ HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+         b"HTTP/1.1 200 OK"),
+        (b"CONNECT web.test:70000 HTTP/1.1\r\n\r\n", b"HTTP/1.1 400 Bad Request"),
+        (b"CONNECT web.test\x1b[2J:443 HTTP/1.1\r\n\r\n", b"HTTP/1.1 400 Bad Request"),
+        (b"CONNECT localhost.test:{port} HTTP/1.1\r\n\r\n", b"HTTP/1.1 502 Bad Gateway"),
+    ],
+    ids=["host-rewritten", "port-too-big", "escape-in-host", "private-address"],
+)  # fmt: skip
+def test_what_the_proxy_sends_on_is_what_the_policy_allowed(
+    request_head: bytes, answer: bytes
+) -> None:
+    async def main() -> bytes:
+        origin = await asyncio.start_server(_host_echo, "127.0.0.1", 0)
+        port = origin.sockets[0].getsockname()[1]
+        # localhost.test is allowed, but resolves (by the system) to nothing public
+        policy = build_policy(mode="allow", allow=["web.test", "localhost.test"],
+                              resolve=["web.test:127.0.0.1"])  # fmt: skip
+        egress = EgressProxy(policy)
+        proxy = await egress.serve_tcp()
+
+        async def fake_lookup(*_: object, **__: object) -> list[tuple[object, ...]]:
+            return [(2, 1, 6, "", ("127.0.0.1", port))]
+
+        asyncio.get_running_loop().getaddrinfo = fake_lookup  # type: ignore[assignment,method-assign]
+        got = await _request(proxy.sockets[0].getsockname()[1],
+                             request_head.replace(b"{port}", str(port).encode()))  # fmt: skip
+        for server in (proxy, origin):
+            server.close()
+            await server.wait_closed()
+        return got.replace(str(port).encode(), b"{port}")
+
+    got = asyncio.run(main())
+    assert got.startswith(answer)
+    if answer.endswith(b"200 OK"):  # the origin saw the allowed name, not the client's
+        assert got.endswith(b"\r\n\r\nHost: web.test:{port}")

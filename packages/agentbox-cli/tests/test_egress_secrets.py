@@ -14,7 +14,7 @@ import pytest
 from agentbox_cli.egress import intercept, tls
 from agentbox_cli.egress.policy import build_policy
 from agentbox_cli.egress.proxy import EgressProxy
-from agentbox_cli.egress.secrets import parse_secret, parse_secrets, substitute
+from agentbox_cli.egress.secrets import parse_secret, parse_secrets, scrub, substitute
 from agentbox_state.errors import UsageError
 from agentbox_state.runner import SubprocessRunner
 from agentbox_testing import require
@@ -171,3 +171,40 @@ def test_the_proxy_puts_the_value_only_into_requests_to_the_secrets_hosts(tmp_pa
     got, untouched = asyncio.run(main())
     assert got == b"Bearer s3cr3t-value"
     assert untouched == f"Bearer {secret.placeholder}".encode()
+
+
+def test_the_value_goes_into_credential_headers_only_and_comes_back_as_the_placeholder() -> None:
+    s = parse_secret("TOKEN@api.example.com", ENV)
+    p = s.placeholder
+    head = (f"GET / HTTP/1.1\r\nHost: {p}\r\nOrigin: {p}\r\nAuthorization: Bearer {p}\r\n"
+            f"X-Api-Key: {p}\r\n\r\n").encode()  # fmt: skip
+    assert substitute(head, [s], "api.example.com") == (
+        f"GET / HTTP/1.1\r\nHost: {p}\r\nOrigin: {p}\r\nAuthorization: Bearer s3cr3t-value\r\n"
+        "X-Api-Key: s3cr3t-value\r\n\r\n").encode()  # fmt: skip
+    # a server that echoes a header in its answer's head gets the placeholder back to the task
+    assert scrub(b"HTTP/1.1 302 Found\r\nLocation: /?t=s3cr3t-value\r\n\r\n", [s]) == (
+        f"HTTP/1.1 302 Found\r\nLocation: /?t={p}\r\n\r\n".encode())  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("head", "answer"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n", None),
+        (b"GET / HTTP/1.1\r\nHost: API.example.com:443\r\n\r\n", None),
+        (b"GET / HTTP/1.1\r\nHost: other.example\r\n\r\n", 421),
+        (b"GET https://other.example/ HTTP/1.1\r\nHost: api.example.com\r\n\r\n", 421),
+        (b"GET / HTTP/1.1\r\nHost: api.example.com\r\nHost: other.example\r\n\r\n", 421),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),
+        (b"TRACE / HTTP/1.1\r\nHost: api.example.com\r\n\r\n", 405),
+    ],
+    ids=["host", "host-port-case", "other-host", "other-url", "two-hosts", "no-host", "trace"],
+)  # fmt: skip
+def test_a_request_in_a_tunnel_must_be_for_its_host(head: bytes, answer: int | None) -> None:
+    refused = intercept.misdirected(head, "api.example.com", 443)
+    assert (refused[0] if refused else None) == answer
+
+
+def test_reserved_names_are_refused() -> None:
+    for name in ("HTTPS_PROXY", "SSL_CERT_FILE", "AGENTBOX_X", "path"):
+        with pytest.raises(UsageError, match="agentbox sets"):
+            parse_secret(f"{name}@a.example", {name: "v"})

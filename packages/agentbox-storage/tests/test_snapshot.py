@@ -25,10 +25,31 @@ GIB = 1024**3
 
 
 def digest(path: Path) -> str:
+    """A digest of the content (size and every 1 MiB chunk that is not all zeros, with its
+    offset) that reads only where the file has data (lseek(2) SEEK_DATA/SEEK_HOLE): the same
+    for equal content whatever the hole layout, and quick on a 64 GiB sparse disk."""
+    chunk_size = 1 << 20
     h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    seen: set[int] = set()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
+        fd, offset = f.fileno(), 0
+        while offset < size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: no data after offset
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            for at in range(start - start % chunk_size, end, chunk_size):
+                if at in seen:
+                    continue
+                seen.add(at)
+                f.seek(at)
+                chunk = f.read(chunk_size)
+                if chunk.count(0) != len(chunk):
+                    h.update(at.to_bytes(8, "big") + chunk)
+            offset = end
     return h.hexdigest()
 
 

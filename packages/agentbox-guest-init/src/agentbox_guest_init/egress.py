@@ -42,12 +42,18 @@ def start(socket_path: str) -> int:
 
 def serve(listener: socket.socket, socket_path: str) -> None:
     """Accept forever; each client is joined to a new connection to ``socket_path``."""
+    import time
+
     while True:
         try:
             client, _ = listener.accept()
-        except InterruptedError:
+        except OSError:  # out of descriptors, an aborted connection: the next one may do
+            time.sleep(0.05)
             continue
-        threading.Thread(target=_join, args=(client, socket_path), daemon=True).start()
+        try:
+            threading.Thread(target=_join, args=(client, socket_path), daemon=True).start()
+        except RuntimeError:  # no thread to be had (the sandbox's process limit): this one
+            client.close()
 
 
 def _join(client: socket.socket, socket_path: str) -> None:
@@ -72,7 +78,15 @@ def _join(client: socket.socket, socket_path: str) -> None:
 def _pipe(src: socket.socket, dst: socket.socket) -> None:
     """Copy until ``src`` ends, then pass the end on (a half-close, so answers still flow)."""
     try:
-        while data := src.recv(CHUNK):
+        while True:
+            try:
+                data = src.recv(CHUNK)
+            except ConnectionResetError:  # src is gone: so is what dst would answer it
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_RDWR)
+                return
+            if not data:
+                break
             dst.sendall(data)
     except OSError:
         pass

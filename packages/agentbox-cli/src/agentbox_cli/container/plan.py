@@ -277,7 +277,7 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
     if policy.mode == "allow":
         egress_dir = req.state_dir / "egress" / req.task_name
         denial_log = req.state_dir / "egress" / f"{req.task_name}.denied.jsonl"
-        mounts = (*mounts, Mount(egress_dir, EGRESS_DIR))
+        mounts = (*mounts, Mount(egress_dir, EGRESS_DIR, readonly=True))  # a socket connects
         env.append(("AGENTBOX_EGRESS_SOCKET", f"{EGRESS_DIR}/{SOCKET_NAME}"))
         for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
             env.append((var, PROXY_URL))

@@ -9,7 +9,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 
 from agentbox_cli.egress.proxy import EgressProxy, close, pipe_both, respond
-from agentbox_cli.egress.secrets import Secret, substitute
+from agentbox_cli.egress.secrets import Secret, scrub, substitute
 
 _DROPPED = (b"connection:", b"keep-alive:", b"proxy-connection:")
 
@@ -37,12 +37,19 @@ class SecretInterceptor:
     async def handle(self, proxy: EgressProxy, host: str, port: int,
                      reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:  # fmt: skip
+        if reader._buffer:  # type: ignore[attr-defined]  # sent before our 200: not TLS to us
+            return
         try:
-            await writer.start_tls(self.servers[host])
+            await writer.start_tls(self.servers[host],
+                                   ssl_handshake_timeout=proxy.header_timeout)  # fmt: skip
             async with asyncio.timeout(proxy.header_timeout):
                 head = await reader.readuntil(b"\r\n\r\n")
-        except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError):
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return  # the client did not trust us, or sent no request: nothing was forwarded
+        refused = misdirected(head, host, port)
+        if refused is not None:
+            await respond(writer, *refused)
+            return
         try:
             addr = await proxy.resolve(host, port)
             async with asyncio.timeout(proxy.connect_timeout):
@@ -57,10 +64,39 @@ class SecretInterceptor:
         proxy.hold(up_writer)
         try:
             up_writer.write(one_request(substitute(head, self.secrets, host)))
+            await up_writer.drain()
+            # the answer's head goes back with any value turned into its placeholder again
+            async with asyncio.timeout(proxy.connect_timeout * 6):
+                answer = await up_reader.readuntil(b"\r\n\r\n")
+            writer.write(scrub(answer, self.secrets))
             await pipe_both(reader, writer, up_reader, up_writer)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
         finally:
             proxy.release(up_writer)
             await close(up_writer)
+
+
+def misdirected(head: bytes, host: str, port: int) -> tuple[int, str, str] | None:
+    """Why a request read from the tunnel to ``host:port`` may not go on, or None: its Host
+    (or absolute URL) must name that host (a shared front end routes by it, so another name
+    would carry the secret to another site), and TRACE, which echoes the request, is refused."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        return 400, "Bad Request", "agentbox: malformed request line\n"
+    if parts[0].upper() == b"TRACE":
+        return 405, "Method Not Allowed", "agentbox: TRACE would echo a secret\n"
+    hosts = [h.split(b":", 1)[1].strip() for h in lines[1:] if h.lower().startswith(b"host:")]
+    target = parts[1]
+    if target.lower().startswith(b"https://"):
+        hosts.append(target[len(b"https://") :].split(b"/", 1)[0])
+    allowed = {host.encode(), f"{host}:{port}".encode()}
+    if not hosts:
+        return 400, "Bad Request", "agentbox: the request names no host\n"
+    if any(h.lower() not in allowed for h in hosts):
+        return 421, "Misdirected Request", f"agentbox: this connection is to {host} only\n"
+    return None
 
 
 def server_context(cert: str, key: str) -> ssl.SSLContext:

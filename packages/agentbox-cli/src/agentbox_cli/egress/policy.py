@@ -25,7 +25,7 @@ def normalize_host(host: str) -> str:
     return host.strip().lower().rstrip(".")
 
 
-def _is_dns_name(name: str) -> bool:
+def is_dns_name(name: str) -> bool:
     labels = name.split(".")
     return len(name) <= 253 and len(labels) >= 1 and all(_LABEL.match(label) for label in labels)
 
@@ -34,7 +34,7 @@ def validate_pattern(pattern: str, *, where: str = "--allow") -> str:
     """The normalized ``pattern``, or a UsageError naming ``where`` and the accepted forms."""
     norm = normalize_host(pattern)
     name = norm[2:] if norm.startswith("*.") else norm
-    if not _is_dns_name(name) or "*" in name:
+    if not is_dns_name(name) or "*" in name:
         raise UsageError(
             f"{where}: {pattern!r} is not a host pattern",
             hint="use an exact DNS name (github.com) or a leading wildcard (*.npmjs.org); "
@@ -138,6 +138,8 @@ def build_policy(
     listed = tuple(validate_pattern(p, where="[network] allow") for p in allow)
     chosen = parse_mode(mode) if mode is not None else None
     m = chosen or parse_mode(configured_mode, where="[network] mode")
+    if listed and chosen is None and m == "open":  # a list alone: it is meant (fail closed)
+        m = "allow"
     if extra and m != "allow":
         if m == "open" and chosen is None:
             m = "allow"
@@ -151,10 +153,13 @@ def build_policy(
     return NetworkPolicy(mode=m, allow=merged, resolve=pairs)
 
 
-def refuse_unenforced(configured: object, *, verb: str) -> None:
-    """A mode that cannot enforce a policy refuses to start under one, rather than claim it."""
-    if configured in (None, "open"):
+def refuse_unenforced(configured: object, *, verb: str, allow: object = ()) -> None:
+    """A mode that cannot enforce a policy refuses to start under one, rather than claim it
+    (``[network] allow`` alone is one: see ``build_policy``)."""
+    if configured in (None, "open") and not allow:
         return
+    if configured in (None, "open"):
+        configured = "allow"
     raise AgentboxError(
         f"agentbox {verb} cannot enforce [network] mode = {configured!r}: its VM has the "
         "host's network",

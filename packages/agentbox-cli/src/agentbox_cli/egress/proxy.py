@@ -27,10 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from agentbox_cli.egress.policy import NetworkPolicy, denial_body, normalize_host
+from agentbox_cli.egress.policy import NetworkPolicy, denial_body, is_dns_name, normalize_host
 
 HEAD_LIMIT = 64 * 1024
-_HOP_HEADERS = frozenset({"proxy-connection", "proxy-authorization", "connection", "keep-alive"})
+_HOP_HEADERS = frozenset({"proxy-connection", "proxy-authorization", "connection", "keep-alive",
+                          "host"})  # fmt: skip
 
 
 class Interceptor(Protocol):
@@ -62,12 +63,41 @@ def _no_interception(_host: str) -> Interceptor | None:
 
 
 def _split_host_port(authority: str, default_port: int) -> tuple[str, int]:
+    """``host[:port]`` checked: a DNS name (no IP literal, no byte a log or a terminal would
+    misread) and a port of 1 to 65535."""
     if authority.startswith("["):
         raise _RefusedError(400, "Bad Request", "agentbox: IP literals are not allowed\n")
     host, sep, port = authority.rpartition(":")
-    if not sep or not port.isdigit():
-        return normalize_host(authority), default_port
-    return normalize_host(host), int(port)
+    if not sep:
+        host, port = authority, str(default_port)
+    host = normalize_host(host)
+    if not is_dns_name(host) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise _RefusedError(400, "Bad Request", "agentbox: not a host name and port\n")
+    return host, int(port)
+
+
+def _peer_uid(writer: asyncio.StreamWriter) -> int:
+    """The uid of the process at the other end of a Unix socket (socket(7) SO_PEERCRED:
+    struct ucred of pid, uid, gid); -1 when there is none."""
+    import socket
+    import struct
+
+    sock = writer.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        return -1
+    _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                     struct.calcsize("3i")))  # fmt: skip
+    return int(uid)
+
+
+def _public(addr: str) -> bool:
+    """Whether ``addr`` is on the internet: not loopback, private, link-local (the cloud
+    metadata address among them), multicast or unspecified."""
+    import ipaddress
+
+    ip = ipaddress.ip_address(addr)
+    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
+                or ip.is_unspecified or ip.is_reserved)  # fmt: skip
 
 
 class EgressProxy:
@@ -82,6 +112,7 @@ class EgressProxy:
         header_timeout: float = 10.0,
         connect_timeout: float = 10.0,
         max_connections: int = 512,
+        peer_allowed: Callable[[int], bool] | None = None,
     ):
         self.policy = policy
         self.denial_log = denial_log
@@ -89,6 +120,8 @@ class EgressProxy:
         self.header_timeout = header_timeout
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
+        # on a Unix socket: whether a client of this uid (SO_PEERCRED) may use the proxy
+        self.peer_allowed = peer_allowed
         self.active = 0
         self._clients: set[asyncio.StreamWriter] = set()
 
@@ -108,14 +141,18 @@ class EgressProxy:
                                           backlog=backlog)  # fmt: skip
 
     async def resolve(self, host: str, port: int) -> str:
-        """The address to connect to for ``host``: the override, else the system's lookup."""
+        """The address to connect to for ``host``: the ``[network] resolve`` override, else the
+        system's lookup, which must be a public address (an allowed name that resolves to the
+        host's own or a private network would reach what the sandbox must not)."""
         override = self.policy.resolved(host)
         if override is not None:
             return override
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=1)
-        if not infos:
-            raise OSError(f"no address for {host}")
-        return str(infos[0][4][0])
+        public = [str(info[4][0]) for info in infos if _public(str(info[4][0]))]
+        if not public:
+            raise OSError(f"{host} has no public address (name it in [network] resolve to "
+                          "reach a private one)")  # fmt: skip
+        return public[0]
 
     async def open_upstream(
         self, host: str, port: int
@@ -150,10 +187,12 @@ class EgressProxy:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            if self.peer_allowed is not None and not self.peer_allowed(_peer_uid(writer)):
+                return  # another user of this host: not this task's sandbox
             if self.active >= self.max_connections:
-                # The head is read first (bounded) so the client sees the 503, not a reset.
+                # The head is read first (briefly) so the client sees the 503, not a reset.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.header_timeout):
+                    async with asyncio.timeout(min(self.header_timeout, 1.0)):
                         await reader.readuntil(b"\r\n\r\n")
                 await respond(
                     writer, 503, "Service Unavailable", "agentbox: too many connections\n"
@@ -195,9 +234,15 @@ class EgressProxy:
             if not self.policy.allows(host):
                 self._log_denial(method, host, port)
                 raise _RefusedError(403, "Forbidden", denial_body(host))
+            interceptor = self.intercept_for(host) if method == "CONNECT" else None
+            if interceptor is not None:  # it opens its own connection, over TLS
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                await writer.drain()
+                await interceptor.handle(self, host, port, reader, writer)
+                return
             try:
                 up_reader, up_writer = await self.open_upstream(host, port)
-            except (OSError, TimeoutError) as err:
+            except OSError as err:  # TimeoutError among them
                 raise _RefusedError(
                     502, "Bad Gateway", f"agentbox: cannot reach {host}:{port}: {err}\n"
                 ) from err
@@ -212,18 +257,17 @@ class EgressProxy:
             if method == "CONNECT":
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 await writer.drain()
-                interceptor = self.intercept_for(host)
-                if interceptor is not None:
-                    up_writer.close()
-                    await interceptor.handle(self, host, port, reader, writer)
-                    return
             else:
+                # the Host the policy allowed, whatever the client wrote (a shared front end
+                # routes by it)
                 kept = [
                     h
                     for h in lines[1:]
                     if h and h.split(":", 1)[0].strip().lower() not in _HOP_HEADERS
                 ]
-                out = [f"{method} {path} {version}", *kept, "Connection: close", "", ""]
+                authority = host if port == 80 else f"{host}:{port}"
+                out = [f"{method} {path} {version}", f"Host: {authority}", *kept,
+                       "Connection: close", "", ""]  # fmt: skip
                 up_writer.write("\r\n".join(out).encode("latin-1"))
             await pipe_both(reader, writer, up_reader, up_writer)
         finally:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -28,7 +29,7 @@ class ProxyThread:
                  secrets: tuple[Secret, ...] = (), ca_dir: Path | None = None,
                  tls_dir: Path | None = None, runner: Runner | None = None) -> None:  # fmt: skip
         self.socket = socket_dir / SOCKET_NAME
-        self._proxy = EgressProxy(policy, denial_log=denial_log)
+        self._proxy = EgressProxy(policy, denial_log=denial_log, peer_allowed=own_uids())
         self._secrets, self._ca_dir, self._tls_dir, self._runner = (secrets, ca_dir, tls_dir,
                                                                     runner)  # fmt: skip
         self._loop = asyncio.new_event_loop()
@@ -120,8 +121,8 @@ class ProxyThread:
             self._ready.set()
             return
         self._ready.set()
-        async with server:
-            await self._stop.wait()
+        await self._stop.wait()
+        server.close()  # no new clients (not `async with`: from 3.12 it waits for every one)
         # connections still open when the task ended (their clients are gone with it, or a
         # tunnel's far end has not closed yet): dropped, and their handlers let finish
         self._proxy.abort_all()
@@ -131,6 +132,36 @@ class ProxyThread:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+
+
+def subuid_ranges(text: str, user: str, uid: int) -> list[range]:
+    """The user's ranges in subuid(5) text (``NAME_OR_UID:START:COUNT`` lines)."""
+    found = []
+    for line in text.splitlines():
+        fields = line.strip().split(":")
+        if (
+            len(fields) == 3
+            and fields[0] in (user, str(uid))
+            and all(f.isdigit() for f in fields[1:])
+        ):
+            start, count = int(fields[1]), int(fields[2])
+            found.append(range(start, start + count))
+    return found
+
+
+def own_uids() -> Callable[[int], bool]:
+    """Who may use the proxy's socket: this user, and the sub-uids its rootless containers'
+    users map to (the relay runs as the sandbox's root, a sub-uid under keep-id)."""
+    import pwd
+
+    uid = os.getuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+        with open("/etc/subuid", encoding="utf-8") as f:
+            ranges = subuid_ranges(f.read(), name, uid)
+    except (KeyError, OSError):
+        ranges = []
+    return lambda peer: peer == uid or any(peer in r for r in ranges)
 
 
 def denials(log: Path) -> str | None:

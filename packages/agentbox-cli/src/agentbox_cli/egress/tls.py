@@ -54,13 +54,24 @@ def ensure_ca(ca_dir: Path, runner: Runner) -> Path:
     cert, key = ca_dir / "ca.pem", ca_dir / "ca.key"
     if cert.is_file() and key.is_file():
         return cert
-    ca_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    import shutil
+    import tempfile
+
+    ca_dir.parent.mkdir(parents=True, exist_ok=True)
+    # made aside and renamed into place: two first runs at once keep one whole pair
+    made = Path(tempfile.mkdtemp(prefix=f".{ca_dir.name}-", dir=ca_dir.parent))
     old = os.umask(0o077)
     try:
-        runner.run(ca_argv(key, cert))
+        runner.run(ca_argv(made / "ca.key", made / "ca.pem"))
+        (made / "ca.key").chmod(0o600)
+        try:
+            made.rename(ca_dir)
+        except OSError:  # another run's CA is there now: it is the one
+            if not (cert.is_file() and key.is_file()):
+                raise
     finally:
         os.umask(old)
-    key.chmod(0o600)
+        shutil.rmtree(made, ignore_errors=True)
     return cert
 
 

@@ -86,7 +86,9 @@ def launch(ctx: Context) -> int:
     from agentbox_cli.libkrun.task import run_task
     from agentbox_storage.disks import open_disk
 
-    refuse_unenforced(ctx.config.get("network.mode"), verb="libkrun")
+    refuse_unenforced(
+        ctx.config.get("network.mode"), verb="libkrun", allow=ctx.config.get("network.allow")
+    )
     workspace = ctx.mounted_workspace()
     runner = ctx.runner()
     req = request(ctx, workspace, resolve_image(ctx.flags, runner))

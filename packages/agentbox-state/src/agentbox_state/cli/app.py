@@ -70,12 +70,23 @@ class Context(Record, kw_only=True):
         """The current directory's workspace, for a verb that shows it to a sandbox: refused
         when it holds the home directory (unless ``--allow-home``) or this app's state, where
         its disks, leases and keys live (``workspace.check_mountable``)."""
+        import pwd
+
         from agentbox_state.workspace import check_mountable, current_workspace
 
         workspace = current_workspace()
-        private = ((f"the {self.spec.name} state", os.fspath(self.paths.base)),)
-        check_mountable(workspace, home=self.environ.get("HOME", ""), private=private,
-                        allow_home=self.flags.allow_home)  # fmt: skip
+        # both command lines' state (each holds what the other's sandbox must not see)
+        apps = dict.fromkeys((self.paths.app, "agentbox", "loftd"))
+        private = tuple((f"the {app} state", os.fspath(self.paths.base.parent / app))
+                        for app in apps)  # fmt: skip
+        try:
+            account = pwd.getpwuid(os.getuid()).pw_dir
+        except KeyError:
+            account = ""
+        # $HOME, and the account's home when HOME says otherwise
+        for home in dict.fromkeys((self.environ.get("HOME", ""), account)):
+            check_mountable(workspace, home=home, private=private,
+                            allow_home=self.flags.allow_home)  # fmt: skip
         return workspace
 
 
