@@ -4,6 +4,7 @@ seam, and its bounds (a stalled client, many at once, the connection cap)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -206,3 +207,38 @@ def test_what_the_proxy_sends_on_is_what_the_policy_allowed(
     assert got.startswith(answer)
     if answer.endswith(b"200 OK"):  # the origin saw the allowed name, not the client's
         assert got.endswith(b"\r\n\r\nHost: web.test:{port}")
+
+
+def test_only_allowed_users_may_use_the_proxy_socket(tmp_path: Path) -> None:
+    import os
+
+    from agentbox_cli.egress.serve import subuid_ranges
+
+    text = "alice:100000:65536\n1001:300000:10\nbob:200000:65536\nbad line\n"
+    assert subuid_ranges(text, "alice", 1001) == [range(100000, 165536), range(300000, 300010)]
+
+    async def main(allowed: bool) -> bytes:
+        seen: list[int] = []
+
+        def peer_allowed(uid: int) -> bool:
+            seen.append(uid)
+            return allowed
+
+        egress = EgressProxy(build_policy(mode="none"), peer_allowed=peer_allowed)
+        server = await egress.serve_unix(tmp_path / "p.sock")
+        reader, writer = await asyncio.open_unix_connection(tmp_path / "p.sock")
+        writer.write(b"CONNECT x.test:443 HTTP/1.1\r\n\r\n")
+        try:
+            answer = await reader.read()
+        except ConnectionResetError:  # closed with the request unread
+            answer = b""
+        writer.close()
+        with contextlib.suppress(ConnectionResetError):
+            await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        assert seen == [os.getuid()]  # SO_PEERCRED: this process's own uid
+        return answer
+
+    assert asyncio.run(main(False)) == b""  # another user's process: closed, no answer
+    assert asyncio.run(main(True)).startswith(b"HTTP/1.1 403 Forbidden")
