@@ -17,9 +17,9 @@ from agentbox_cli.doctor.probe import (
     Libkrun,
     StateFs,
     SubIds,
-    parse_sub_ids,
 )
 from agentbox_krun.kvm import KvmFacts
+from agentbox_state.subids import parse_sub_ids
 from agentbox_testing.schemas import load_schema, problems
 
 GIB = 1024**3

@@ -17,6 +17,7 @@ from agentbox_krun.errors import KrunLoadError
 from agentbox_krun.ffi import load
 from agentbox_state.errors import AgentboxError, CommandError
 from agentbox_state.runner import Runner
+from agentbox_state.subids import parse_sub_ids
 
 LIBRARY_ENV = "AGENTBOX_LIBKRUN_LIBRARY"
 LIBKRUNFW_SONAMES = ("libkrunfw.so.5", "libkrunfw.so.4", "libkrunfw.so")
@@ -126,20 +127,6 @@ def sub_ids(path: str, user: str, uid: int) -> SubIds:
     except OSError as err:
         return SubIds(path=path, ranges=(), error=err.strerror or str(err))
     return SubIds(path=path, ranges=parse_sub_ids(text, user, uid))
-
-
-def parse_sub_ids(text: str, user: str, uid: int) -> tuple[tuple[int, int], ...]:
-    """The ``user:first:count`` lines of ``text`` naming ``user`` or ``uid`` (pure)."""
-    found = []
-    for line in text.splitlines():
-        fields = line.strip().split(":")
-        if (
-            len(fields) == 3
-            and fields[0] in (user, str(uid))
-            and all(f.isdigit() for f in fields[1:])
-        ):
-            found.append((int(fields[1]), int(fields[2])))
-    return tuple(found)
 
 
 def podman_info(runner: Runner) -> tuple[tuple[str, str] | None, str | None]:

@@ -134,31 +134,19 @@ class ProxyThread:
             await asyncio.gather(*late, return_exceptions=True)
 
 
-def subuid_ranges(text: str, user: str, uid: int) -> list[range]:
-    """The user's ranges in subuid(5) text (``NAME_OR_UID:START:COUNT`` lines)."""
-    found = []
-    for line in text.splitlines():
-        fields = line.strip().split(":")
-        if (
-            len(fields) == 3
-            and fields[0] in (user, str(uid))
-            and all(f.isdigit() for f in fields[1:])
-        ):
-            start, count = int(fields[1]), int(fields[2])
-            found.append(range(start, start + count))
-    return found
-
-
 def own_uids() -> Callable[[int], bool]:
     """Who may use the proxy's socket: this user, and the sub-uids its rootless containers'
     users map to (the relay runs as the sandbox's root, a sub-uid under keep-id)."""
     import pwd
 
+    from agentbox_state.subids import parse_sub_ids
+
     uid = os.getuid()
     try:
         name = pwd.getpwuid(uid).pw_name
         with open("/etc/subuid", encoding="utf-8") as f:
-            ranges = subuid_ranges(f.read(), name, uid)
+            ranges = [range(first, first + count)
+                      for first, count in parse_sub_ids(f.read(), name, uid)]  # fmt: skip
     except (KeyError, OSError):
         ranges = []
     return lambda peer: peer == uid or any(peer in r for r in ranges)
