@@ -9,7 +9,6 @@ from pathlib import Path
 
 from agentbox_cli.egress import BUNDLE_NAME, CA_NAME, SOCKET_NAME
 from agentbox_cli.egress.policy import OPEN, NetworkPolicy
-from agentbox_cli.egress.secrets import Secret
 from agentbox_guest_init.contract import EGRESS_PROXY_URL as PROXY_URL
 from agentbox_podman.podman import (
     EGRESS_LOG_LABEL,
@@ -22,6 +21,10 @@ from agentbox_podman.podman import (
     image_unmount,
     unshare,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from agentbox_cli.egress.secrets import Secret
 
 NIX_SOCKET = "/nix/var/nix/daemon-socket/socket"
 SIDECAR_ENTRYPOINT = "/usr/libexec/agentbox/nix-sidecar"

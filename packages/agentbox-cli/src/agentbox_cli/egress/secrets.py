@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import secrets as _random
 from collections.abc import Iterable, Mapping
 
 from agentbox_cli.egress.policy import validate_pattern
@@ -68,8 +67,10 @@ def parse_secret(spec: str, environ: Mapping[str, str]) -> Secret:
     if "\r" in value or "\n" in value:
         raise UsageError(f"--secret {name}: its value has a line break, which no header can "
                          "carry")  # fmt: skip
+    import secrets  # its import costs a few ms: not on every start, only with --secret
+
     return Secret(name=name, hosts=listed, value=value,
-                  placeholder=f"agentbox-secret-{name}-{_random.token_hex(12)}")  # fmt: skip
+                  placeholder=f"agentbox-secret-{name}-{secrets.token_hex(12)}")  # fmt: skip
 
 
 def parse_secrets(specs: Iterable[str], environ: Mapping[str, str]) -> tuple[Secret, ...]:
