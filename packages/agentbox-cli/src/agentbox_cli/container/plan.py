@@ -210,8 +210,9 @@ class ContainerPlan:
             f"  egress proxy in this process on {self.egress_dir / SOCKET_NAME} (seen at "
             f"{EGRESS_DIR}); denied requests go to {self.denial_log}",
             *(f"  secret {s.name} for {', '.join(s.hosts)}: a placeholder inside; the proxy puts "
-              f"the value of ${s.name} into their requests' headers, terminating their TLS with "
-              f"the CA in {self.ca_dir} (trusted inside through {EGRESS_DIR}/{BUNDLE_NAME})"
+              f"the value of ${s.name} into their requests' credential headers, terminating "
+              f"their TLS with the CA in {self.ca_dir} (trusted inside through "
+              f"{EGRESS_DIR}/{BUNDLE_NAME})"
               for s in self.secrets),
         ]  # fmt: skip
 
@@ -277,9 +278,10 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
     if req.debug:
         env.append(("AGENTBOX_GUEST_DEBUG", "1"))
     policy, egress_dir, denial_log = req.network, None, None
+    egress = req.state_dir / "egress"  # per task: the socket dir, the denial log, certificates
     if policy.mode == "allow":
-        egress_dir = req.state_dir / "egress" / req.task_name
-        denial_log = req.state_dir / "egress" / f"{req.task_name}.denied.jsonl"
+        egress_dir = egress / req.task_name
+        denial_log = egress / f"{req.task_name}.denied.jsonl"
         mounts = (*mounts, Mount(egress_dir, EGRESS_DIR, readonly=True))  # a socket connects
         env.append(("AGENTBOX_EGRESS_SOCKET", f"{EGRESS_DIR}/{SOCKET_NAME}"))
         for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
@@ -314,7 +316,7 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
         debug=req.debug,
     )
     host_dirs = (host.home / ".codex", host.home / ".pi", cargo, req.sccache)
-    tls_dir = req.state_dir / "egress" / f"{req.task_name}.tls" if req.secrets else None
+    tls_dir = egress / f"{req.task_name}.tls" if req.secrets else None
     return ContainerPlan(sidecar=sidecar, task=task, host_dirs=host_dirs, grace=req.grace,
                          network=policy, egress_dir=egress_dir, denial_log=denial_log,
                          secrets=req.secrets, ca_dir=req.ca_dir if req.secrets else None,
