@@ -95,7 +95,7 @@ def test_siblings_are_floors_and_match_nox(pkg: str) -> None:
 
 
 # Where a distribution's import name is not its name with dashes as underscores.
-IMPORT_NAMES: dict[str, str] = {}
+IMPORT_NAMES = {"PyYAML": "yaml"}
 
 
 def imported_modules(src: Path) -> set[str]:

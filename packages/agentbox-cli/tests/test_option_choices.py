@@ -4,6 +4,8 @@ pinned here against the tables the verbs validate with."""
 
 from agentbox_cli.imagebuild.plan import SUITE_PACKAGES
 from agentbox_cli.imagebuild.verb import OPTIONS as IMAGE_OPTIONS
+from agentbox_cli.kube import FORMATS, WORKSPACES
+from agentbox_cli.kube.verb import KUBE
 from agentbox_cli.libkrun.plan import TARGETS
 from agentbox_cli.libkrun.verb import OPTIONS as LIBKRUN_OPTIONS
 from agentbox_cli.microvm.verb import OPTIONS as MICROVM_OPTIONS
@@ -34,3 +36,9 @@ def test_microvm_storage_offers_every_backend_it_validates_with() -> None:
 
 def test_loftd_rootfs_backend_is_its_config_list() -> None:
     assert option(LOFTD_OPTIONS, "--rootfs-backend").choices is BACKENDS
+
+
+def test_kube_formats_and_workspaces_are_what_render_validates() -> None:
+    # render.check_request refuses any other value with the same tuples
+    assert option(KUBE.options, "--format").choices is FORMATS
+    assert option(KUBE.options, "--workspace").choices is WORKSPACES

@@ -8,6 +8,7 @@ from agentbox_cli.doctor.verb import DOCTOR
 from agentbox_cli.imagebuild.verb import IMAGE
 from agentbox_cli.internal import INTERNAL
 from agentbox_cli.keep.verb import DISKS, FORGET, GC
+from agentbox_cli.kube.verb import KUBE
 from agentbox_cli.libkrun.verb import LIBKRUN
 from agentbox_cli.microvm.verb import MICROVM
 from agentbox_cli.schema import SPEC
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 VERBS = (LIBKRUN, CONTAINER, MICROVM, PATHS, CONFIG, IMAGE, DOCTOR, DISKS, GC, FORGET, PS, STOP,
-         KILL, AGENTS, SNAPSHOT, COMPLETION, INTERNAL)  # fmt: skip
+         KILL, AGENTS, SNAPSHOT, KUBE, COMPLETION, INTERNAL)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

@@ -10,8 +10,11 @@ from agentbox_state.cli.args import Option
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from agentbox_cli.container.plan import ContainerRequest, HostFacts
     from agentbox_cli.egress.policy import NetworkPolicy
     from agentbox_cli.egress.secrets import Secret
+    from agentbox_podman.podman import Mount
+    from agentbox_state.workspace import Workspace
 
 
 def grace_seconds(ctx: Context) -> int:
@@ -49,14 +52,40 @@ def network_policy(ctx: Context, secrets: tuple[Secret, ...] = ()) -> NetworkPol
     )  # fmt: skip
 
 
-def run(ctx: Context) -> int:
-    """Facts (workspace, image, host) -> the plan -> ``--dry-run`` prints it, else execute."""
+def request_for(ctx: Context, workspace: Workspace, image: str, *,
+                network: NetworkPolicy | None = None, secrets: tuple[Secret, ...] = (),
+                agent_mounts: tuple[Mount, ...] = ()) -> ContainerRequest:  # fmt: skip
+    """The container request of ``workspace`` from the global flags and the config: what
+    ``agentbox container`` runs and ``agentbox kube`` renders."""
+    from agentbox_cli.container.plan import ContainerRequest
+    from agentbox_cli.egress.policy import OPEN
+
+    return ContainerRequest(
+        image=image, workspace_key=workspace.key, slug=workspace.slug,
+        hostname=workspace.hostname, task_name=workspace.task_name(),
+        state_dir=ctx.paths.layout(workspace).state_dir, sccache=ctx.paths.sccache,
+        command=ctx.args.command, root=ctx.flags.root, debug=ctx.flags.debug,
+        grace=grace_seconds(ctx), profile=ctx.flags.profile, agent_mounts=agent_mounts,
+        network=network or OPEN, secrets=secrets, ca_dir=ctx.paths.base / "egress-ca",
+    )  # fmt: skip
+
+
+def host_facts(ctx: Context, workspace: Workspace) -> HostFacts:
     from pathlib import Path
 
+    from agentbox_cli.container.plan import HostFacts
+
+    return HostFacts(
+        uid=os.getuid(), gid=os.getgid(), home=Path(ctx.environ.get("HOME", "/")),
+        cwd=Path(workspace.path), stdin_tty=os.isatty(0), stdout_tty=os.isatty(1),
+    )  # fmt: skip
+
+
+def run(ctx: Context) -> int:
+    """Facts (workspace, image, host) -> the plan -> ``--dry-run`` prints it, else execute."""
     from agentbox_cli.container import execute, imagefacts, sidecar
-    from agentbox_cli.container.plan import ContainerRequest, HostFacts, plan_container
+    from agentbox_cli.container.plan import plan_container
     from agentbox_cli.imageref import resolve_image
-    from agentbox_podman.podman import Mount
     from agentbox_state.workspace import current_workspace
 
     # the sidecar alone shows no workspace; a task refuses one that holds the home directory
@@ -85,19 +114,9 @@ def run(ctx: Context) -> int:
     with ctx.profiler.phase("image_reference_resolution"):
         image = resolve_image(ctx.flags, runner, known=state.get("image"),
                               exists=cache.exists if cache is not None else None)  # fmt: skip
-    host = HostFacts(
-        uid=os.getuid(), gid=os.getgid(), home=Path(ctx.environ.get("HOME", "/")),
-        cwd=Path(workspace.path), stdin_tty=os.isatty(0), stdout_tty=os.isatty(1),
-    )  # fmt: skip
-    request = ContainerRequest(
-        image=image, workspace_key=workspace.key, slug=workspace.slug,
-        hostname=workspace.hostname, task_name=workspace.task_name(), state_dir=state_dir,
-        sccache=ctx.paths.sccache, command=ctx.args.command, root=ctx.flags.root,
-        debug=ctx.flags.debug, grace=grace_seconds(ctx), profile=ctx.flags.profile,
-        agent_mounts=agent_mounts, network=network, secrets=secrets,
-        ca_dir=ctx.paths.base / "egress-ca",
-    )  # fmt: skip
-    plan = plan_container(request, host)
+    request = request_for(ctx, workspace, image, network=network, secrets=secrets,
+                          agent_mounts=agent_mounts)  # fmt: skip
+    plan = plan_container(request, host_facts(ctx, workspace))
     if ctx.flags.dry_run:
         ctx.out("\n".join(plan.describe()))
         return 0
