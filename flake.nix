@@ -35,8 +35,9 @@
               pyproject = true;
               src = ./packages + "/${dir}";
               build-system = [ py.hatchling ];
-              # siblings from this flake, the rest from nixpkgs under their PyPI names
-              dependencies = map (name: ours.${name} or py.${name})
+              # siblings from this flake, the rest from nixpkgs, whose attributes are the PyPI
+              # names in lower case (PyYAML is pyyaml)
+              dependencies = map (name: ours.${name} or py.${lib.toLower name})
                 (map nameOf (builtins.filter forThisPython (p.dependencies or [ ])));
               pythonImportsCheck = [ (module dir) ];
               meta.description = p.description;

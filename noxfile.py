@@ -166,12 +166,14 @@ def integration(session: nox.Session) -> None:
     that have no boundary of their own (agentbox-state, agentbox-guest-init, loftd,
     agentbox-cli)."""
     # smolmachines: a real libkrun and libkrunfw for the whole-command-line microvm test
-    install_all(session, HARNESS, PYTEST, "nox", "smolmachines")
+    own = ["agentbox-state", "agentbox-guest-init", "loftd", "agentbox-cli"]
+    # the packages' own test groups too: their test modules import them at collection
+    groups = sorted({req for pkg in own for req in test_group(pkg)})
+    install_all(session, HARNESS, PYTEST, "nox", "smolmachines", *groups)
     if session.posargs:
         session.run("pytest", *session.posargs)
         return
     session.run("pytest", "tests/integration")
-    own = ["agentbox-state", "agentbox-guest-init", "loftd", "agentbox-cli"]
     # exit status 5: no test of theirs needs a real tool today
     session.run("pytest", "--tier=real", *(f"packages/{p}/tests" for p in own),
                 success_codes=[0, 5])  # fmt: skip
@@ -272,10 +274,11 @@ def package_version(pkg: str) -> str:
 
 
 def flake_dependencies(pkg: str) -> list[str]:
-    """The dependency names the flake should give ``pkg`` (none only older Pythons need)."""
+    """The dependency names the flake should give ``pkg`` (none only older Pythons need), as
+    nixpkgs' attributes spell them: the PyPI name in lower case (``PyYAML`` is ``pyyaml``)."""
     data = tomllib.loads((ROOT / "packages" / pkg / "pyproject.toml").read_text())
     deps = data["project"].get("dependencies", [])
-    return [_name(d) for d in deps if "python_version < '3.11'" not in d]
+    return [_name(d).lower() for d in deps if "python_version < '3.11'" not in d]
 
 
 @nox.session

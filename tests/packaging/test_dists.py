@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from agentbox_testing import btrfs_loop, require, require_root
 
@@ -56,7 +57,14 @@ def metadata(text: str) -> email.message.Message:
 
 
 def normalized(requirements: list[str]) -> list[str]:
-    return sorted(str(Requirement(r)) for r in requirements)
+    """Requirements compared as PEP 508 means them: names canonical (PEP 503; a backend may
+    write ``PyYAML`` as ``pyyaml``), then specifiers and markers as written."""
+
+    def one(req: Requirement) -> str:
+        marker = f"; {req.marker}" if req.marker else ""
+        return f"{canonicalize_name(req.name)}{req.specifier}{marker}"
+
+    return sorted(one(Requirement(r)) for r in requirements)
 
 
 @pytest.mark.parametrize("pkg", PACKAGES)

@@ -15,7 +15,7 @@ import pytest
 from kube_schema import validate_agent_sandbox, validate_core
 
 from agentbox_cli.container.plan import ContainerRequest, HostFacts, plan_container
-from agentbox_cli.kube.render import KubeRequest, check_remote, clone_script, render
+from agentbox_cli.kube.render import KubeRequest, check_remote, clone_script, home_skeleton, render
 from agentbox_podman.podman import Mount
 from agentbox_state.errors import UsageError
 
@@ -66,7 +66,9 @@ def test_the_pod_of_a_command_with_its_claims() -> None:
             f"touch {P}/nix/.agentbox-seeded; fi; rm -f {P}/nix/var/nix/daemon-socket/socket; "
             f"chmod 1777 {P}/tmp; for v in {P}/home "
             f'{P}/cargo {P}/sccache; do if [ "$(stat -c %u "$v")" = 0 ]; then chown 1000:1000 '
-            '"$v"; fi; done')  # fmt: skip
+            '"$v"; fi; done; for e in 755:.cache 700:.cache/tmp 755:.config 755:.local '
+            '755:.local/share 700:.local/state; do install -d -o 1000 -g 1000 -m "${e%%:*}" '
+            f'"{P}/home/${{e#*:}}"; done')  # fmt: skip
     size = {"cpu": "2", "memory": "4Gi"}
     assert docs() == [
         claim("nix", "20Gi"), claim("cargo", "10Gi"), claim("sccache", "10Gi"),
@@ -254,3 +256,12 @@ def test_every_document_is_one_the_api_accepts(fmt: str, workspace: str) -> None
                 validate_core(doc)
             else:
                 validate_agent_sandbox(doc)
+
+
+def test_the_home_skeleton_holds_the_parents_of_mounts_under_the_home() -> None:
+    got = home_skeleton(["/home/dev/.cache/sccache", "/home/dev/.config/gh/hosts", "/workspace",
+                         "/home/dev/.codex"])  # fmt: skip
+    assert got == (
+        (".cache", 0o755), (".cache/tmp", 0o700), (".config", 0o755), (".config/gh", 0o755),
+        (".local", 0o755), (".local/share", 0o755), (".local/state", 0o700),
+    )  # fmt: skip

@@ -5,7 +5,7 @@ import threading
 import time
 from pathlib import Path
 
-from agentbox_guest_init import contract, nixwait
+from agentbox_guest_init import contract, home, nixwait
 
 
 def real_tools(tmp_path: Path, *names: str) -> Path:
@@ -74,3 +74,37 @@ def test_the_contract_says_when_the_daemon_may_still_be_starting() -> None:
     assert contract.parse({"AGENTBOX_NIX_DAEMON_STARTING": "1"}).nix_daemon_starting is True
     assert contract.parse({}, "LOFTD_").nix_daemon_starting is False
     assert "AGENTBOX_NIX_DAEMON_STARTING" in contract.contract_vars()
+
+
+def test_not_root_the_wrappers_go_into_the_dev_users_cache(tmp_path: Path) -> None:
+    real = real_tools(tmp_path, "nix")
+    wait_bin = nixwait.install(str(real), "/s", root=str(tmp_path), wait_dir=nixwait.USER_WAIT_DIR)
+    assert wait_bin == "/home/dev/.cache/agentbox/nix-wait/bin"
+    assert os.listdir(tmp_path / "home/dev/.cache/agentbox/nix-wait/bin") == ["nix"]
+    assert (tmp_path / "home/dev/.cache/agentbox/nix-wait/wait-for-daemon").stat().st_mode & 0o111
+
+
+def test_not_root_a_home_of_ones_own_is_filled_and_nothing_else(tmp_path: Path) -> None:
+    me = os.geteuid()
+    dirs = home.home_dirs("/home/dev")
+    assert home.fill_own(str(tmp_path), me, dirs) is None  # no home: nothing made
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "home/dev/.cache").mkdir(parents=True, mode=0o700)
+    (tmp_path / "home/dev/.cache/kept").touch()
+    assert home.fill_own(str(tmp_path), me + 1, dirs) is None  # someone else's: untouched
+    assert sorted(os.listdir(tmp_path / "home/dev")) == [".cache"]
+    assert home.fill_own(str(tmp_path), me, dirs) is None
+    made = sorted(
+        str(p.relative_to(tmp_path / "home/dev")) for p in (tmp_path / "home/dev").rglob("*")
+    )
+    assert made == [".cache", ".cache/kept", ".cache/tmp", ".config", ".local", ".local/share",
+                    ".local/state"]  # fmt: skip
+    assert (tmp_path / "home/dev/.cache").stat().st_mode & 0o777 == 0o700  # existing: kept
+    assert (tmp_path / "home/dev/.local/state").stat().st_mode & 0o777 == 0o700
+
+
+def test_not_root_a_dir_that_cannot_be_made_is_named(tmp_path: Path) -> None:
+    me = os.geteuid()
+    (tmp_path / "home/dev").mkdir(parents=True)
+    (tmp_path / "home/dev/.local").write_text("a file where a dir should be")
+    assert home.fill_own(str(tmp_path), me, home.home_dirs("/home/dev")) == "/home/dev/.local/share"

@@ -12,6 +12,9 @@
         genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
         filterAttrs = pred: set: builtins.removeAttrs set
           (builtins.filter (name: !(pred name set.${name})) (builtins.attrNames set));
+        toLower = builtins.replaceStrings
+          (builtins.genList (i: builtins.substring i 1 "ABCDEFGHIJKLMNOPQRSTUVWXYZ") 26)
+          (builtins.genList (i: builtins.substring i 1 "abcdefghijklmnopqrstuvwxyz") 26);
       };
       stub = system: name: derivation {
         inherit name system;
@@ -26,7 +29,7 @@
         {
           python311 = tool "python3.11";
           python311Packages = lib.genAttrs
-            [ "hatchling" "podman" "dataclasses-json" "typing-extensions" "platformdirs" "tomli" ]
+            [ "hatchling" "podman" "dataclasses-json" "typing-extensions" "platformdirs" "tomli" "pyyaml" ]
             python // {
             buildPythonPackage = a:
               assert a.pyproject;

@@ -37,6 +37,28 @@ def materialize(root: str, uid: int, gid: int, dirs: list[tuple[str, int]]) -> N
             os.chmod(full, mode)
 
 
+def fill_own(root: str, uid: int, dirs: list[tuple[str, int]]) -> str | None:
+    """Not root: create the missing dirs under a home that is already ``uid``'s (a pod's
+    emptyDir its init container handed over), keeping what exists. A home that is missing or
+    someone else's is left alone (nothing to fill; the image or orchestrator decides it).
+    Returns the dir that could not be made, or None."""
+    (home, _), rest = dirs[0], dirs[1:]
+    try:
+        if os.lstat(os.path.join(root, home.lstrip("/"))).st_uid != uid:
+            return None
+    except FileNotFoundError:
+        return None
+    for path, mode in rest:
+        full = os.path.join(root, path.lstrip("/"))
+        try:
+            os.mkdir(full, mode)
+        except FileExistsError:
+            continue
+        except OSError:
+            return path
+    return None
+
+
 def runtime_dir(root: str, uid: int, gid: int) -> str:
     path = f"/run/user/{uid}"
     full = os.path.join(root, path.lstrip("/"))

@@ -1,8 +1,9 @@
 """Container mode's cold start: the task starts while the sidecar's nix-daemon is still
 coming up, so the Nix client commands wait for its socket on first use.
 
-With ``AGENTBOX_NIX_DAEMON_STARTING=1`` the guest init (as root) writes one small shell script
-and a link to it per client command into a root-owned dir that goes first on PATH. Each link
+With ``AGENTBOX_NIX_DAEMON_STARTING=1`` the guest init writes one small shell script and a link
+to it per client command into a dir that goes first on PATH: root-owned under /run as root, in
+the dev user's cache when it starts as that user (a Kubernetes pod's ``runAsUser``). Each link
 waits (bounded) for the daemon's socket, then execs the real command found later on PATH. The
 image is untouched; without the variable nothing is written.
 """
@@ -11,8 +12,11 @@ from __future__ import annotations
 
 import os
 
+from agentbox_guest_init.identity import DEV_HOME
+
 WAIT_DIR = "/run/agentbox/nix-wait"
 WAIT_BIN = f"{WAIT_DIR}/bin"
+USER_WAIT_DIR = f"{DEV_HOME}/.cache/agentbox/nix-wait"  # when the guest init is not root
 WAIT_SECONDS = 10
 # the clients that talk to the daemon (nix-daemon itself is not one)
 CLIENTS = ("nix", "nix-store", "nix-build", "nix-shell", "nix-env", "nix-instantiate",
@@ -55,17 +59,18 @@ exit 127
 """
 
 
-def install(path: str, socket: str, root: str = "/", seconds: int = WAIT_SECONDS) -> str | None:
-    """Write the script and its links for the clients found on ``path``; the dir to put first
-    on PATH, or None when there is no client (nothing written)."""
+def install(path: str, socket: str, root: str = "/", seconds: int = WAIT_SECONDS,
+            wait_dir: str = WAIT_DIR) -> str | None:  # fmt: skip
+    """Write the script and its links into ``wait_dir`` for the clients found on ``path``; the
+    dir to put first on PATH, or None when there is no client (nothing written)."""
     from agentbox_guest_init.sysctl import which
 
     found = [name for name in CLIENTS if which(name, path)]
     if not found:
         return None
-    bin_dir = os.path.join(root, WAIT_BIN.lstrip("/"))
+    bin_dir = os.path.join(root, wait_dir.lstrip("/"), "bin")
     os.makedirs(bin_dir, mode=0o755, exist_ok=True)
-    script = os.path.join(root, WAIT_DIR.lstrip("/"), "wait-for-daemon")
+    script = os.path.join(root, wait_dir.lstrip("/"), "wait-for-daemon")
     with open(script, "w", encoding="utf-8") as f:
         f.write(wrapper_script(socket, seconds))
     os.chmod(script, 0o755)
@@ -73,4 +78,4 @@ def install(path: str, socket: str, root: str = "/", seconds: int = WAIT_SECONDS
         link = os.path.join(bin_dir, name)
         if not os.path.lexists(link):
             os.symlink("../wait-for-daemon", link)
-    return WAIT_BIN
+    return f"{wait_dir}/bin"

@@ -177,6 +177,12 @@ def enter(section: str, contract: Contract, cmd: list[str], *, libkrun: bool,
     shell = which(cmd[0], os.environ.get("PATH") or BASE_PATH) or "/bin/sh"
     if os.geteuid() == 0:
         prepare_identity(contract, uid, gid, shell, prof)
+    else:
+        prof.step("fill-home")
+        missing = home.fill_own("/", uid, home.home_dirs())
+        if missing is not None:
+            print(f"agentbox-guest-init: cannot create {missing} as uid {uid}; programs that "
+                  "write there will fail", file=sys.stderr)  # fmt: skip
     nix_daemon = False
     if libkrun and os.geteuid() == 0:
         nix_daemon = _libkrun_prep(contract, prof)
@@ -186,20 +192,33 @@ def enter(section: str, contract: Contract, cmd: list[str], *, libkrun: bool,
                     nix_daemon=nix_daemon or "NIX_REMOTE" in os.environ)  # fmt: skip
     if "NIX_REMOTE" in os.environ:
         env["NIX_REMOTE"] = os.environ["NIX_REMOTE"]
-    if contract.nix_daemon_starting and not libkrun and os.geteuid() == 0:
-        from agentbox_guest_init import nixwait
-        from agentbox_guest_init.shellenv import NIX_SOCKET
-
+    if contract.nix_daemon_starting and not libkrun:
         prof.step("nix-wait-wrappers")
-        wait_bin = nixwait.install(env["PATH"], NIX_SOCKET)
-        if wait_bin is not None:
-            env["PATH"] = f"{wait_bin}:{env['PATH']}"
+        _wait_for_nix(env)
     if contract.egress_socket and not libkrun:
         from agentbox_guest_init import egress
 
         prof.step("egress-relay")
         egress.start(contract.egress_socket)  # listening before the command starts
     exec_command(cmd, contract, uid, gid, env, prof)
+
+
+def _wait_for_nix(env: dict[str, str]) -> None:
+    """Put the Nix clients' wait wrappers first on ``env``'s PATH: under /run as root, in the
+    dev user's cache otherwise; where that cannot be written, say so and go on without."""
+    from agentbox_guest_init import nixwait
+    from agentbox_guest_init.shellenv import NIX_SOCKET
+
+    where = nixwait.WAIT_DIR if os.geteuid() == 0 else nixwait.USER_WAIT_DIR
+    try:
+        wait_bin = nixwait.install(env["PATH"], NIX_SOCKET, wait_dir=where)
+    except OSError as err:
+        print(f"agentbox-guest-init: cannot write the Nix wait wrappers to {where} "
+              f"({err.strerror}); the first nix command fails if the daemon is not up yet",
+              file=sys.stderr)  # fmt: skip
+        return
+    if wait_bin is not None:
+        env["PATH"] = f"{wait_bin}:{env['PATH']}"
 
 
 def _libkrun_prep(contract: Contract, prof: Profile) -> bool:

@@ -192,7 +192,8 @@ def _pod_parts(plan: ContainerPlan, req: KubeRequest) -> _PodParts:
         "volumeMounts": [_mount(m) for m in side.mounts],
     }
     owned = [HOME_VOLUME, *(n for n in claims if n != "nix")]
-    inits = [_prepare(task.image, owned, uid, gid)]
+    skeleton = home_skeleton([m.target for m in task.mounts]) if uid != 0 else ()
+    inits = [_prepare(task.image, owned, uid, gid, skeleton)]
     if req.workspace == "git" and req.git_remote:
         inits.append(_clone(task.image, req.git_remote, task.workdir or "/workspace"))
     spec: Doc = {
@@ -209,12 +210,29 @@ def _pod_parts(plan: ContainerPlan, req: KubeRequest) -> _PodParts:
                      annotations={DEFAULT_CONTAINER: TASK})  # fmt: skip
 
 
-def prepare_script(owned: list[str], uid: int, gid: int) -> str:
+def home_skeleton(targets: list[str]) -> tuple[tuple[str, int], ...]:
+    """(path under dev's home, mode) of the dirs the prepare container makes dev's (pure): the
+    guest init's home dirs, and the parents of the mounts under the home, parents first.
+    Otherwise the runtime makes a mount's parent (``.cache`` of ``.cache/sccache``) as root,
+    and dev, who is not root in a pod, cannot write its home's cache."""
+    from agentbox_guest_init.home import home_dirs
+
+    dirs = {path: mode for path, mode in home_dirs(DEV_HOME)[1:]}
+    for target in targets:
+        parent = os.path.dirname(target)
+        while parent.startswith(f"{DEV_HOME}/"):
+            dirs.setdefault(parent, 0o755)
+            parent = os.path.dirname(parent)
+    return tuple(sorted((p.removeprefix(f"{DEV_HOME}/"), mode) for p, mode in dirs.items()))
+
+
+def prepare_script(owned: list[str], uid: int, gid: int,
+                   skeleton: tuple[tuple[str, int], ...] = ()) -> str:  # fmt: skip
     """The prepare container's script (pure): seed the /nix volume from the image's /nix
     once, remove the last daemon's socket from it (a task must not take it for the new
     daemon's: connection refused), give dev the roots of its volumes while root owns them
-    (never recursively: what is in them keeps its owners), make /tmp the usual sticky
-    world-writable dir."""
+    (never recursively: what is in them keeps its owners) and the ``skeleton`` of its home
+    (see ``home_skeleton``), make /tmp the usual sticky world-writable dir."""
     d, seeded = PREPARE_DIR, f"{PREPARE_DIR}/nix/{SEEDED}"
     stale = f"{d}/nix/{NIX_SOCKET.removeprefix('/nix/')}"
     script = (f"set -eu; if [ ! -e {seeded} ]; then cp -a /nix/. {d}/nix/ && touch {seeded}; "
@@ -223,6 +241,10 @@ def prepare_script(owned: list[str], uid: int, gid: int) -> str:
         dirs = " ".join(f"{d}/{n}" for n in owned)
         script += (f'; for v in {dirs}; do if [ "$(stat -c %u "$v")" = 0 ]; then '
                    f'chown {uid}:{gid} "$v"; fi; done')  # fmt: skip
+    if skeleton:
+        entries = " ".join(f"{mode:o}:{path}" for path, mode in skeleton)
+        script += (f'; for e in {entries}; do install -d -o {uid} -g {gid} -m "${{e%%:*}}" '
+                   f'"{d}/{HOME_VOLUME}/${{e#*:}}"; done')  # fmt: skip
     return script
 
 
@@ -240,13 +262,14 @@ def clone_script(workdir: str) -> str:
     )
 
 
-def _prepare(image: str, owned: list[str], uid: int, gid: int) -> Doc:
+def _prepare(image: str, owned: list[str], uid: int, gid: int,
+             skeleton: tuple[tuple[str, int], ...]) -> Doc:  # fmt: skip
     names = ["nix", TMP_VOLUME, *owned]
     return {
         "name": PREPARE,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["/bin/sh", "-c", prepare_script(owned, uid, gid)],
+        "command": ["/bin/sh", "-c", prepare_script(owned, uid, gid, skeleton)],
         "workingDir": "/",
         "securityContext": {"runAsUser": 0, "runAsGroup": 0},
         "volumeMounts": [{"name": n, "mountPath": f"{PREPARE_DIR}/{n}"} for n in names],

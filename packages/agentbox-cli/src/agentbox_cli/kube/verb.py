@@ -25,15 +25,19 @@ def run(ctx: Context) -> int:
     from agentbox_krun.sizing import parse_mem, vcpus
     from agentbox_state.errors import UsageError
 
-    if ctx.flags.agent is not None:
-        raise UsageError("agentbox kube renders the project's own sandbox, not an agent's",
-                         hint="leave out --agent")  # fmt: skip
     if network_policy(ctx).enforced:
         raise UsageError(
             "agentbox kube cannot carry a network policy: in a cluster, egress is the "
             "cluster's NetworkPolicy (a SandboxTemplate's networkPolicy), not agentbox's proxy",
             hint="pass --net open to render the sandbox without it, and restrict egress in "
             "the cluster",
+        )
+    if ctx.config.get("secrets.env") or ctx.config.get("secrets.files"):
+        raise UsageError(
+            "agentbox kube cannot carry [secrets]: only agentbox's proxy puts them in requests, "
+            "and a cluster has none",
+            hint="give the pod a Kubernetes Secret in the cluster, and move [secrets] out of "
+            "the config file to render the sandbox",
         )
     fmt = ctx.args.value("format") or "pod"
     space = ctx.args.value("workspace") or ("hostpath" if fmt == "pod" else "pvc")
