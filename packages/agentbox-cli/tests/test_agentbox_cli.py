@@ -126,11 +126,23 @@ def test_every_mode_refuses_the_home_directory_as_its_workspace(
         (["--secret", "HTTPS_PROXY@api.example.com"], "",
          "agentbox: --secret HTTPS_PROXY: agentbox sets HTTPS_PROXY itself inside the sandbox"),
         (["--net", "none", "--secret", "TOKEN@api.example.com"], "",
-         "agentbox: --secret needs the egress proxy, and the network mode is 'none'\n"
-         "hint: use --net allow (a secret's hosts are allowed with it), or drop --secret"),
+         "agentbox: a secret (TOKEN) needs the egress proxy, and the network mode is 'none'\n"
+         "hint: use --net allow (a secret's hosts are allowed with it), or drop the secret"),
+        (["--secret-file", "TOKEN@api.example.com"], "",
+         "agentbox: --secret-file 'TOKEN@api.example.com' is not NAME@HOST[,HOST...]=PATH\n"),
+        (["--secret-file", "TOKEN@api.example.com=/nonexistent/key"], "",
+         "agentbox: --secret-file TOKEN: cannot read /nonexistent/key: No such file or "
+         "directory\n"),
+        ([], '[secrets]\nenv = ["TOKEN"]\n', 'secrets.env = ["TOKEN"] has the element "TOKEN", '
+         "not NAME@HOST[,HOST...]"),
+        ([], '[secrets]\nfiles = ["T@a.example=key"]\n', 'has the element "T@a.example=key", '
+         "not NAME@HOST[,HOST...]=PATH with an absolute PATH\nhint: secrets.files must be "),
+        ([], '[secrets]\nenv = ["UNSET@a.example"]\n', "agentbox: [secrets] env UNSET: the "
+         "environment variable UNSET is not set"),
     ],
     ids=["unknown-net", "allow-with-none", "url-as-host", "space", "path", "resolve",
-         "unset-secret", "reserved-name", "secret-without-proxy"],
+         "unset-secret", "reserved-name", "secret-without-proxy", "file-spec", "file-missing",
+         "config-spec", "config-relative-file", "config-unset"],
 )  # fmt: skip
 def test_bad_network_input_is_refused_before_anything_runs(
     home: Path, capsys: pytest.CaptureFixture[str], argv: list[str], config: str, said: str
@@ -160,3 +172,44 @@ def test_a_vm_mode_refuses_a_network_policy_it_cannot_enforce(
         f'hint: run `agentbox container` (it enforces it), or set [network] mode = "open" to '
         f"use {verb} with the host's network\n"
     )
+
+
+@pytest.mark.parametrize("mode", [["microvm"], []])
+def test_a_vm_mode_refuses_configured_secrets_it_cannot_carry(
+    home: Path, capsys: pytest.CaptureFixture[str], mode: list[str]
+) -> None:
+    (home / ".config/agentbox").mkdir(parents=True)
+    (home / ".config/agentbox/agentbox.toml").write_text(
+        '[secrets]\nenv = ["TOKEN@api.example.com"]\n'
+    )
+    env = {"HOME": str(home), "PATH": "/nonexistent", "TOKEN": "t"}
+    assert main([*mode, "--dry-run", "--", "true"], env) == 1
+    verb = mode[0] if mode else "libkrun"
+    assert capsys.readouterr().err == (
+        f"agentbox: agentbox {verb} cannot carry the secrets of [secrets] (TOKEN first): its VM "
+        "has the host's network and no proxy to put them in requests\n"
+        f"hint: run `agentbox container` (it does), or move [secrets] out of the config file to "
+        f"use {verb}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "config", "said"),
+    [
+        (["--agent", "codex", "kube"], "", "'kube' takes no --agent"),
+        (["kube", "--net", "none"], "", "agentbox kube cannot carry a network policy"),
+        (["kube"], '[network]\nallow = ["github.com"]\n', "agentbox kube cannot carry a network"),
+        (["kube"], '[secrets]\nfiles = ["T@a.example=/etc/hostname"]\n',
+         "agentbox kube cannot carry [secrets]"),
+    ],
+)  # fmt: skip
+def test_kube_refuses_what_a_cluster_would_not_obey(
+    home: Path, capsys: pytest.CaptureFixture[str], argv: list[str], config: str, said: str
+) -> None:
+    if config:
+        (home / ".config/agentbox").mkdir(parents=True)
+        (home / ".config/agentbox/agentbox.toml").write_text(config)
+    assert main(argv, {"HOME": str(home), "PATH": "/nonexistent"}) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err.startswith(f"agentbox: {said}"), out.err

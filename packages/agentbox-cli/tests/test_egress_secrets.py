@@ -14,7 +14,13 @@ import pytest
 from agentbox_cli.egress import intercept, tls
 from agentbox_cli.egress.policy import build_policy
 from agentbox_cli.egress.proxy import EgressProxy
-from agentbox_cli.egress.secrets import parse_secret, parse_secrets, scrub, substitute
+from agentbox_cli.egress.secrets import (
+    gather,
+    parse_secret,
+    read_secret_file,
+    scrub,
+    substitute,
+)
 from agentbox_state.errors import UsageError
 from agentbox_state.runner import SubprocessRunner
 from agentbox_testing import require
@@ -61,7 +67,7 @@ def test_bad_secrets_are_refused_naming_the_fix(spec: str, said: str) -> None:
 
 def test_a_secret_given_twice_is_refused() -> None:
     with pytest.raises(UsageError, match="--secret TOKEN is given twice"):
-        parse_secrets(["TOKEN@a.example", "TOKEN@b.example"], ENV)
+        gather(flags=["TOKEN@a.example", "TOKEN@b.example"], environ=ENV, workspace="/src")
 
 
 def test_one_request_per_connection() -> None:
@@ -208,3 +214,46 @@ def test_reserved_names_are_refused() -> None:
     for name in ("HTTPS_PROXY", "SSL_CERT_FILE", "AGENTBOX_X", "path"):
         with pytest.raises(UsageError, match="agentbox sets"):
             parse_secret(f"{name}@a.example", {name: "v"})
+
+
+def test_a_secret_from_a_file_outside_the_workspace(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("file-value\n")
+    s = read_secret_file(f"TOKEN@api.example.com={key}", workspace="/src/app")
+    assert (s.name, s.hosts, s.value) == ("TOKEN", ("api.example.com",), "file-value")
+    assert "file-value" not in repr(s)
+
+
+def test_a_secret_file_in_the_workspace_or_empty_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("v")
+    with pytest.raises(UsageError) as err:
+        read_secret_file(f"TOKEN@a.example={key}", workspace=str(tmp_path))
+    assert err.value.message == (f"--secret-file TOKEN: {key} is inside the workspace "
+                                 f"{tmp_path}, where the sandbox reads it")  # fmt: skip
+    key.write_text("\n")
+    with pytest.raises(UsageError, match=f"^--secret-file TOKEN: {key} is empty$"):
+        read_secret_file(f"TOKEN@a.example={key}", workspace="/src/app")
+    key.write_text("two\nlines\n")
+    with pytest.raises(UsageError, match="its value has a line break"):
+        read_secret_file(f"TOKEN@a.example={key}", workspace="/src/app")
+
+
+def test_flags_replace_the_configs_secret_of_the_same_name(tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("from-file")
+    env = {"TOKEN": "from-env", "OTHER": "o"}
+    found = gather(configured=["TOKEN@a.example", "OTHER@b.example"],
+                   flag_files=[f"TOKEN@c.example={key}"], environ=env,
+                   workspace="/src/app")  # fmt: skip
+    assert [(s.name, s.hosts, s.value) for s in found] == [
+        ("TOKEN", ("c.example",), "from-file"), ("OTHER", ("b.example",), "o")]  # fmt: skip
+    with pytest.raises(UsageError, match=r"^\[secrets\] env TOKEN is given twice$"):
+        gather(configured=["TOKEN@a.example", "TOKEN@b.example"], environ=env, workspace="/s")
+    with pytest.raises(UsageError, match=r"^--secret-file TOKEN is given twice$"):
+        gather(
+            flags=["TOKEN@a.example"],
+            flag_files=[f"TOKEN@c.example={key}"],
+            environ=env,
+            workspace="/src/app",
+        )

@@ -39,6 +39,32 @@ def resolve_entries(value: object) -> tuple[str, ...]:
     return tuple(_each(value, lambda entry: ":".join(parse_resolve(entry)), "NAME:ADDRESS"))
 
 
+def secret_specs(value: object) -> tuple[str, ...]:
+    """Converter: ``[secrets] env``, ``NAME@HOST[,HOST...]`` entries (the values are read from
+    the environment when a task starts)."""
+    from agentbox_cli.egress.secrets import parse_spec
+
+    def check(entry: str) -> str:
+        parse_spec(entry, "[secrets] env")
+        return entry
+
+    return tuple(_each(value, check, "NAME@HOST[,HOST...]"))
+
+
+def secret_file_specs(value: object) -> tuple[str, ...]:
+    """Converter: ``[secrets] files``, ``NAME@HOST[,HOST...]=PATH`` entries, PATH absolute."""
+    from agentbox_cli.egress.secrets import parse_file_spec
+    from agentbox_state.errors import UsageError
+
+    def check(entry: str) -> str:
+        path = parse_file_spec(entry, "[secrets] files")[2]
+        if not path.startswith("/"):
+            raise UsageError(f"{path} is a relative path", hint="write the file's full path")
+        return entry
+
+    return tuple(_each(value, check, "NAME@HOST[,HOST...]=PATH with an absolute PATH"))
+
+
 def _each(value: object, check: Callable[[str], str], what: str) -> list[str]:
     from agentbox_state.errors import UsageError
 
@@ -100,6 +126,22 @@ agent config survive across runs. State lives outside the project: see 'agentbox
                 accepted="an array of NAME:ADDRESS, the address the proxy uses for a name, like "
                 '["registry.internal:10.0.0.5"]',
                 convert=resolve_entries,
+                default=(),
+            ),
+        },
+        "secrets": {
+            "env": Key(
+                accepted='an array of NAME@HOST[,HOST...], like ["GITHUB_TOKEN@api.github.com"]: '
+                "the sandbox sees a placeholder in $NAME, the proxy sends the value of your $NAME "
+                "to those hosts (container mode, with [network] mode allow)",
+                convert=secret_specs,
+                default=(),
+            ),
+            "files": Key(
+                accepted="an array of NAME@HOST[,HOST...]=PATH, the value being the text of the "
+                'file PATH (absolute, outside the project), like ["OPENAI_API_KEY@api.openai.com'
+                '=/home/you/.config/openai/key"]',
+                convert=secret_file_specs,
                 default=(),
             ),
         },

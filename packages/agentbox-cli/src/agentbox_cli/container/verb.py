@@ -42,8 +42,9 @@ def network_policy(ctx: Context, secrets: tuple[Secret, ...] = ()) -> NetworkPol
     effective = mode or configured
     if secrets and (mode in ("none", "open") or effective == "none"):
         raise UsageError(
-            f"--secret needs the egress proxy, and the network mode is {effective!r}",
-            hint="use --net allow (a secret's hosts are allowed with it), or drop --secret",
+            f"a secret ({secrets[0].name}) needs the egress proxy, and the network mode is "
+            f"{effective!r}",
+            hint="use --net allow (a secret's hosts are allowed with it), or drop the secret",
         )
     extra = (*(flags if isinstance(flags, tuple) else ()), *(h for s in secrets for h in s.hosts))
     return build_policy(
@@ -90,10 +91,18 @@ def run(ctx: Context) -> int:
 
     # the sidecar alone shows no workspace; a task refuses one that holds the home directory
     workspace = current_workspace() if ctx.args.action == "sidecar" else ctx.mounted_workspace()
-    from agentbox_cli.egress.secrets import parse_secrets
+    from agentbox_cli.egress.secrets import gather
 
-    specs = ctx.args.values.get("secret", ())
-    secrets = parse_secrets(specs if isinstance(specs, tuple) else (), ctx.environ)
+    def listed(values: object) -> tuple[str, ...]:
+        return values if isinstance(values, tuple) else ()
+
+    secrets = gather(
+        flags=listed(ctx.args.values.get("secret")),
+        flag_files=listed(ctx.args.values.get("secret_file")),
+        configured=listed(ctx.config.get("secrets.env")),
+        configured_files=listed(ctx.config.get("secrets.files")),
+        environ=ctx.environ, workspace=workspace.path,
+    )  # fmt: skip
     network = network_policy(ctx, secrets)  # bad input is refused before anything runs
     runner = ctx.runner()
     agent_mounts: tuple[Mount, ...] = ()
@@ -151,6 +160,13 @@ CONTAINER = Verb(
             "--secret",
             "NAME@HOST[,HOST...]: the task sees a placeholder in $NAME, and the proxy puts the "
             "value of your $NAME into requests to those hosts (repeatable; implies --net allow)",
+            metavar="SPEC",
+            repeat=True,
+        ),
+        Option(
+            "--secret-file",
+            "NAME@HOST[,HOST...]=PATH: as --secret, the value being the text of the file PATH "
+            "(outside the project; repeatable)",
             metavar="SPEC",
             repeat=True,
         ),

@@ -14,6 +14,10 @@ from typing import Literal
 
 from agentbox_state.errors import AgentboxError, UsageError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from agentbox_state.config import ConfigFile
+
 Mode = Literal["open", "none", "allow"]
 MODES: tuple[Mode, ...] = ("open", "none", "allow")
 
@@ -153,9 +157,21 @@ def build_policy(
     return NetworkPolicy(mode=m, allow=merged, resolve=pairs)
 
 
-def refuse_unenforced(configured: object, *, verb: str, allow: object = ()) -> None:
+def refuse_unenforced(config: ConfigFile, *, verb: str) -> None:
     """A mode that cannot enforce a policy refuses to start under one, rather than claim it
-    (``[network] allow`` alone is one: see ``build_policy``)."""
+    (``[network] allow`` alone is one: see ``build_policy``), and under ``[secrets]``, which
+    only the proxy can carry."""
+    configured, allow = config.get("network.mode"), config.get("network.allow")
+    secrets = [s for key in ("secrets.env", "secrets.files")
+               for s in _entries(config.get(key))]  # fmt: skip
+    if secrets:
+        name = secrets[0].partition("@")[0]
+        raise AgentboxError(
+            f"agentbox {verb} cannot carry the secrets of [secrets] ({name} first): its VM has "
+            "the host's network and no proxy to put them in requests",
+            hint="run `agentbox container` (it does), or move [secrets] out of the config file "
+            f"to use {verb}",
+        )
     if configured in (None, "open") and not allow:
         return
     if configured in (None, "open"):
@@ -166,6 +182,10 @@ def refuse_unenforced(configured: object, *, verb: str, allow: object = ()) -> N
         hint=f'run `agentbox container` (it enforces it), or set [network] mode = "open" to '
         f"use {verb} with the host's network",
     )
+
+
+def _entries(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, tuple) else []
 
 
 def denial_body(host: str) -> str:

@@ -1,6 +1,8 @@
-"""Secrets a task may use but never read: ``--secret NAME@HOST[,HOST...]`` (pure).
+"""Secrets a task may use but never read: ``--secret NAME@HOST[,HOST...]``,
+``--secret-file NAME@HOST[,HOST...]=PATH`` and ``[secrets]`` (pure, but for reading the file).
 
-The value is the user's environment variable NAME, never a command-line word. Inside the
+The value is the user's environment variable NAME, or the text of a file outside the
+workspace, never a command-line word. Inside the
 sandbox NAME holds a placeholder; the egress proxy, which terminates TLS for the listed hosts
 only, puts the real value where the placeholder appears in a request's credential headers.
 """
@@ -34,53 +36,121 @@ class Secret:
         return host in self.hosts
 
 
-def parse_secret(spec: str, environ: Mapping[str, str]) -> Secret:
-    """``NAME@HOST[,HOST...]``, NAME's value from ``environ``; a UsageError names the fix."""
+def parse_spec(spec: str, where: str = "--secret") -> tuple[str, tuple[str, ...]]:
+    """``NAME@HOST[,HOST...]``: the name and its exact hosts; a UsageError names the fix."""
     name, sep, hosts = spec.partition("@")
     if not sep or not _NAME.match(name) or not hosts:
         raise UsageError(
-            f"--secret {spec!r} is not NAME@HOST[,HOST...]",
+            f"{where} {spec!r} is not NAME@HOST[,HOST...]",
             hint="name an environment variable and the hosts that may receive it: "
             "--secret GITHUB_TOKEN@api.github.com (the value is read from the variable)",
         )
-    listed = tuple(dict.fromkeys(validate_pattern(h, where=f"--secret {name}") for h in
+    listed = tuple(dict.fromkeys(validate_pattern(h, where=f"{where} {name}") for h in
                                  hosts.split(",")))  # fmt: skip
     wild = [h for h in listed if h.startswith("*.")]
     if wild:
         raise UsageError(
-            f"--secret {name}: {wild[0]} is a wildcard",
+            f"{where} {name}: {wild[0]} is a wildcard",
             hint="name each host that may receive the secret exactly",
         )
     if name.upper() in RESERVED or name.upper().startswith(("AGENTBOX_", "LOFTD_")):
         raise UsageError(
-            f"--secret {name}: agentbox sets {name} itself inside the sandbox",
+            f"{where} {name}: agentbox sets {name} itself inside the sandbox",
             hint="export the value under another name too, and name that one",
         )
+    return name, listed
+
+
+def parse_file_spec(spec: str, where: str = "--secret-file") -> tuple[str, tuple[str, ...], str]:
+    """``NAME@HOST[,HOST...]=PATH``: the name, its hosts and the file that holds the value."""
+    target, sep, path = spec.partition("=")
+    if not sep or not path:
+        raise UsageError(
+            f"{where} {spec!r} is not NAME@HOST[,HOST...]=PATH",
+            hint="name the variable the sandbox sees, its hosts and the file of the value: "
+            "--secret-file GITHUB_TOKEN@api.github.com=/home/you/.config/gh/token",
+        )
+    name, hosts = parse_spec(target, where)
+    return name, hosts, path
+
+
+def parse_secret(spec: str, environ: Mapping[str, str], where: str = "--secret") -> Secret:
+    """``NAME@HOST[,HOST...]``, NAME's value from ``environ``; a UsageError names the fix."""
+    name, listed = parse_spec(spec, where)
     value = environ.get(name)
     if not value:
         raise UsageError(
-            f"--secret {name}: the environment variable {name} is "
+            f"{where} {name}: the environment variable {name} is "
             f"{'empty' if value == '' else 'not set'}",
             hint=f"export {name} in the shell that runs agentbox (its value never enters the "
             "sandbox)",
         )
+    return _secret(name, listed, value, where)
+
+
+def read_secret_file(spec: str, workspace: str, where: str = "--secret-file") -> Secret:
+    """``NAME@HOST[,HOST...]=PATH``, the value the file's text (one final line break dropped).
+    A file inside the workspace is refused: the sandbox would read it there."""
+    import os
+
+    name, listed, path = parse_file_spec(spec, where)
+    full = os.path.realpath(path)
+    if full == workspace or full.startswith(workspace.rstrip("/") + "/"):
+        raise UsageError(
+            f"{where} {name}: {path} is inside the workspace {workspace}, where the sandbox "
+            "reads it",
+            hint="keep the secret's file outside the project (for example under ~/.config)",
+        )
+    try:
+        with open(full, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as err:
+        why = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise UsageError(
+            f"{where} {name}: cannot read {path}: {why}",
+            hint="name a readable text file that holds only the value",
+        ) from None
+    value = text.removesuffix("\n").removesuffix("\r")
+    if not value:
+        raise UsageError(f"{where} {name}: {path} is empty",
+                         hint="put the value in it, on one line")  # fmt: skip
+    return _secret(name, listed, value, where)
+
+
+def _secret(name: str, hosts: tuple[str, ...], value: str, where: str) -> Secret:
     if "\r" in value or "\n" in value:
-        raise UsageError(f"--secret {name}: its value has a line break, which no header can "
+        raise UsageError(f"{where} {name}: its value has a line break, which no header can "
                          "carry")  # fmt: skip
     import secrets  # its import costs a few ms: not on every start, only with --secret
 
-    return Secret(name=name, hosts=listed, value=value,
+    return Secret(name=name, hosts=hosts, value=value,
                   placeholder=f"agentbox-secret-{name}-{secrets.token_hex(12)}")  # fmt: skip
 
 
-def parse_secrets(specs: Iterable[str], environ: Mapping[str, str]) -> tuple[Secret, ...]:
-    found = tuple(parse_secret(s, environ) for s in specs)
-    names = [s.name for s in found]
-    twice = next((n for n in names if names.count(n) > 1), None)
-    if twice is not None:
-        raise UsageError(f"--secret {twice} is given twice",
-                         hint="list all its hosts in one: NAME@HOST,HOST")  # fmt: skip
-    return found
+def gather(*, flags: Iterable[str] = (), flag_files: Iterable[str] = (),
+           configured: Iterable[str] = (), configured_files: Iterable[str] = (),
+           environ: Mapping[str, str], workspace: str) -> tuple[Secret, ...]:  # fmt: skip
+    """Every secret of a run: ``[secrets] env`` and ``files``, then ``--secret`` and
+    ``--secret-file``; a flag replaces the config's secret of the same name, and one name
+    given twice among the flags (or in the config) is refused. A file in ``workspace`` is
+    refused (the sandbox reads it there)."""
+    chosen: dict[str, Secret] = {}
+    for layer in (
+        [(spec, "[secrets] env", False) for spec in configured]
+        + [(spec, "[secrets] files", True) for spec in configured_files],
+        [(spec, "--secret", False) for spec in flags]
+        + [(spec, "--secret-file", True) for spec in flag_files],
+    ):  # fmt: skip
+        seen: set[str] = set()
+        for spec, where, from_file in layer:
+            s = read_secret_file(spec, workspace, where) if from_file else \
+                parse_secret(spec, environ, where)  # fmt: skip
+            if s.name in seen:
+                raise UsageError(f"{where} {s.name} is given twice",
+                                 hint="list all its hosts in one: NAME@HOST,HOST")  # fmt: skip
+            seen.add(s.name)
+            chosen[s.name] = s
+    return tuple(chosen.values())
 
 
 # The request headers a secret's value may go into: those that carry credentials. Not Host,

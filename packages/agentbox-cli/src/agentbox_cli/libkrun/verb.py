@@ -86,9 +86,7 @@ def launch(ctx: Context) -> int:
     from agentbox_cli.libkrun.task import run_task
     from agentbox_storage.disks import open_disk
 
-    refuse_unenforced(
-        ctx.config.get("network.mode"), verb="libkrun", allow=ctx.config.get("network.allow")
-    )
+    refuse_unenforced(ctx.config, verb="libkrun")
     workspace = ctx.mounted_workspace()
     runner = ctx.runner()
     req = request(ctx, workspace, resolve_image(ctx.flags, runner))

@@ -51,9 +51,7 @@ def run(ctx: Context) -> int:
         raise UsageError(f"--guest-init {guest_init} is not a file")
     from agentbox_cli.egress.policy import refuse_unenforced
 
-    refuse_unenforced(
-        ctx.config.get("network.mode"), verb="microvm", allow=ctx.config.get("network.allow")
-    )
+    refuse_unenforced(ctx.config, verb="microvm")
     workspace = ctx.mounted_workspace()
     image = ctx.flags.image.value if isinstance(ctx.flags.image.value, str) else LOCAL_IMAGE
     request = TaskRequest(
