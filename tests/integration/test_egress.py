@@ -318,17 +318,31 @@ def https_server(tmp_path: Path) -> Iterator[tuple[int, Path, list[str]]]:
     server.server_close()
 
 
+@pytest.mark.parametrize("source", ["--secret", "[secrets] files"])
 def test_a_secret_reaches_only_its_host_and_never_enters_the_sandbox(
-    egress_box: UserBox, https_server: tuple[int, Path, list[str]]
+    egress_box: UserBox, https_server: tuple[int, Path, list[str]], source: str
 ) -> None:
     port, test_ca, seen = https_server
     value = "agentbox-test-value-" + os.urandom(8).hex()
     (egress_box.project / "secret_probe.py").write_text(SECRET_PROBE)
+    flags: tuple[str, ...] = ("--secret", "TOKEN@secret.test")
+    env = {"TOKEN": value}
+    if source == "[secrets] files":  # the value from a file of the user's, named in the config
+        key = Path(egress_box.pw.pw_dir) / ".config/agentbox-test-token"
+        key.write_text(value + "\n")
+        key.chmod(0o600)
+        os.chown(key, egress_box.pw.pw_uid, egress_box.pw.pw_gid)
+        config = Path(egress_box.pw.pw_dir) / ".config/agentbox/agentbox.toml"
+        with config.open("a") as f:
+            f.write(f'[secrets]\nfiles = ["TOKEN@secret.test={key}"]\n')
+        flags, env = (), {}
     done = egress_box.run(
-        "--debug", "container", "--secret", "TOKEN@secret.test", "--allow", "other.test", "--",
+        "--debug", "container", *flags, "--allow", "other.test", "--",
         "python3", "/workspace/secret_probe.py", str(port),
-        TOKEN=value, SSL_CERT_FILE=str(test_ca),  # agentbox's proxy trusts the test server
+        SSL_CERT_FILE=str(test_ca), **env,  # agentbox's proxy trusts the test server
     )  # fmt: skip
+    if source == "[secrets] files":
+        key.unlink()  # read when the task started; no test after this one needs it
     assert done.returncode == 0, "\n".join(
         line for line in done.stderr.splitlines() if "level=" not in line)  # fmt: skip
     said = dict(line.split(" ", 1) for line in done.stdout.splitlines())
