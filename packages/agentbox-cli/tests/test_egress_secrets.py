@@ -24,6 +24,7 @@ from agentbox_cli.egress.secrets import (
 from agentbox_state.errors import UsageError
 from agentbox_state.runner import SubprocessRunner
 from agentbox_testing import require
+from agentbox_testing.http import chunked, dechunk
 
 ENV = {"TOKEN": "s3cr3t-value", "EMPTY": ""}
 
@@ -70,9 +71,14 @@ def test_a_secret_given_twice_is_refused() -> None:
         gather(flags=["TOKEN@a.example", "TOKEN@b.example"], environ=ENV, workspace="/src")
 
 
-def test_one_request_per_connection() -> None:
-    head = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\n\r\n"
-    assert intercept.one_request(head) == b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+def test_one_request_per_connection_in_no_content_coding() -> None:
+    # RFC 9110 section 12.5.3: "identity" is always acceptable unless the field excludes it;
+    # RFC 9112 section 9.6: "Connection: close" says the connection closes after this answer
+    head = (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\n"
+            b"Accept-Encoding: gzip, br\r\n\r\n")  # fmt: skip
+    assert intercept.one_request(head) == (
+        b"GET / HTTP/1.1\r\nHost: a\r\nAccept-Encoding: identity\r\nConnection: close\r\n\r\n"
+    )
 
 
 def test_the_openssl_command_lines() -> None:
@@ -113,13 +119,18 @@ def test_the_ca_is_made_once_with_a_private_key(tmp_path: Path) -> None:
     assert tls.ensure_ca(tmp_path / "ca", runner).read_bytes() == before  # kept, not remade
 
 
+seen_auth: list[bytes] = []  # the Authorization headers the origins got
+
+
 async def _origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """An HTTPS server that answers with the Authorization header it got."""
+    """An HTTPS server that notes the Authorization header it got and echoes it back in the
+    body, in chunks of 5 bytes (RFC 9112 section 7.1), as a debugging endpoint might."""
     head = await reader.readuntil(b"\r\n\r\n")
     auth = next((line.split(b": ", 1)[1] for line in head.split(b"\r\n")
                  if line.lower().startswith(b"authorization:")), b"-")  # fmt: skip
-    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                 % (len(auth), auth))  # fmt: skip
+    seen_auth.append(auth)
+    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Echo: %s\r\n"
+                 b"Connection: close\r\n\r\n%s" % (auth, chunked(auth)))  # fmt: skip
     await writer.drain()
     writer.close()
 
@@ -146,7 +157,7 @@ def test_the_proxy_puts_the_value_only_into_requests_to_the_secrets_hosts(tmp_pa
     policy = build_policy(mode="allow", allow=["secret.test", "other.test"],
                           resolve=["secret.test:127.0.0.1", "other.test:127.0.0.1"])  # fmt: skip
 
-    async def ask(proxy: int, host: str, port: int, trust: Path) -> bytes:
+    async def ask(proxy: int, host: str, port: int, trust: Path) -> tuple[bytes, bytes]:
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy)
         writer.write(f"CONNECT {host}:{port} HTTP/1.1\r\n\r\n".encode())
         assert await reader.readuntil(b"\r\n\r\n") == (
@@ -157,9 +168,10 @@ def test_the_proxy_puts_the_value_only_into_requests_to_the_secrets_hosts(tmp_pa
                      f"{secret.placeholder}\r\n\r\n".encode())  # fmt: skip
         answer = await reader.read()
         writer.close()
-        return answer.split(b"\r\n\r\n", 1)[1]
+        head, body = answer.split(b"\r\n\r\n", 1)
+        return head, body
 
-    async def main() -> tuple[bytes, bytes]:
+    async def main() -> tuple[tuple[bytes, bytes], tuple[bytes, bytes]]:
         egress = EgressProxy(policy, intercept_for=interceptor.intercept_for)
         proxy = await egress.serve_tcp()
         secret_origin = await asyncio.start_server(_origin, "127.0.0.1", 0, ssl=origin_ctx)
@@ -174,9 +186,16 @@ def test_the_proxy_puts_the_value_only_into_requests_to_the_secrets_hosts(tmp_pa
             await server.wait_closed()
         return got, untouched
 
+    seen_auth.clear()
     got, untouched = asyncio.run(main())
-    assert got == b"Bearer s3cr3t-value"
-    assert untouched == f"Bearer {secret.placeholder}".encode()
+    placeholder = f"Bearer {secret.placeholder}".encode()
+    assert seen_auth == [b"Bearer s3cr3t-value", placeholder]  # the value reached its host only
+    # its echo came back to the sandbox as the placeholder, in the head and in the body (read
+    # from its chunks, and chunked on as it came)
+    assert got[0] == (b"HTTP/1.1 200 OK\r\nX-Echo: " + placeholder +
+                      b"\r\nTransfer-Encoding: chunked\r\nConnection: close")  # fmt: skip
+    assert dechunk(got[1]) == (placeholder, True)
+    assert untouched[1] == chunked(placeholder)  # the tunnel: as the origin sent it
 
 
 def test_the_value_goes_into_credential_headers_only_and_comes_back_as_the_placeholder() -> None:

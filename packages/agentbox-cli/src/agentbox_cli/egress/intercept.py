@@ -1,6 +1,7 @@
 """The egress proxy's reading of the requests that carry a secret: TLS terminated with the
-host's certificate from agentbox's CA, the placeholder replaced in the request's headers, and
-the request sent on over TLS verified against the system's trust (``proxy.Interceptor``)."""
+host's certificate from agentbox's CA, the placeholder replaced in the request's headers, the
+request sent on over TLS verified against the system's trust, and its answer passed back with
+the values turned into placeholders again (``answer``; ``proxy.Interceptor``)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,23 @@ import asyncio
 import ssl
 from collections.abc import Mapping, Sequence
 
-from agentbox_cli.egress.proxy import EgressProxy, close, pipe_both, respond
-from agentbox_cli.egress.secrets import Secret, scrub, substitute
+from agentbox_cli.egress.answer import relay
+from agentbox_cli.egress.proxy import EgressProxy, close, respond, upload_during
+from agentbox_cli.egress.secrets import Secret, substitute
 
-_DROPPED = (b"connection:", b"keep-alive:", b"proxy-connection:")
+# hop-by-hop fields, and the codings the client accepts: the answer comes as it is, so that
+# the relay can read it for the values (RFC 9110 section 12.5.3: identity is always acceptable)
+_DROPPED = (b"connection:", b"keep-alive:", b"proxy-connection:", b"accept-encoding:")
+
+Upstream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 def one_request(head: bytes) -> bytes:
-    """``head`` asking the server to close after it: each request of the connection must pass
-    through ``substitute``, and only the first is read."""
+    """``head`` asking the server to close after it, in no content coding: each request of
+    the connection must pass through ``substitute``, and only the first is read."""
     lines = head.rstrip(b"\r\n").split(b"\r\n")
     kept = [lines[0], *(h for h in lines[1:] if not h.lower().startswith(_DROPPED))]
-    return b"\r\n".join([*kept, b"Connection: close", b"", b""])
+    return b"\r\n".join([*kept, b"Accept-Encoding: identity", b"Connection: close", b"", b""])
 
 
 class SecretInterceptor:
@@ -39,6 +45,29 @@ class SecretInterceptor:
                      writer: asyncio.StreamWriter) -> None:  # fmt: skip
         if reader._buffer:  # type: ignore[attr-defined]  # sent before our 200: not TLS to us
             return
+        # the server's connection is made while the client's handshake runs (it carries no
+        # secret yet): the first byte waits for the slower of the two, not for both
+        upstream = asyncio.ensure_future(self._connect(proxy, host, port))
+        try:
+            await self._serve(proxy, host, port, reader, writer, upstream)
+        finally:
+            upstream.cancel()
+            [made] = await asyncio.gather(upstream, return_exceptions=True)
+            if isinstance(made, tuple):
+                proxy.release(made[1])
+                await close(made[1])
+
+    async def _connect(self, proxy: EgressProxy, host: str, port: int) -> Upstream:
+        addr = await proxy.resolve(host, port)
+        async with asyncio.timeout(proxy.connect_timeout):
+            up = await asyncio.open_connection(addr, port, ssl=self.upstream,
+                                               server_hostname=host)  # fmt: skip
+        proxy.hold(up[1])
+        return up
+
+    async def _serve(self, proxy: EgressProxy, host: str, port: int,
+                     reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     upstream: asyncio.Future[Upstream]) -> None:  # fmt: skip
         try:
             await writer.start_tls(self.servers[host],
                                    ssl_handshake_timeout=proxy.header_timeout)  # fmt: skip
@@ -51,30 +80,21 @@ class SecretInterceptor:
             await respond(writer, *refused)
             return
         try:
-            addr = await proxy.resolve(host, port)
-            async with asyncio.timeout(proxy.connect_timeout):
-                up_reader, up_writer = await asyncio.open_connection(
-                    addr, port, ssl=self.upstream, server_hostname=host
-                )
+            up_reader, up_writer = await upstream
         except OSError as err:  # TimeoutError and ssl's errors among them: said, not dropped
             reason = getattr(err, "verify_message", None) or err.strerror or str(err)
             await respond(writer, 502, "Bad Gateway",
                           f"agentbox: cannot reach {host}:{port} over TLS: {reason}\n")  # fmt: skip
             return
-        proxy.hold(up_writer)
         try:
             up_writer.write(one_request(substitute(head, self.secrets, host)))
             await up_writer.drain()
-            # the answer's head goes back with any value turned into its placeholder again
-            async with asyncio.timeout(proxy.connect_timeout * 6):
-                answer = await up_reader.readuntil(b"\r\n\r\n")
-            writer.write(scrub(answer, self.secrets))
-            await pipe_both(reader, writer, up_reader, up_writer)
+            # the answer goes back with any value turned into its placeholder again
+            answer = relay(up_reader, writer, self.secrets, request=head,
+                           head_timeout=proxy.connect_timeout * 6, host=host)  # fmt: skip
+            await upload_during(reader, up_writer, answer)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
-        finally:
-            proxy.release(up_writer)
-            await close(up_writer)
 
 
 def misdirected(head: bytes, host: str, port: int) -> tuple[int, str, str] | None:

@@ -23,7 +23,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -322,9 +322,15 @@ async def pipe_both(
     up_writer: asyncio.StreamWriter,
 ) -> None:
     """Copy both ways until the upstream side is done (the client's half-close is passed on)."""
+    await upload_during(reader, up_writer, _copy(up_reader, writer))
+
+
+async def upload_during(reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter,
+                        download: Awaitable[None]) -> None:  # fmt: skip
+    """Copy what the client sends upstream while ``download`` runs, and stop with it."""
     upload = asyncio.ensure_future(_copy(reader, up_writer))
     try:
-        await _copy(up_reader, writer)
+        await download
     finally:
         upload.cancel()
         with contextlib.suppress(asyncio.CancelledError):
