@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -370,3 +371,45 @@ def test_a_secret_reaches_only_its_host_and_never_enters_the_sandbox(
     ca_dir = home / ".local/state/agentbox/egress-ca"
     assert (ca_dir / "ca.key").stat().st_mode & 0o777 == 0o600
     assert not list((egress_box.state_dir / "egress").glob("*.tls"))  # its certificates: gone
+
+
+NIX_PROBE = r"""
+echo "store $(ls /nix/store | tr '\n' ' ')"
+if touch /nix/.agentbox-probe 2>/dev/null; then echo "nix writable"; else echo "nix read-only"; fi
+echo "add $(nix-store --add /workspace/probe.py 2>&1 | tr '\n' ' ')"
+echo "socket-dir $(ls -A /nix/var/nix/daemon-socket 2>&1 | tr '\n' ' ')"
+"""
+
+
+def test_under_a_policy_the_task_has_no_nix_daemon_unless_the_user_says_so(
+    egress_box: UserBox,
+) -> None:
+    """The daemon fetches with the host's network: a task under --net none gets none, even
+    while the project's sidecar serves another task (its socket is hidden), and its Nix
+    clients say why; --nix-outside-policy gives it the daemon."""
+    (egress_box.project / "nix-probe.sh").write_text(NIX_PROBE)
+
+    def seen(*flags: str) -> dict[str, str]:
+        done = egress_box.run("container", "--net", "none", *flags, "--", "sh",
+                              "/workspace/nix-probe.sh")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return dict(line.split(" ", 1) for line in done.stdout.splitlines())
+
+    # the daemon beside this one (its first nix-store waits for it) stays for the idle grace
+    given = seen("--nix-outside-policy")  # the socket listed once nix-store had the daemon
+    assert re.fullmatch(r"/nix/store/[0-9a-z]{32}-probe\.py ", given["add"]), given
+    assert given["socket-dir"] == "socket "
+    without = seen()
+    assert without["socket-dir"] == ""  # the running daemon's socket is not there
+    # what the store holds is there (the path the daemon added for the first task among it)
+    assert given["add"].split("/")[-1].strip() in without["store"].split(), without
+    assert without["nix"] == "read-only"
+    assert without["add"] == (
+        "nix-store: agentbox: this sandbox has no Nix daemon: under a network policy the "
+        "project's daemon would fetch with the host's network, outside the policy. On the host, "
+        "`agentbox container --nix-outside-policy` gives the sandbox that daemon anyway; "
+        "`--net open` has no policy "
+    )
+    listed = egress_box.podman("ps", "--filter", f"label=agentbox.workspace={egress_box.key}",
+                               "--format", "{{.Names}}").split()  # fmt: skip
+    assert listed == [f"agentbox-nix-{egress_box.key}"]  # it ran all along, for the first task

@@ -1,3 +1,4 @@
+import itertools
 import json
 import re
 from importlib.metadata import version
@@ -154,6 +155,67 @@ def test_bad_network_input_is_refused_before_anything_runs(
     code = main(["container", *argv, "--dry-run", "--", "true"], env)
     err = capsys.readouterr().err
     assert code != 0
+    assert said in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "config", "daemon"),
+    [
+        (["--net", "none"], "", False),
+        (["--net", "allow", "--allow", "github.com"], "", False),
+        (["--net", "none", "--nix-outside-policy"], "", True),
+        ([], '[network]\nmode = "none"\nnix_outside_policy = true\n', True),
+        ([], '[network]\nmode = "none"\nnix_outside_policy = false\n', False),
+    ],
+    ids=["none", "allow", "flag", "config", "config-false"],
+)  # fmt: skip
+def test_under_a_policy_the_task_has_the_nix_daemon_only_when_asked(
+    home: Path, capsys: pytest.CaptureFixture[str], argv: list[str], config: str, daemon: bool
+) -> None:
+    """The whole command line: --dry-run prints the plan and runs nothing (its podman would
+    leave a mark)."""
+    if config:
+        (home / ".config/agentbox").mkdir(parents=True)
+        (home / ".config/agentbox/agentbox.toml").write_text(config)
+    bin_dir = home / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "podman").write_text(f"#!/bin/sh\ntouch {home}/ran\nexit 1\n")
+    (bin_dir / "podman").chmod(0o755)
+    env = {"HOME": str(home), "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    assert main(["--image", "localhost/agentbox:1", "container", *argv, "--dry-run", "--",
+                 "true"], env) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert not (home / "ran").exists()
+    task = out.splitlines()[-1].split()
+    assert ("--env=NIX_REMOTE=unix:///nix/var/nix/daemon-socket/socket" in
+            [f"{a}={b}" for a, b in itertools.pairwise(task)]) is daemon  # fmt: skip
+    assert ("AGENTBOX_NIX_DAEMON_OFF=1" in task) is not daemon
+    assert ("/nix/var/nix/daemon-socket:ro,mode=755,notmpcopyup" in task) is not daemon
+    said = "as --nix-outside-policy asked" if daemon else "(no Nix daemon: /nix read-only"
+    assert said in out, out
+
+
+@pytest.mark.parametrize(
+    ("argv", "config", "said"),
+    [
+        (["--nix-outside-policy"], "",
+         "agentbox: --nix-outside-policy goes with a network policy, and the network mode is "
+         "'open'\nhint: the task has the project's Nix daemon already: drop the flag, or add "
+         "--net allow or --net none\n"),
+        ([], '[network]\nnix_outside_policy = "yes"\n',
+         'network.nix_outside_policy = "yes" is a string, not true or false'),
+    ],
+    ids=["flag-without-policy", "not-a-boolean"],
+)  # fmt: skip
+def test_nix_outside_policy_bad_input_is_refused(
+    home: Path, capsys: pytest.CaptureFixture[str], argv: list[str], config: str, said: str
+) -> None:
+    if config:
+        (home / ".config/agentbox").mkdir(parents=True)
+        (home / ".config/agentbox/agentbox.toml").write_text(config)
+    env = {"HOME": str(home), "PATH": "/nonexistent"}  # nothing could run
+    assert main(["container", *argv, "--dry-run", "--", "true"], env) != 0
+    err = capsys.readouterr().err
     assert said in err, err
 
 

@@ -111,7 +111,7 @@ def test_debug_and_profile_reach_every_podman_call_and_the_guest() -> None:
         '|| missing="$missing /usr/libexec/agentbox/nix-sidecar"; '
         f'if [ -n "$missing" ]; then podman {D} image unmount sha256:abc >/dev/null 2>&1 '
         '|| true; echo "missing:$missing"; exit 42; fi; '
-        "mkdir -p /s/ws/nix/upper /s/ws/nix/work /s/ws/nix/merged; "
+        "mkdir -p /s/ws/nix/upper/var/nix/daemon-socket /s/ws/nix/work /s/ws/nix/merged; "
         "rm -f /s/ws/nix/upper/var/nix/daemon-socket/socket; "
         'fuse-overlayfs -o "lowerdir=$m/nix,upperdir=/s/ws/nix/upper,workdir=/s/ws/nix/work" '
         "/s/ws/nix/merged"
@@ -233,8 +233,7 @@ def test_an_allow_list_cuts_the_task_off_but_for_the_egress_proxy() -> None:
         "--label", "agentbox.sidecar=agentbox-nix-app-0123456789ab",
         "--label", "agentbox.egress-log=/s/ws/egress/app-00112233aabbccdd.denied.jsonl",
         "--env", "AGENTBOX_HOST_UID=1000", "--env", "AGENTBOX_HOST_GID=1000",
-        "--env", "NIX_REMOTE=unix:///nix/var/nix/daemon-socket/socket",
-        "--env", "SCCACHE_DIR=/home/dev/.cache/sccache",
+        "--env", "AGENTBOX_NIX_DAEMON_OFF=1", "--env", "SCCACHE_DIR=/home/dev/.cache/sccache",
         "--env", "AGENTBOX_EGRESS_SOCKET=/run/agentbox/egress/proxy.sock",
         "--env", f"HTTP_PROXY={proxy}", "--env", f"HTTPS_PROXY={proxy}",
         "--env", f"http_proxy={proxy}", "--env", f"https_proxy={proxy}",
@@ -244,7 +243,9 @@ def test_an_allow_list_cuts_the_task_off_but_for_the_egress_proxy() -> None:
         "--volume", "/s/ws/cargo:/home/dev/.cargo",
         "--volume", "/s/sccache:/home/dev/.cache/sccache",
         "--volume", "/s/ws/egress/app-00112233aabbccdd:/run/agentbox/egress:ro",
-        "--tmpfs", "/tmp:rw,exec,mode=1777", "localhost/agentbox:latest",
+        "--tmpfs", "/tmp:rw,exec,mode=1777",
+        "--tmpfs", "/nix/var/nix/daemon-socket:ro,mode=755,notmpcopyup",
+        "localhost/agentbox:latest",
     ]  # fmt: skip
     assert (plan.egress_dir, plan.denial_log) == (
         Path("/s/ws/egress/app-00112233aabbccdd"),
@@ -253,8 +254,7 @@ def test_an_allow_list_cuts_the_task_off_but_for_the_egress_proxy() -> None:
     lines = plan.describe()
     assert lines[lines.index(next(x for x in lines if x.startswith("network:"))) :][:2] == [
         "network: allow github.com, *.npmjs.org (the task has only loopback and no DNS: HTTP(S) "
-        "goes through the egress proxy at http://127.0.0.1:3128; the project's shared Nix "
-        "daemon still fetches for it, outside the policy)",
+        "goes through the egress proxy at http://127.0.0.1:3128)",
         "  egress proxy in this process on /s/ws/egress/app-00112233aabbccdd/proxy.sock (seen "
         "at /run/agentbox/egress); denied requests go to "
         "/s/ws/egress/app-00112233aabbccdd.denied.jsonl",
@@ -271,6 +271,42 @@ def test_network_none_has_no_proxy_at_all() -> None:
     assert argv[argv.index("--network") + 1] == "none"
     assert not [v for k, v in plan.task.env if "PROXY" in k.upper() or k.startswith("AGENTBOX_E")]
     assert (plan.egress_dir, plan.denial_log) == (None, None)
-    assert "network: none (the task has only loopback and no DNS; the project's shared Nix " \
-        "daemon still fetches for it, outside the policy)" in plan.describe()  # fmt: skip
+    assert "network: none (the task has only loopback and no DNS)" in plan.describe()
     assert "--network" not in plan_container(REQ, HOST).task.argv()  # open: as before
+
+
+def test_under_a_policy_the_task_has_no_nix_daemon_unless_the_user_says_so() -> None:
+    """The sidecar's daemon fetches with the host's network: under --net none or allow the
+    task gets none (not started for it; a running one's socket dir under a tmpfs, podman-run(1)
+    `--tmpfs CONTAINER-DIR[:OPTIONS]`), and the guest init's nix wrappers say why. With
+    --nix-outside-policy the task has the daemon as under an open network."""
+    import dataclasses
+
+    from agentbox_cli.egress.policy import build_policy
+
+    none = dataclasses.replace(REQ, network=build_policy(mode="none"))
+    plan = plan_container(none, HOST)
+    assert plan.nix_daemon is False
+    assert ("AGENTBOX_NIX_DAEMON_OFF", "1") in plan.task.env
+    assert not [k for k, _ in plan.task.env if k == "NIX_REMOTE"]
+    # podman-run(1) --tmpfs: without notmpcopyup the socket under it would be copied in
+    assert plan.task.tmpfs == (
+        "/tmp:rw,exec,mode=1777",
+        "/nix/var/nix/daemon-socket:ro,mode=755,notmpcopyup",
+    )
+    assert plan.task_for(daemon_starting=True) == plan.task  # nothing to wait for
+    lines = plan.describe()
+    assert lines[3] == (
+        "  (not started for this task: under its network policy the daemon would fetch outside "
+        "it; its Nix commands say so, and --nix-outside-policy gives it the daemon)"
+    )
+    assert lines[-2] == "task app-00112233aabbccdd (no Nix daemon: /nix read-only, the " \
+        "daemon's socket hidden)"  # fmt: skip
+
+    outside = plan_container(dataclasses.replace(none, nix_outside_policy=True), HOST)
+    assert outside.nix_daemon is True
+    assert outside.task.env == plan_container(REQ, HOST).task.env
+    assert outside.task.tmpfs == ("/tmp:rw,exec,mode=1777",)
+    assert "network: none (the task has only loopback and no DNS; the project's shared Nix " \
+        "daemon still fetches for it, outside the policy, as --nix-outside-policy asked)" in \
+        outside.describe()  # fmt: skip

@@ -108,3 +108,20 @@ def test_not_root_a_dir_that_cannot_be_made_is_named(tmp_path: Path) -> None:
     (tmp_path / "home/dev").mkdir(parents=True)
     (tmp_path / "home/dev/.local").write_text("a file where a dir should be")
     assert home.fill_own(str(tmp_path), me, home.home_dirs("/home/dev")) == "/home/dev/.local/share"
+
+
+def test_without_a_daemon_the_clients_say_why_and_fail(tmp_path: Path) -> None:
+    real = real_tools(tmp_path, "nix", "nix-build")
+    nixwait.install(str(real), "/s", root=str(tmp_path), off=True)
+    bin_dir = tmp_path / "run/agentbox/nix-wait/bin"
+    done = subprocess.run(["nix-build", "x.nix"], capture_output=True, text=True, check=False,
+                          env={"PATH": f"{bin_dir}:{real}:/usr/bin:/bin"})  # fmt: skip
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "nix-build: agentbox: this sandbox has no Nix daemon: under a network policy the "
+        "project's daemon would fetch with the host's network, outside the policy. On the host, "
+        "`agentbox container --nix-outside-policy` gives the sandbox that daemon anyway; "
+        "`--net open` has no policy\n"
+    )
+    assert contract.parse({"AGENTBOX_NIX_DAEMON_OFF": "1"}).nix_daemon_off is True
+    assert contract.parse({"LOFTD_NIX_DAEMON_OFF": "1"}, "LOFTD_").nix_daemon_off is False

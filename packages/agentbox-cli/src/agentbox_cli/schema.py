@@ -9,6 +9,7 @@ from agentbox_state.config import (
     STATE_TABLE,
     Invalid,
     Key,
+    boolean,
     non_negative_int,
     one_of,
     string_list,
@@ -127,6 +128,13 @@ agent config survive across runs. State lives outside the project: see 'agentbox
                 '["registry.internal:10.0.0.5"]',
                 convert=resolve_entries,
                 default=(),
+            ),
+            "nix_outside_policy": Key(
+                accepted="true or false (the default): true gives a task under mode none or "
+                "allow the project's Nix daemon, which fetches with the host's network, outside "
+                "the policy",
+                convert=boolean,
+                default=False,
             ),
         },
         "secrets": {

@@ -47,6 +47,8 @@ FLAGS = {
     "debug": "GUEST_DEBUG",
     # container mode: the sidecar's nix-daemon may not be up yet (its clients wait for it)
     "nix_daemon_starting": "NIX_DAEMON_STARTING",
+    # container mode under a network policy: no daemon at all (its clients say why)
+    "nix_daemon_off": "NIX_DAEMON_OFF",
 }
 LOFTD_FLAGS = {
     "enter_as_root": "ENTER_AS_ROOT",
@@ -107,9 +109,9 @@ class Contract:
     __slots__ = (
         "containers_disk_id", "containers_disk_label", "containers_storage", "debug",
         "egress_socket", "enter_as_root", "host_gid", "host_uid", "kvm_drop_to_dev",
-        "nix_daemon_starting", "nix_disk_id", "nix_disk_label", "nix_host_overlay",
-        "nix_overlay", "prefix", "profile", "status_file", "use_passt", "workspace_tag",
-        "workspace_target",
+        "nix_daemon_off", "nix_daemon_starting", "nix_disk_id", "nix_disk_label",
+        "nix_host_overlay", "nix_overlay", "prefix", "profile", "status_file", "use_passt",
+        "workspace_tag", "workspace_target",
     )  # fmt: skip
 
     prefix: str
@@ -119,6 +121,7 @@ class Contract:
     nix_overlay: bool
     nix_host_overlay: bool
     nix_daemon_starting: bool
+    nix_daemon_off: bool
     containers_storage: bool
     use_passt: bool
     kvm_drop_to_dev: bool
@@ -150,7 +153,7 @@ def parse(env: Mapping[str, str], prefix: str = "AGENTBOX_") -> Contract:
     c.host_uid = _id(env, prefix + "HOST_UID")
     c.host_gid = _id(env, prefix + "HOST_GID")
     c.nix_host_overlay = False  # only loftd's contract has it
-    c.nix_daemon_starting = False  # only agentbox's has it
+    c.nix_daemon_starting = c.nix_daemon_off = False  # only agentbox's has them
     for field, suffix in flags.items():
         setattr(c, field, _flag(env, prefix + suffix))
     for field, (suffix, default) in text.items():

@@ -59,10 +59,27 @@ exit 127
 """
 
 
+OFF_MESSAGE = (
+    "agentbox: this sandbox has no Nix daemon: under a network policy the project's daemon "
+    "would fetch with the host's network, outside the policy. On the host, `agentbox container "
+    "--nix-outside-policy` gives the sandbox that daemon anyway; `--net open` has no policy"
+)
+
+
+def off_script() -> str:
+    """The script every link runs when the sandbox has no daemon (pure): say why, fail."""
+    return f"""#!/bin/sh
+# agentbox: no Nix daemon under this sandbox's network policy
+echo "${{0##*/}}: {OFF_MESSAGE.replace("`", chr(92) + "`")}" >&2
+exit 1
+"""
+
+
 def install(path: str, socket: str, root: str = "/", seconds: int = WAIT_SECONDS,
-            wait_dir: str = WAIT_DIR) -> str | None:  # fmt: skip
-    """Write the script and its links into ``wait_dir`` for the clients found on ``path``; the
-    dir to put first on PATH, or None when there is no client (nothing written)."""
+            wait_dir: str = WAIT_DIR, *, off: bool = False) -> str | None:  # fmt: skip
+    """Write the script (``off``: the one that says there is no daemon) and its links into
+    ``wait_dir`` for the clients found on ``path``; the dir to put first on PATH, or None when
+    there is no client (nothing written)."""
     from agentbox_guest_init.sysctl import which
 
     found = [name for name in CLIENTS if which(name, path)]
@@ -72,7 +89,7 @@ def install(path: str, socket: str, root: str = "/", seconds: int = WAIT_SECONDS
     os.makedirs(bin_dir, mode=0o755, exist_ok=True)
     script = os.path.join(root, wait_dir.lstrip("/"), "wait-for-daemon")
     with open(script, "w", encoding="utf-8") as f:
-        f.write(wrapper_script(socket, seconds))
+        f.write(off_script() if off else wrapper_script(socket, seconds))
     os.chmod(script, 0o755)
     for name in found:
         link = os.path.join(bin_dir, name)

@@ -192,9 +192,9 @@ def enter(section: str, contract: Contract, cmd: list[str], *, libkrun: bool,
                     nix_daemon=nix_daemon or "NIX_REMOTE" in os.environ)  # fmt: skip
     if "NIX_REMOTE" in os.environ:
         env["NIX_REMOTE"] = os.environ["NIX_REMOTE"]
-    if contract.nix_daemon_starting and not libkrun:
+    if (contract.nix_daemon_starting or contract.nix_daemon_off) and not libkrun:
         prof.step("nix-wait-wrappers")
-        _wait_for_nix(env)
+        _wait_for_nix(env, off=contract.nix_daemon_off)
     if contract.egress_socket and not libkrun:
         from agentbox_guest_init import egress
 
@@ -203,15 +203,16 @@ def enter(section: str, contract: Contract, cmd: list[str], *, libkrun: bool,
     exec_command(cmd, contract, uid, gid, env, prof)
 
 
-def _wait_for_nix(env: dict[str, str]) -> None:
-    """Put the Nix clients' wait wrappers first on ``env``'s PATH: under /run as root, in the
-    dev user's cache otherwise; where that cannot be written, say so and go on without."""
+def _wait_for_nix(env: dict[str, str], *, off: bool) -> None:
+    """Put the Nix clients' wait wrappers (``off``: the ones that say there is no daemon)
+    first on ``env``'s PATH: under /run as root, in the dev user's cache otherwise; where that
+    cannot be written, say so and go on without."""
     from agentbox_guest_init import nixwait
     from agentbox_guest_init.shellenv import NIX_SOCKET
 
     where = nixwait.WAIT_DIR if os.geteuid() == 0 else nixwait.USER_WAIT_DIR
     try:
-        wait_bin = nixwait.install(env["PATH"], NIX_SOCKET, wait_dir=where)
+        wait_bin = nixwait.install(env["PATH"], NIX_SOCKET, wait_dir=where, off=off)
     except OSError as err:
         print(f"agentbox-guest-init: cannot write the Nix wait wrappers to {where} "
               f"({err.strerror}); the first nix command fails if the daemon is not up yet",

@@ -117,6 +117,13 @@ def non_negative_int(value: object) -> int:
     return value
 
 
+def boolean(value: object) -> bool:
+    """Converter: true or false."""
+    if not isinstance(value, bool):
+        raise Invalid(f"is {_type_name(value)}, not true or false")
+    return value
+
+
 class ConfigFile(Record, kw_only=True):
     """What a config file said (``values`` maps ``table.key`` to converted values) and what the
     environment overrides (``overrides`` maps ``table.key`` to the value and its variable)."""

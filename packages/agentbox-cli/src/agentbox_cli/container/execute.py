@@ -47,7 +47,9 @@ def run_task(plan: ContainerPlan, runner: Runner, *, cache: imagefacts.FactsCach
             for d in plan.host_dirs:
                 d.mkdir(parents=True, exist_ok=True)
             users.acquire(shared=True)
-            if prepared.facts is not None:  # started beside the task; it releases setup
+            if prepared.facts is not None and not plan.nix_daemon:
+                sidecar.defer(plan.sidecar)  # none for this task; the overlay is kept
+            elif prepared.facts is not None:  # started beside the task; it releases setup
                 starting = _start_beside(plan.sidecar, runner, prepared.facts, setup,
                                          task_ended)  # fmt: skip
         finally:

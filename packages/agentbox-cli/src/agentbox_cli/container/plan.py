@@ -53,6 +53,12 @@ NO_PROXY = "localhost,127.0.0.1,::1"
 TRUST_VARS = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO")
 # the task's first use of Nix waits for the daemon the sidecar is still starting (guest init)
 DAEMON_STARTING_ENV = ("AGENTBOX_NIX_DAEMON_STARTING", "1")
+# no daemon at all (an enforced policy): the guest init's nix wrappers say why
+DAEMON_OFF_ENV = ("AGENTBOX_NIX_DAEMON_OFF", "1")
+# a tmpfs over it hides a running daemon's socket from a task that has none; podman-run(1)
+# --tmpfs: notmpcopyup, else Podman copies what is under it (the socket) into the tmpfs
+SOCKET_DIR = NIX_SOCKET.rsplit("/", 1)[0]
+HIDDEN_SOCKET_DIR = f"{SOCKET_DIR}:ro,mode=755,notmpcopyup"
 # the mount script's exit status when the image lacks what container mode needs
 CONTRACT_EXIT = 42
 # what container mode needs inside the image, checked on its mount (a path, its alternatives)
@@ -89,6 +95,9 @@ class ContainerRequest:
     network: NetworkPolicy = OPEN  # [network] and --net/--allow
     secrets: tuple[Secret, ...] = ()  # --secret: placeholders inside, values in the proxy
     ca_dir: Path | None = None  # the per-user CA of the proxy (with secrets)
+    # under an enforced policy the task gets no Nix daemon (it fetches with the host's
+    # network) unless this says so (--nix-outside-policy, [network] nix_outside_policy)
+    nix_outside_policy: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,8 +129,10 @@ class SidecarPlan:
             f'missing=""; {checks}if [ -n "$missing" ]; then '
             f"{shlex.join(image_unmount(ref, debug=self.debug))} >/dev/null 2>&1 || true; "
             f'echo "missing:$missing"; exit {CONTRACT_EXIT}; fi; '
-            f"mkdir -p {q(os.fspath(self.upper))} {q(os.fspath(self.work))} "
-            f"{q(os.fspath(self.merged))}; "
+            # the socket's dir made in the upper layer: a task without a daemon mounts a tmpfs
+            # there, on the read-only /nix (see SOCKET_DIR)
+            f"mkdir -p {q(os.fspath(self.upper) + SOCKET_DIR.removeprefix('/nix'))} "
+            f"{q(os.fspath(self.work))} {q(os.fspath(self.merged))}; "
             # the last daemon's socket persists in the upper layer: a task started alongside
             # the new sidecar must not take it for the new daemon's (connection refused)
             f"rm -f {q(os.fspath(self.upper) + NIX_SOCKET.removeprefix('/nix'))}; "
@@ -171,11 +182,14 @@ class ContainerPlan:
     # with secrets: the CA, and the task's private dir of the certificates made from it
     ca_dir: Path | None = None
     tls_dir: Path | None = None
+    # False under an enforced policy (unless the user said otherwise): the sidecar is not
+    # started for this task, and its socket, were it running for another, is hidden
+    nix_daemon: bool = True
 
     def task_for(self, *, daemon_starting: bool) -> RunSpec:
         """The task; started alongside a starting sidecar, its first use of Nix waits for
         the daemon's socket (the guest init's nix wrappers)."""
-        if not daemon_starting:
+        if not daemon_starting or not self.nix_daemon:
             return self.task
         return replace(self.task, env=(*self.task.env, DAEMON_STARTING_ENV))
 
@@ -189,19 +203,26 @@ class ContainerPlan:
             f"  podman image inspect {s.image} (its ID; pulled when missing)",
             f"  {prefix}sh -c {shlex.quote(s.mount_script())} (unless its overlay is mounted "
             "still)",
-            f"  {shlex.join(s.run_argv(s.image))} (the image by its ID, beside the task once "
-            f"it has run {SIDECAR_DEFER_SECONDS} s; none for a task that ended sooner)",
+            *([f"  {shlex.join(s.run_argv(s.image))} (the image by its ID, beside the task "
+               f"once it has run {SIDECAR_DEFER_SECONDS} s; none for a task that ended sooner)"]
+              if self.nix_daemon else
+              ["  (not started for this task: under its network policy the daemon would fetch "
+               "outside it; its Nix commands say so, and --nix-outside-policy gives it the "
+               "daemon)"]),
             *(f"mkdir -p {d}" for d in self.host_dirs),
             *self._network_lines(),
-            f"task {self.task.name} (its first use of Nix waits for a starting daemon)",
+            f"task {self.task.name}"
+            + (" (its first use of Nix waits for a starting daemon)" if self.nix_daemon else
+               " (no Nix daemon: /nix read-only, the daemon's socket hidden)"),
             f"  {shlex.join(starting.argv())}",
-        ]
+        ]  # fmt: skip
 
     def _network_lines(self) -> list[str]:
         policy = self.network
         if not policy.enforced:
             return ["network: open (the host's network, as Podman gives it)"]
-        daemon = "; the project's shared Nix daemon still fetches for it, outside the policy"
+        daemon = ("; the project's shared Nix daemon still fetches for it, outside the policy, "
+                  "as --nix-outside-policy asked" if self.nix_daemon else "")  # fmt: skip
         if self.egress_dir is None:
             return [f"network: none (the task has only loopback and no DNS{daemon})"]
         return [
@@ -265,9 +286,11 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
     # root writes into the project is the user's; under keep-id it would be a sub-uid.
     keep_id = rootless and not req.root
     ids = [("AGENTBOX_HOST_UID", str(host.uid)), ("AGENTBOX_HOST_GID", str(host.gid))]
+    policy = req.network
+    nix_daemon = not policy.enforced or req.nix_outside_policy
     env = [
         *(ids if keep_id else []),
-        ("NIX_REMOTE", f"unix://{NIX_SOCKET}"),
+        ("NIX_REMOTE", f"unix://{NIX_SOCKET}") if nix_daemon else DAEMON_OFF_ENV,
         ("SCCACHE_DIR", "/home/dev/.cache/sccache"),
     ]
     if req.root or not rootless:
@@ -277,7 +300,7 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
         env.append(("AGENTBOX_GUEST_PROFILE", "1"))
     if req.debug:
         env.append(("AGENTBOX_GUEST_DEBUG", "1"))
-    policy, egress_dir, denial_log = req.network, None, None
+    egress_dir, denial_log = None, None
     egress = req.state_dir / "egress"  # per task: the socket dir, the denial log, certificates
     if policy.mode == "allow":
         egress_dir = egress / req.task_name
@@ -312,7 +335,7 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
         ),
         env=tuple(env),
         mounts=mounts,
-        tmpfs=("/tmp:rw,exec,mode=1777",),
+        tmpfs=("/tmp:rw,exec,mode=1777", *(() if nix_daemon else (HIDDEN_SOCKET_DIR,))),
         debug=req.debug,
     )
     host_dirs = (host.home / ".codex", host.home / ".pi", cargo, req.sccache)
@@ -320,4 +343,4 @@ def plan_container(req: ContainerRequest, host: HostFacts) -> ContainerPlan:
     return ContainerPlan(sidecar=sidecar, task=task, host_dirs=host_dirs, grace=req.grace,
                          network=policy, egress_dir=egress_dir, denial_log=denial_log,
                          secrets=req.secrets, ca_dir=req.ca_dir if req.secrets else None,
-                         tls_dir=tls_dir)  # fmt: skip
+                         tls_dir=tls_dir, nix_daemon=nix_daemon)  # fmt: skip

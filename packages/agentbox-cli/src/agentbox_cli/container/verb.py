@@ -68,6 +68,8 @@ def request_for(ctx: Context, workspace: Workspace, image: str, *,
         command=ctx.args.command, root=ctx.flags.root, debug=ctx.flags.debug,
         grace=grace_seconds(ctx), profile=ctx.flags.profile, agent_mounts=agent_mounts,
         network=network or OPEN, secrets=secrets, ca_dir=ctx.paths.base / "egress-ca",
+        nix_outside_policy=ctx.args.flag("nix_outside_policy")
+        or ctx.config.get("network.nix_outside_policy") is True,
     )  # fmt: skip
 
 
@@ -104,6 +106,14 @@ def run(ctx: Context) -> int:
         environ=ctx.environ, workspace=workspace.path,
     )  # fmt: skip
     network = network_policy(ctx, secrets)  # bad input is refused before anything runs
+    if ctx.args.flag("nix_outside_policy") and not network.enforced:
+        from agentbox_state.errors import UsageError
+
+        raise UsageError(
+            "--nix-outside-policy goes with a network policy, and the network mode is 'open'",
+            hint="the task has the project's Nix daemon already: drop the flag, or add "
+            "--net allow or --net none",
+        )
     runner = ctx.runner()
     agent_mounts: tuple[Mount, ...] = ()
     if ctx.flags.agent is not None:
@@ -162,6 +172,11 @@ CONTAINER = Verb(
             "value of your $NAME into requests to those hosts (repeatable; implies --net allow)",
             metavar="SPEC",
             repeat=True,
+        ),
+        Option(
+            "--nix-outside-policy",
+            "under --net none or allow, give the task the project's Nix daemon anyway: it "
+            "fetches with the host's network, outside the policy ([network] nix_outside_policy)",
         ),
         Option(
             "--secret-file",
