@@ -88,6 +88,10 @@ def test_a_value_split_between_pieces_is_scrubbed_wherever_the_cut_falls() -> No
     for cut in range(len(data) + 1):
         scrubber = Scrubber([SECRET])
         assert scrubber.feed(data[:cut]) + scrubber.feed(data[cut:]) + scrubber.end() == want
+    streamed = Scrubber([SECRET])  # a piece that ends in no beginning of a value goes whole
+    assert streamed.feed(b"data: {s3cr3t-value}\n\n") == b"data: {" + P + b"}\n\n"
+    assert streamed.feed(b"data: s3cr") == b"data: "  # "s3cr" could begin it: it waits
+    assert streamed.feed(b"ew\n") == b"s3crew\n"
     one_by_one = Scrubber([SECRET])
     assert b"".join(one_by_one.feed(data[i : i + 1]) for i in range(len(data))) + \
         one_by_one.end() == want  # fmt: skip

@@ -98,8 +98,9 @@ def parse_head(head: bytes, *, method: bytes, version: bytes = b"HTTP/1.1") -> F
 
 
 class Scrubber:
-    """Turns each value into its placeholder in a stream fed piece by piece: the last bytes of
-    a piece, which could begin a value the next piece ends, wait for that piece."""
+    """Turns each value into its placeholder in a stream fed piece by piece: the end of a piece
+    that begins a value (which the next piece could end) waits for that piece, and nothing
+    else does, so a streamed answer's events (which end in a line break) go on at once."""
 
     def __init__(self, secrets: Iterable[Secret]) -> None:
         self._pairs = [(s.value.encode(), s.placeholder.encode()) for s in secrets if s.value]
@@ -113,9 +114,16 @@ class Scrubber:
 
     def feed(self, data: bytes) -> bytes:
         data = self._replaced(self._pending + data)
-        cut = max(len(data) - self._keep, 0)
+        cut = len(data) - self._held(data)
         self._pending = data[cut:]
         return data[:cut]
+
+    def _held(self, data: bytes) -> int:
+        """The length of the longest end of ``data`` that a value begins with."""
+        for n in range(min(self._keep, len(data)), 0, -1):
+            if any(value.startswith(data[-n:]) for value, _ in self._pairs):
+                return n
+        return 0
 
     def end(self) -> bytes:
         rest, self._pending = self._replaced(self._pending), b""
