@@ -47,11 +47,11 @@ def run_task(plan: ContainerPlan, runner: Runner, *, cache: imagefacts.FactsCach
             for d in plan.host_dirs:
                 d.mkdir(parents=True, exist_ok=True)
             users.acquire(shared=True)
-            if prepared.facts is not None and not plan.nix_daemon:
-                sidecar.defer(plan.sidecar)  # none for this task; the overlay is kept
-            elif prepared.facts is not None:  # started beside the task; it releases setup
+            if prepared.facts is not None and plan.nix_daemon:  # beside the task; it releases setup
                 starting = _start_beside(plan.sidecar, runner, prepared.facts, setup,
                                          task_ended)  # fmt: skip
+            elif prepared.facts is not None:
+                sidecar.defer(plan.sidecar)  # none for this task; the overlay is kept
         finally:
             if starting is None:
                 setup.release()

@@ -48,28 +48,25 @@ class Framing:
     chunked_out: bool = False  # sent on chunked (else up to the close)
 
 
-def _fields(head: bytes) -> list[tuple[bytes, bytes]]:
-    out = []
-    for line in head.split(b"\r\n")[1:]:
-        if line:
-            name, _, value = line.partition(b":")
-            out.append((name.strip().lower(), value.strip()))
-    return out
+def _tokens(fields: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    """The lower-cased items of the comma-separated list fields ``name`` (RFC 9110 5.6.1)."""
+    return [t.strip().lower() for n, v in fields if n == name for t in v.split(b",") if t.strip()]
 
 
 def parse_head(head: bytes, *, method: bytes, version: bytes = b"HTTP/1.1") -> Framing:
     """``head`` (a status line and header lines ending in a blank line) read as RFC 9112 says;
     ``method`` and ``version`` are the request's. ``UnreadableAnswerError``: a framing or
     coding it cannot undo."""
-    parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
+    status_line, *rest = head.split(b"\r\n")
+    parts = status_line.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
         raise UnreadableAnswerError("a malformed status line")
     status = int(parts[1])
     if method.upper() == b"HEAD" or status < 200 or status in (204, 304):
         return Framing(status, head, body=False)
-    fields = _fields(head)
-    transfer = [c.strip().lower() for n, v in fields if n == b"transfer-encoding"
-                for c in v.split(b",") if c.strip()]  # fmt: skip
+    lines = [line for line in rest if line]
+    fields = [(n.strip().lower(), v.strip()) for n, _, v in (x.partition(b":") for x in lines)]
+    transfer = _tokens(fields, b"transfer-encoding")
     if transfer not in ([], [b"chunked"]):
         said = b", ".join(transfer).decode("latin-1")
         raise UnreadableAnswerError(f"in the transfer coding {said}")
@@ -79,15 +76,12 @@ def parse_head(head: bytes, *, method: bytes, version: bytes = b"HTTP/1.1") -> F
         if len(lengths) != 1 or not next(iter(lengths)).isdigit():
             raise UnreadableAnswerError("of a malformed Content-Length")
         length = int(next(iter(lengths)))
-    coding = [c.strip().lower() for n, v in fields if n == b"content-encoding"
-              for c in v.split(b",") if c.strip() and c.strip().lower() != b"identity"]  # fmt: skip
+    coding = [c for c in _tokens(fields, b"content-encoding") if c != b"identity"]
     if len(coding) > 1 or (coding and coding[0] not in _CODINGS):
         said = b", ".join(coding).decode("latin-1")
         raise UnreadableAnswerError(f"in the content coding {said}")
     dropped = _FRAMING + ((b"content-encoding",) if coding else ())
-    status_line = head.split(b"\r\n", 1)[0]
-    kept = [line for line in head.split(b"\r\n")[1:]
-            if line and line.partition(b":")[0].strip().lower() not in dropped]  # fmt: skip
+    kept = [line for line, (name, _) in zip(lines, fields, strict=True) if name not in dropped]
     # chunked on to an HTTP/1.1 client, whose end it sees (a cut-off one has no last chunk)
     chunk = parts[0] == version == b"HTTP/1.1"
     framing = [b"Transfer-Encoding: chunked"] if chunk else []
@@ -103,17 +97,13 @@ class Scrubber:
     else does, so a streamed answer's events (which end in a line break) go on at once."""
 
     def __init__(self, secrets: Iterable[Secret]) -> None:
-        self._pairs = [(s.value.encode(), s.placeholder.encode()) for s in secrets if s.value]
-        self._keep = max((len(v) for v, _ in self._pairs), default=1) - 1
+        self._secrets = tuple(secrets)
+        self._values = [s.value.encode() for s in self._secrets]
+        self._keep = max(map(len, self._values), default=1) - 1
         self._pending = b""
 
-    def _replaced(self, data: bytes) -> bytes:
-        for value, placeholder in self._pairs:
-            data = data.replace(value, placeholder)
-        return data
-
     def feed(self, data: bytes) -> bytes:
-        data = self._replaced(self._pending + data)
+        data = scrub(self._pending + data, self._secrets)
         cut = len(data) - self._held(data)
         self._pending = data[cut:]
         return data[:cut]
@@ -121,12 +111,12 @@ class Scrubber:
     def _held(self, data: bytes) -> int:
         """The length of the longest end of ``data`` that a value begins with."""
         for n in range(min(self._keep, len(data)), 0, -1):
-            if any(value.startswith(data[-n:]) for value, _ in self._pairs):
+            if any(value.startswith(data[-n:]) for value in self._values):
                 return n
         return 0
 
     def end(self) -> bytes:
-        rest, self._pending = self._replaced(self._pending), b""
+        rest, self._pending = scrub(self._pending, self._secrets), b""
         return rest
 
 

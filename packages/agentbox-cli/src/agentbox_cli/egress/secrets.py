@@ -176,7 +176,8 @@ def substitute(head: bytes, secrets: Iterable[Secret], host: str) -> bytes:
 
 
 def scrub(data: bytes, secrets: Iterable[Secret]) -> bytes:
-    """``data`` (a response's head) with every value turned back into its placeholder."""
+    """``data`` (of an answer: its head, or a piece of its body) with every value turned back
+    into its placeholder."""
     for s in secrets:
         data = data.replace(s.value.encode(), s.placeholder.encode())
     return data
