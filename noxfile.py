@@ -102,7 +102,7 @@ def types(session: nox.Session) -> None:
 
     Test dirs are checked one by one: each may have its own ``conftest`` module."""
     session.install(MYPY, PYTEST, "nox", "podman>=4.3", "dataclasses-json>=0.6",
-                    "typing-extensions>=4.6", "jsonschema>=4.18",
+                    "typing-extensions>=4.6", "jsonschema>=4.18", "uvloop>=0.21",
                     "types-jsonschema", "types-PyYAML")  # fmt: skip
     session.run("mypy", *(f"packages/{p}/src" for p in PACKAGES), "tests/support/src", "bench",
                 "noxfile.py", *session.posargs)  # fmt: skip

@@ -12,7 +12,7 @@ import pytest
 
 from agentbox_cli.egress.answer import Framing, Scrubber, UnreadableAnswerError, parse_head, relay
 from agentbox_cli.egress.secrets import parse_secret
-from agentbox_testing.http import chunked, dechunk
+from agentbox_testing.http import chunked, dechunk, on_proxy_loop
 
 SECRET = parse_secret("TOKEN@api.example.com", {"TOKEN": "s3cr3t-value"})
 P = SECRET.placeholder.encode()
@@ -130,7 +130,7 @@ def _relayed(answer: bytes, request: bytes = b"GET / HTTP/1.1\r\n\r\n") -> tuple
             server.close()
         return got, reset
 
-    return asyncio.run(main())
+    return on_proxy_loop(main())
 
 
 BODY = b'{"error": "bad token s3cr3t-value", "echo": "s3cr3t-value"}' * 300

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import logging
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,11 +16,15 @@ import pytest
 
 from agentbox_cli.egress.policy import build_policy
 from agentbox_cli.egress.proxy import EgressProxy
+from agentbox_cli.egress.serve import new_loop
+from agentbox_testing.http import on_proxy_loop
 
 
-async def _origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """An HTTP server that answers with its request line."""
+async def _origin(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                  slow: float = 0.0) -> None:  # fmt: skip
+    """An HTTP server that answers with its request line (``slow`` seconds after it)."""
     head = await reader.readuntil(b"\r\n\r\n")
+    await asyncio.sleep(slow)
     line = head.split(b"\r\n", 1)[0]
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
                  % (len(line), line))  # fmt: skip
@@ -45,9 +52,12 @@ async def _request(port: int, head: bytes) -> bytes:
     return data
 
 
-async def _servers(tmp_path: Path, **kw: object) -> AsyncIterator[tuple[int, int, int, Path]]:
-    """The proxy, the origin and the echo server's ports, and the denial log."""
-    origin = await asyncio.start_server(_origin, "127.0.0.1", 0, backlog=256)
+async def _servers(tmp_path: Path, *, slow: float = 0.0,
+                   **kw: object) -> AsyncIterator[tuple[int, int, int, Path]]:  # fmt: skip
+    """The proxy, the origin (answering ``slow`` seconds after each request) and the echo
+    server's ports, and the denial log."""
+    origin = await asyncio.start_server(functools.partial(_origin, slow=slow), "127.0.0.1", 0,
+                                        backlog=256)  # fmt: skip
     echo = await asyncio.start_server(_echo, "127.0.0.1", 0)
     policy = build_policy(mode="allow", allow=["web.test", "*.echo.test"],
                           resolve=["web.test:127.0.0.1", "raw.echo.test:127.0.0.1",
@@ -93,7 +103,7 @@ def test_forward_deny_and_tunnel(tmp_path: Path) -> None:
             literal = await _request(proxy, b"CONNECT 127.0.0.1:22 HTTP/1.1\r\n\r\n")
             assert literal.startswith(b"HTTP/1.1 403")  # an address is no allowed name
 
-    asyncio.run(main())
+    on_proxy_loop(main())
 
 
 def test_intercept_for_gets_the_allowed_connect(tmp_path: Path) -> None:
@@ -117,7 +127,7 @@ def test_intercept_for_gets_the_allowed_connect(tmp_path: Path) -> None:
             assert data == b"HTTP/1.1 200 Connection established\r\n\r\nintercepted"
             assert seen == [("raw.echo.test", echo)]
 
-    asyncio.run(main())
+    on_proxy_loop(main())
 
 
 def test_a_stalled_client_is_dropped_and_does_not_block_others(tmp_path: Path) -> None:
@@ -134,20 +144,22 @@ def test_a_stalled_client_is_dropped_and_does_not_block_others(tmp_path: Path) -
             stalled_w.close()
             await stalled_w.wait_closed()
 
-    asyncio.run(main())
+    on_proxy_loop(main())
 
 
 @pytest.mark.parametrize("cap", [512, 50], ids=["under-cap", "over-cap"])
 def test_200_concurrent_requests(tmp_path: Path, cap: int) -> None:
     async def main() -> list[bytes]:
         answers: list[bytes] = []
-        async for proxy, web, _echo, _log in _servers(tmp_path, max_connections=cap):
+        # the origin takes its time, so that the connections overlap however fast the
+        # proxy's loop serves them
+        async for proxy, web, _echo, _log in _servers(tmp_path, max_connections=cap, slow=0.2):
             head = f"GET http://web.test:{web}/ HTTP/1.1\r\n\r\n".encode()
             requests = asyncio.gather(*(_request(proxy, head) for _ in range(200)))
             answers = await asyncio.wait_for(requests, 60)
         return answers
 
-    answers = asyncio.run(main())
+    answers = on_proxy_loop(main())
     ok = sum(a.startswith(b"HTTP/1.1 200") for a in answers)
     busy = sum(a.startswith(b"HTTP/1.1 503 Service Unavailable") for a in answers)
     assert ok + busy == 200
@@ -203,7 +215,7 @@ def test_what_the_proxy_sends_on_is_what_the_policy_allowed(
             await server.wait_closed()
         return got.replace(str(port).encode(), b"{port}")
 
-    got = asyncio.run(main())
+    got = on_proxy_loop(main())
     assert got.startswith(answer)
     if answer.endswith(b"200 OK"):  # the origin saw the allowed name, not the client's
         assert got.endswith(b"\r\n\r\nHost: web.test:{port}")
@@ -239,5 +251,29 @@ def test_only_allowed_users_may_use_the_proxy_socket(tmp_path: Path) -> None:
         assert seen == [os.getuid()]  # SO_PEERCRED: this process's own uid
         return answer
 
-    assert asyncio.run(main(False)) == b""  # another user's process: closed, no answer
-    assert asyncio.run(main(True)).startswith(b"HTTP/1.1 403 Forbidden")
+    assert on_proxy_loop(main(False)) == b""  # another user's process: closed, no answer
+    assert on_proxy_loop(main(True)).startswith(b"HTTP/1.1 403 Forbidden")
+
+
+def test_the_proxy_loop_reports_what_is_not_a_connections_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A connection's failure nobody awaited (uvloop leaves one behind when a TLS connect is
+    cancelled: MagicStack/uvloop#437) is not reported on the user's terminal; anything else
+    goes to asyncio's default report."""
+    loop = new_loop()
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            for error in (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"),
+                          ConnectionResetError(104, "Connection reset by peer")):  # fmt: skip
+                loop.call_exception_handler(
+                    {"message": "Future exception was never retrieved", "exception": error}
+                )
+            assert caplog.records == []
+            loop.call_exception_handler(
+                {"message": "Task exception was never retrieved", "exception": KeyError("bug")}
+            )
+        [record] = caplog.records
+        assert record.getMessage().startswith("Task exception was never retrieved")
+    finally:
+        loop.close()

@@ -24,7 +24,7 @@ from agentbox_cli.egress.secrets import (
 from agentbox_state.errors import UsageError
 from agentbox_state.runner import SubprocessRunner
 from agentbox_testing import require
-from agentbox_testing.http import chunked, dechunk
+from agentbox_testing.http import chunked, dechunk, on_proxy_loop
 
 ENV = {"TOKEN": "s3cr3t-value", "EMPTY": ""}
 
@@ -187,7 +187,7 @@ def test_the_proxy_puts_the_value_only_into_requests_to_the_secrets_hosts(tmp_pa
         return got, untouched
 
     seen_auth.clear()
-    got, untouched = asyncio.run(main())
+    got, untouched = on_proxy_loop(main())
     placeholder = f"Bearer {secret.placeholder}".encode()
     assert seen_auth == [b"Bearer s3cr3t-value", placeholder]  # the value reached its host only
     # its echo came back to the sandbox as the placeholder, in the head and in the body (read

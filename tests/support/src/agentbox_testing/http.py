@@ -3,6 +3,11 @@ it: what a server sends, and what a client gets out of it."""
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 def chunked(data: bytes, size: int = 5, *, ext: bytes = b"", trailer: bytes = b"") -> bytes:
     """``data`` in chunks of ``size`` bytes (each with the chunk extension ``ext``, such as
@@ -23,3 +28,14 @@ def dechunk(data: bytes) -> tuple[bytes, bool]:
             return out, data == b"\r\n"
         out, data = out + data[:size], data[size + 2 :]
     return out, False
+
+
+def on_proxy_loop(main: Coroutine[object, object, T]) -> T:
+    """Run ``main`` on the event loop the egress proxy serves a task on
+    (``agentbox_cli.egress.serve.new_loop``), so that its tests hold for that loop."""
+    import asyncio
+
+    from agentbox_cli.egress.serve import new_loop
+
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        return runner.run(main)
