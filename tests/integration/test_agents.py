@@ -9,6 +9,7 @@ objects, the agents' refs and reflogs and this worktree's admin dir writable).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -183,6 +184,10 @@ def test_fork_reflinks_the_projects_items_on_btrfs(tmp_path: Path) -> None:
                             capture_output=True, text=True, check=True).stdout  # fmt: skip
         total, exclusive = du.splitlines()[1].split()[:2]
         assert (int(total) >= 2_000_000, int(exclusive)) == (True, 0), du
+        from agentbox_storage.extents import shared_bytes
+
+        os.sync()
+        assert shared_bytes(agent) >= 2_000_000  # what `agentbox agents` shows as SHARED
         (agent / "cargo/marker").write_text("agent\n")
         assert (project / "cargo/marker").read_text() == "kept\n"
         assert (agent / "nix/upper/store/x").read_bytes() == b"n" * 1_000_000

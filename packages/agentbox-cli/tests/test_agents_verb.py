@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from agentbox_cli.agents.setup import prepare
 from agentbox_cli.agents.worktree import Agent, agent_of
 from agentbox_cli.main import VERBS
 from agentbox_cli.schema import SPEC
-from agentbox_state.cli.app import main
+from agentbox_state.cli.app import Context, main
 from agentbox_state.lock import FileLock
 from agentbox_state.runner import SubprocessRunner
 from agentbox_state.workspace import Workspace
@@ -85,7 +87,7 @@ def test_listing_validates_and_names_each_agent(tmp_path: Path, repo: Path) -> N
     finally:
         lease.release()
     rows = [line.split() for line in text]
-    assert rows[0] == ["NAME", "BRANCH", "STATE", "RUNNING", "WORKTREE"]
+    assert rows[0] == ["NAME", "BRANCH", "STATE", "SHARED", "RUNNING", "WORKTREE"]
     assert [(r[0], r[1], r[-2], r[-1]) for r in rows[1:]] == [
         ("a1", "agentbox/a1", "no", str(a1.worktree)),
         ("a2", "agentbox/a2", "yes", str(a2.worktree)),
@@ -149,3 +151,60 @@ def test_bad_usage(tmp_path: Path, repo: Path) -> None:
     assert run(tmp_path, "--agent", "a1", "agents")[2] == (
         "agentbox: 'agents' takes no --agent\nhint: --agent goes with container; drop it here"
     )
+
+
+def _entering(home: Path, name: str, out: list[str], err: list[str]) -> threading.Thread:
+    """A start of agent ``name`` through the real parser, up to what container mode does first
+    (``agents.enter.enter``), in a thread of its own."""
+    from agentbox_cli.agents.enter import enter
+    from agentbox_state.cli.app import Verb
+
+    def run_verb(ctx: Context) -> int:
+        workspace, _ = enter(ctx, ctx.mounted_workspace(), ctx.runner())
+        ctx.out(workspace.path)
+        return 0
+
+    probe = Verb("probe", "enter an agent", run_verb, agent=True)
+    env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    codes: list[int] = []
+    thread = threading.Thread(
+        target=lambda: codes.append(
+            main(SPEC, [probe], ["--agent", name, "probe"], env, out=out.append, err=err.append)
+        )
+    )
+    thread.start()
+    return thread
+
+
+def test_a_second_start_of_an_agent_waits_for_the_first_ones_setup(
+    tmp_path: Path, repo: Path
+) -> None:
+    """While one start of agent a1 makes its state and worktree (it holds the project's lock
+    agent-a1), another waits, says for whom, and then uses what the first made."""
+    ws = Workspace.from_path(repo)
+    state = tmp_path / ".local/state/agentbox/workspaces" / ws.key
+    setup = FileLock(state / "locks" / "agent-a1.lock", what="test")
+    setup.acquire()  # as a first start does while it forks and adds the worktree
+    out: list[str] = []
+    err: list[str] = []
+    try:
+        thread = _entering(tmp_path, "a1", out, err)
+        deadline = time.monotonic() + 10
+        while not err and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert err == [f"waiting for agent-a1 of {repo}: held by pid {os.getpid()} since "
+                       + err[0].rpartition(" since ")[2]]  # fmt: skip
+        assert not (state.parent / f"{ws.key}-agent-a1").exists()  # nothing made meanwhile
+    finally:
+        setup.release()
+    thread.join(30)
+    worktree = state.parent / f"{ws.key}-agent-a1" / "worktree"
+    assert out == [str(worktree)]
+    # three first starts of a2 at once: one makes its worktree, the others find it
+    outs: list[list[str]] = [[], [], []]
+    errs: list[list[str]] = [[], [], []]
+    for thread in [_entering(tmp_path, "a2", o, e) for o, e in zip(outs, errs, strict=True)]:
+        thread.join(30)
+    other = state.parent / f"{ws.key}-agent-a2" / "worktree"
+    assert outs == [[str(other)]] * 3, errs
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 3

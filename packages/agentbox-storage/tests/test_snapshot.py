@@ -205,3 +205,51 @@ def test_a_subvolume_is_snapshotted_and_a_plain_dir_reflinked(work: Path) -> Non
     assert not (work / "s2").exists()
     with pytest.raises(StorageError, match="exists"):
         snapshot.copy_item(plain, sub, RUNNER)
+
+
+def test_fiemap_layout_and_what_shares_nothing(tmp_path: Path) -> None:
+    """The ioctl's structs as Documentation/filesystems/fiemap.rst lays them out (a 32-byte
+    struct fiemap, 56-byte struct fiemap_extent); a file just written shares nothing, and a
+    symlink, a fifo or a missing path is not read."""
+    from agentbox_storage import extents
+
+    assert (extents._HEAD.size, extents._EXTENT.size) == (32, 56)
+    assert (3 << 30) | (32 << 16) | (ord("f") << 8) | 11 == extents.FS_IOC_FIEMAP  # _IOWR
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_bytes(os.urandom(100_000))
+    os.symlink("/etc/passwd", tmp_path / "d" / "link")  # not followed
+    os.mkfifo(tmp_path / "d" / "fifo")  # not a regular file: not opened
+    assert extents.shared_bytes(tmp_path) == 0
+    assert extents.shared_bytes(tmp_path / "missing") == 0
+
+
+@pytest.mark.root
+@pytest.mark.btrfs
+def test_shared_extents_are_counted_until_either_side_writes(work: Path) -> None:
+    """FIEMAP's shared extents of a reflink copy and of a subvolume snapshot: all of the data
+    right after the copy, less what is rewritten after (the copy-on-write unshares it)."""
+    from agentbox_storage.extents import shared_bytes
+
+    data = os.urandom(4 * 1024**2)
+    disk = work / "microvm-nix.raw"
+    sparse_disk(disk, data)
+    os.sync()  # delayed allocation: the extents are on disk, not pending
+    assert shared_bytes(disk) == 0
+    snapshot.copy_item(disk, work / "fork.raw", RUNNER)
+    assert shared_bytes(work / "fork.raw") == shared_bytes(disk) == len(data)
+    with open(work / "fork.raw", "r+b") as f:
+        f.seek(32 * GIB)
+        f.write(os.urandom(1024**2))  # over the first MiB of the data
+    os.sync()
+    assert shared_bytes(work / "fork.raw") == len(data) - 1024**2
+    sub = work / "upper"
+    subprocess.run(["btrfs", "subvolume", "create", sub], check=True, capture_output=True)
+    (sub / "store").mkdir()
+    (sub / "store" / "big").write_bytes(data)
+    os.sync()
+    snapshot.copy_item(sub, work / "upper-fork", RUNNER)
+    assert shared_bytes(work / "upper-fork") == len(data)
+    # the tree: each of the four files still shares (btrfs reports the source's whole extent
+    # shared while the fork uses part of it)
+    assert shared_bytes(work) >= 4 * len(data) - 1024**2
+    snapshot.remove_item(work / "upper-fork", RUNNER)

@@ -34,14 +34,32 @@ def _fork(ctx: Context, project_state: Path, agent_state: Path, runner: Runner) 
     return fork(project_state, agent_state, runner, userns=userns, busy=busy, say=ctx.err)
 
 
+# how long a second start of the same agent waits for the first one to have made its state
+# and worktree (a fork and a `git worktree add`: seconds at most)
+SETUP_WAIT_SECONDS = 120.0
+
+
 def enter(ctx: Context, project: Workspace, runner: Runner) -> tuple[Workspace, tuple[Mount, ...]]:
+    """The agent's workspace and git mounts, its state and worktree made first if need be:
+    under the lock ``agent-NAME`` of the project, so that two starts of one agent at once
+    neither fork nor add its worktree twice (the second waits, then finds them made)."""
     assert ctx.flags.agent is not None
     agent = agent_of(Path(project.path), project.key, ctx.paths.workspaces, ctx.flags.agent)
-    if not ctx.flags.dry_run and not agent.state_dir.exists():
-        forked = _fork(ctx, ctx.paths.layout(project).state_dir, agent.state_dir, runner)
-        if forked:
-            ctx.err(f"agentbox: agent {agent.name} forked the project's " + ", ".join(forked))
-    prepared = prepare(agent, runner, err=ctx.err, dry_run=ctx.flags.dry_run)
+    layout = ctx.paths.layout(project)
+    if ctx.flags.dry_run:  # nothing is made, so nothing is locked
+        prepared = prepare(agent, runner, err=ctx.err, dry_run=True)
+    else:
+        lock = layout.lock(f"agent-{agent.name}")
+        lock.acquire(wait=SETUP_WAIT_SECONDS, on_wait=ctx.err)
+        try:
+            if not agent.state_dir.exists():
+                forked = _fork(ctx, layout.state_dir, agent.state_dir, runner)
+                if forked:
+                    ctx.err(f"agentbox: agent {agent.name} forked the project's "
+                            + ", ".join(forked))  # fmt: skip
+            prepared = prepare(agent, runner, err=ctx.err)
+        finally:
+            lock.release()
     for step in prepared.steps:
         ctx.out(f"agent {agent.name}: {step}")
     mounts = prepared.git.mounts() if prepared.git is not None else ()

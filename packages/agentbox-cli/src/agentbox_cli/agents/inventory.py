@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agentbox_cli.agents.worktree import BRANCH_PREFIX, KEY_INFIX
 
-SCHEMA = "agentbox-agents/1"
+SCHEMA = "agentbox-agents/2"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -18,6 +18,7 @@ class AgentFact:
     state_dir: Path
     worktree: Path | None  # None: outside git (or the worktree is gone)
     allocated: int  # bytes of the whole state dir, worktree included
+    shared: int  # of those, in blocks other files use too (forked from the project's)
     running: tuple[str, ...]  # why it is in use (its held leases), empty when idle
 
 
@@ -44,6 +45,7 @@ def report(project: str, facts: list[AgentFact]) -> dict[str, object]:
                 "worktree": os.fspath(f.worktree) if f.worktree is not None else None,
                 "state_dir": os.fspath(f.state_dir),
                 "allocated_bytes": f.allocated,
+                "shared_bytes": min(f.shared, f.allocated),
                 "running": bool(f.running),
             }
             for f in facts
@@ -58,13 +60,14 @@ def render(doc: dict[str, object]) -> str:
     assert isinstance(agents, list)
     if not agents:
         return f"no agents of {doc['project']} (start one: agentbox --agent NAME container)"
-    rows = [("NAME", "BRANCH", "STATE", "RUNNING", "WORKTREE")]
+    rows = [("NAME", "BRANCH", "STATE", "SHARED", "RUNNING", "WORKTREE")]
     for a in agents:
         running = "yes" if a["running"] else "no"
-        rows.append((a["name"], a["branch"] or "-", human(a["allocated_bytes"]), running,
+        rows.append((a["name"], a["branch"] or "-", human(a["allocated_bytes"]),
+                     human(a["shared_bytes"]), running,
                      a["worktree"] or "(project dir)"))  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4]
+        "  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5]
         for r in rows
     )

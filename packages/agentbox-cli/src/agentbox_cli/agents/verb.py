@@ -24,12 +24,13 @@ def _fact(name: str, state_dir: Path, runner: Runner) -> AgentFact:
     from agentbox_cli.agents.inventory import AgentFact
     from agentbox_cli.keep.facts import mount_points, project_facts
     from agentbox_cli.keep.plan import plan_forget
+    from agentbox_storage.extents import shared_bytes
 
     project = project_facts(state_dir, runner, current=False, mounts=mount_points())
     worktree = state_dir / "worktree"
     return AgentFact(name=name, state_dir=state_dir,
                      worktree=worktree if (worktree / ".git").is_file() else None,
-                     allocated=project.usage.allocated,
+                     allocated=project.usage.allocated, shared=shared_bytes(state_dir),
                      running=plan_forget(project, name).running)  # fmt: skip
 
 
