@@ -149,7 +149,8 @@ def test_bad_usage(tmp_path: Path, repo: Path) -> None:
         "agentbox: --agent '../x' is not an agent name"
     )
     assert run(tmp_path, "--agent", "a1", "agents")[2] == (
-        "agentbox: 'agents' takes no --agent\nhint: --agent goes with container; drop it here"
+        "agentbox: 'agents' takes no --agent\n"
+        "hint: --agent goes with libkrun or container; drop it here"
     )
 
 

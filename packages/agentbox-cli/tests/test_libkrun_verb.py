@@ -2,6 +2,7 @@
 which options each action takes, and what is asked (and left untouched) before a disk grows or
 anything is created."""
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -191,3 +192,48 @@ def test_debug_reaches_every_podman_call_of_resize_and_reset_nix(
     runner.calls.clear()
     assert main(["--debug", "--dry-run", "libkrun", "reset-nix", "--force"], env) == 0
     assert runner.argvs == [["podman", "--log-level=debug", "ps", "--quiet", "--no-trunc"]]
+
+
+def test_an_agent_runs_in_its_worktree_with_its_own_disks(
+    env: dict[str, str], runner: RecordingRunner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--agent in libkrun mode: the worktree at /workspace, the repository's git dir at its
+    own path (read-only) with what a commit writes (git-worktree(1): the worktree's .git names
+    <common>/worktrees/<id> by its absolute path), and the agent's own disks; resize and
+    reset-nix work on the agent's disks and refuse an agent that does not exist."""
+    proj = Path.cwd()
+    git = f"{proj}/.git"
+    runner.script("git", "-C", str(proj), "rev-parse", "--path-format=absolute",
+                  stdout=f"{proj}\n{git}\n")  # fmt: skip
+    runner.script("git", "-C", str(proj), "rev-parse", "--verify", returncode=1)  # new branch
+    project_state = state_dir(env, capsys)
+    agent = project_state.parent / f"{project_state.name}-agent-a1"
+    assert main(["--agent", "a1", "--dry-run", "libkrun", "--", "true"], env) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"agent a1: git -C {proj} worktree add -b agentbox/a1 {agent}/worktree HEAD"
+    assert out[1] == (f"disk agentbox-nix: {agent}/libkrun-nix.raw (label AGENTBOX_NIX, sparse "
+                      "64GiB, leased)")  # fmt: skip
+    podman_run = out[-1].split()
+    volumes = [v for k, v in itertools.pairwise(podman_run) if k == "--volume"]
+    assert volumes[:6] == [
+        f"{agent}/worktree:/workspace", f"{git}:{git}:ro", f"{git}/objects:{git}/objects",
+        f"{git}/refs/heads/agentbox:{git}/refs/heads/agentbox",
+        f"{git}/logs/refs/heads/agentbox:{git}/logs/refs/heads/agentbox",
+        f"{git}/worktrees/worktree:{git}/worktrees/worktree",
+    ]  # fmt: skip
+    assert f"agentbox.workspace={agent.name}" in podman_run
+    assert not agent.exists()  # a dry run makes nothing
+    assert main(["--agent", "a1", "--dry-run", *RESIZE], env) == 1
+    assert capsys.readouterr().err == (
+        f"agentbox: {proj} has no agent a1\n"
+        "hint: 'agentbox agents' lists them; a run with --agent makes one\n"
+    )
+    agent.mkdir(parents=True)
+    with open(agent / "libkrun-nix.raw", "wb") as f:
+        f.truncate(64 * GIB)
+    assert main(["--agent", "a1", "--dry-run", "--image", "localhost/x:1", *RESIZE], env) == 0
+    assert capsys.readouterr().out.startswith(
+        f"grow {agent}/libkrun-nix.raw from 64GiB to 128GiB (sparse)\n"
+    )
+    assert main(["--agent", "a1", "--dry-run", "libkrun", "reset-nix", "--force"], env) == 0
+    assert capsys.readouterr().out.startswith(f"replace {agent}/libkrun-nix.raw with a fresh")

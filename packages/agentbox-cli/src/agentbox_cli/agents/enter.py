@@ -39,6 +39,22 @@ def _fork(ctx: Context, project_state: Path, agent_state: Path, runner: Runner) 
 SETUP_WAIT_SECONDS = 120.0
 
 
+def existing(ctx: Context, project: Workspace) -> Workspace:
+    """The workspace of ``--agent NAME`` for a verb that works on its state and makes none
+    (``libkrun resize``, ``reset-nix``): the project's own without ``--agent``."""
+    if ctx.flags.agent is None:
+        return project
+    agent = agent_of(Path(project.path), project.key, ctx.paths.workspaces, ctx.flags.agent)
+    if not agent.state_dir.is_dir():
+        from agentbox_state.errors import AgentboxError
+
+        raise AgentboxError(
+            f"{project.path} has no agent {agent.name}",
+            hint="'agentbox agents' lists them; a run with --agent makes one",
+        )
+    return Workspace(path=project.path, slug=project.slug, key=agent.key)
+
+
 def enter(ctx: Context, project: Workspace, runner: Runner) -> tuple[Workspace, tuple[Mount, ...]]:
     """The agent's workspace and git mounts, its state and worktree made first if need be:
     under the lock ``agent-NAME`` of the project, so that two starts of one agent at once

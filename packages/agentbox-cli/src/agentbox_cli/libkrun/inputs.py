@@ -8,6 +8,7 @@ from pathlib import Path
 
 from agentbox_cli.libkrun.plan import KrunHost, LibkrunRequest
 from agentbox_krun.sizing import parse_mem
+from agentbox_podman.podman import Mount
 from agentbox_state.cli.app import Context
 from agentbox_state.errors import UsageError
 from agentbox_state.workspace import Workspace
@@ -29,8 +30,10 @@ def host_facts(ctx: Context, workspace: Workspace) -> KrunHost:
     )  # fmt: skip
 
 
-def request(ctx: Context, workspace: Workspace, image: str) -> LibkrunRequest:
-    """The run the command line asks for (--publish and the command are the run's only)."""
+def request(ctx: Context, workspace: Workspace, image: str, *,
+            agent_mounts: tuple[Mount, ...] = ()) -> LibkrunRequest:  # fmt: skip
+    """The run the command line asks for (--publish and the command are the run's only;
+    ``agent_mounts``: what an agent's worktree needs of the repository's git dir)."""
     mem = ctx.args.value("mem")
     guest_init = ctx.args.value("guest_init")
     publish = ctx.args.values.get("publish", ())
@@ -41,7 +44,7 @@ def request(ctx: Context, workspace: Workspace, image: str) -> LibkrunRequest:
         mem_gib=parse_mem(mem) if mem is not None else None, tsi=ctx.args.flag("tsi"),
         publish=publish if isinstance(publish, tuple) else (),
         guest_init=Path(guest_init).absolute() if guest_init else None, root=ctx.flags.root,
-        debug=ctx.flags.debug, profile=ctx.flags.profile,
+        debug=ctx.flags.debug, profile=ctx.flags.profile, agent_mounts=agent_mounts,
     )  # fmt: skip
 
 

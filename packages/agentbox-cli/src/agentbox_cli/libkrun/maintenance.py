@@ -19,7 +19,7 @@ from agentbox_state.cli.app import Context
 from agentbox_state.errors import CommandError, UsageError
 from agentbox_state.parse import format_size, parse_disk_size
 from agentbox_state.runner import Runner
-from agentbox_state.workspace import current_workspace
+from agentbox_state.workspace import Workspace, current_workspace
 from agentbox_storage import disks
 from agentbox_storage.disks import DiskSpec
 
@@ -46,8 +46,15 @@ def containers_using(path: Path, runner: Runner, *, debug: bool = False) -> list
     return users
 
 
+def _workspace(ctx: Context) -> Workspace:
+    """The project's, or with ``--agent NAME`` that agent's (its disks are its own)."""
+    from agentbox_cli.agents.enter import existing
+
+    return existing(ctx, current_workspace())
+
+
 def _disk(ctx: Context, spec: DiskSpec) -> Path:
-    return ctx.paths.layout(current_workspace()).disk(spec.file_name)
+    return ctx.paths.layout(_workspace(ctx)).disk(spec.file_name)
 
 
 def _refuse_if_used(path: Path, runner: Runner, *, debug: bool) -> None:
@@ -83,7 +90,7 @@ def resize(ctx: Context) -> int:
     if size is None:
         raise UsageError("libkrun resize needs --size SIZE", hint="for example --size 128G")
     new_size = parse_disk_size(size, what="--size")
-    workspace = current_workspace()
+    workspace = _workspace(ctx)
     path = ctx.paths.layout(workspace).disk(TARGETS[target].file_name)
     runner = ctx.runner()
     current = disks.check_disk(path, runner)

@@ -45,6 +45,8 @@ class LibkrunRequest:
     root: bool = False
     debug: bool = False
     profile: bool = False
+    # --agent: the repository's git dir at its host path, and what a commit writes there
+    agent_mounts: tuple[Mount, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,6 +164,7 @@ def plan_libkrun(req: LibkrunRequest, host: KrunHost) -> LibkrunPlan:
     cargo = req.state_dir / "cargo"
     mounts = [
         Mount(host.cwd, "/workspace"),
+        *req.agent_mounts,
         Mount(host.home / ".codex", "/home/dev/.codex"),
         Mount(host.home / ".pi", "/home/dev/.pi"),
         Mount(cargo, "/home/dev/.cargo"),

@@ -8,6 +8,7 @@ from agentbox_state.errors import UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from agentbox_podman.podman import Mount
     from agentbox_state.runner import Runner
 
 OPTIONS = (
@@ -89,7 +90,12 @@ def launch(ctx: Context) -> int:
     refuse_unenforced(ctx.config, verb="libkrun")
     workspace = ctx.mounted_workspace()
     runner = ctx.runner()
-    req = request(ctx, workspace, resolve_image(ctx.flags, runner))
+    agent_mounts: tuple[Mount, ...] = ()
+    if ctx.flags.agent is not None:
+        from agentbox_cli.agents.enter import enter
+
+        workspace, agent_mounts = enter(ctx, workspace, runner)
+    req = request(ctx, workspace, resolve_image(ctx.flags, runner), agent_mounts=agent_mounts)
     plan = plan_libkrun(req, host_facts(ctx, workspace))
     if ctx.flags.dry_run:
         ctx.out("\n".join(plan.describe()))
@@ -116,4 +122,5 @@ LIBKRUN = Verb(
     actions=("resize", "reset-nix"),
     action_required=False,
     runs_command=True,
+    agent=True,
 )
