@@ -798,3 +798,45 @@ def test_dry_run_prints_the_whole_plan_and_creates_nothing(
         assert conf["argv"] == [*guest, "enter", "--", "echo", "hi"]
         assert tree(home.root) == before
         assert not stub.log.exists()
+
+
+def test_an_agent_gets_its_worktree_and_the_git_dir_over_virtiofs(
+    home: Home, agentbox: Path, image: str, tmp_path: Path
+) -> None:
+    """--agent with microvm, through the whole command line and the stub libkrun: the
+    agent's worktree is the workspace share, the repository's git dir and what a commit
+    writes are further virtiofs shares (tags after the workspace's), and the guest init is
+    told where each goes (AGENTBOX_MICROVM_SHARES: read-only first, then the writable ones
+    inside it); the agent's disks are its own."""
+    require(shutil.which("git") is not None, "git is missing (apt-get install git)")
+    git = ["git", "-C", str(home.project), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "--quiet", "--initial-branch=main"], check=True)
+    subprocess.run([*git, "commit", "--quiet", "--allow-empty", "-m", "first"], check=True)
+    stub = Stub(tmp_path / "stub", 0)
+    out = home.run(agentbox, "--image", image, "--agent", "a1", "microvm", "--", "true",
+                   AGENTBOX_LIBKRUN_LIBRARY=str(stub.lib))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    agent = state_of(home).parent / f"{state_of(home).name}-agent-a1"
+    dot_git = f"{home.project}/.git"
+    calls = stub.calls()
+    shared = [c.split()[2:4] for c in calls if c.startswith("krun_add_virtiofs")]
+    assert shared == [
+        ["agentbox-workspace", f"{agent}/worktree"],
+        ["agentbox-workspace-1", dot_git],
+        ["agentbox-workspace-2", f"{dot_git}/objects"],
+        ["agentbox-workspace-3", f"{dot_git}/refs/heads/agentbox"],
+        ["agentbox-workspace-4", f"{dot_git}/logs/refs/heads/agentbox"],
+        ["agentbox-workspace-5", f"{dot_git}/worktrees/worktree"],
+    ]
+    env = [c.split("=", 1)[1] for c in calls if c.startswith("  env[")]
+    [announced] = [e for e in env if e.startswith("AGENTBOX_MICROVM_SHARES=")]
+    told = json.loads(announced.split("=", 1)[1])
+    assert [(tag, readonly) for tag, _, readonly in told] == [
+        ("agentbox-workspace-1", True),
+        *((f"agentbox-workspace-{i}", False) for i in (2, 3, 4, 5)),
+    ]
+    assert [target for _, target, _ in told] == [s[1] for s in shared[1:]]  # at their own paths
+    assert f"krun_add_disk 7 agentbox-nix {agent}/microvm-nix.raw 0" in calls
+    branch = subprocess.run([*git, "rev-parse", "--verify", "agentbox/a1"], capture_output=True,
+                            check=False)  # fmt: skip
+    assert branch.returncode == 0

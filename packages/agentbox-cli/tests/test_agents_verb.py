@@ -150,7 +150,7 @@ def test_bad_usage(tmp_path: Path, repo: Path) -> None:
     )
     assert run(tmp_path, "--agent", "a1", "agents")[2] == (
         "agentbox: 'agents' takes no --agent\n"
-        "hint: --agent goes with libkrun or container; drop it here"
+        "hint: --agent goes with libkrun or container or microvm; drop it here"
     )
 
 

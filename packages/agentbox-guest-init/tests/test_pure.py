@@ -218,6 +218,42 @@ def test_microvm_workspace_mount_decision() -> None:
     assert missing.value.reason == "AGENTBOX_MICROVM_WORKSPACE_TAG is required for microvm"
 
 
+def test_microvm_shares_are_mounted_after_the_workspace_in_order() -> None:
+    """mount(8) ``-t virtiofs [-o ro] TAG DIR``: the workspace, then each share of
+    AGENTBOX_MICROVM_SHARES (an agent's git dir read-only, then what a commit writes inside
+    it), leaving out what /proc/self/mounts already shows."""
+    shares = ('[["agentbox-workspace-1","/src/app/.git",true],'
+              '["agentbox-workspace-2","/src/app/.git/objects",false]]')  # fmt: skip
+    c = contract.parse({"AGENTBOX_MICROVM_WORKSPACE_TAG": "agentbox-workspace",
+                        "AGENTBOX_MICROVM_SHARES": shares})  # fmt: skip
+    assert c.shares == (("agentbox-workspace-1", "/src/app/.git", True),
+                        ("agentbox-workspace-2", "/src/app/.git/objects", False))  # fmt: skip
+    assert runtime.share_mounts(c, "proc /proc proc rw 0 0\n") == [
+        ["mount", "-t", "virtiofs", "agentbox-workspace", "/workspace"],
+        ["mount", "-t", "virtiofs", "-o", "ro", "agentbox-workspace-1", "/src/app/.git"],
+        ["mount", "-t", "virtiofs", "agentbox-workspace-2", "/src/app/.git/objects"],
+    ]
+    mounted = "agentbox-workspace /workspace virtiofs rw 0 0\n" \
+        "agentbox-workspace-1 /src/app/.git virtiofs ro 0 0\n"  # fmt: skip
+    assert runtime.share_mounts(c, mounted) == [
+        ["mount", "-t", "virtiofs", "agentbox-workspace-2", "/src/app/.git/objects"],
+    ]
+    assert runtime.share_mounts(contract.parse({"AGENTBOX_MICROVM_WORKSPACE_TAG": "w"}), "") == [
+        ["mount", "-t", "virtiofs", "w", "/workspace"],
+    ]
+
+
+@pytest.mark.parametrize("value", [
+    "not json", '{"a": 1}', '[["t", "relative", true]]', '[["", "/x", true]]',
+    '[["t", "/x", "yes"]]', '[["t", "/x", true], ["t", "/y", false]]', '[["t", "/x"]]',
+], ids=["not-json", "object", "relative", "empty-tag", "not-bool", "same-tag",
+        "short"])  # fmt: skip
+def test_bad_microvm_shares_are_refused_naming_the_variable(value: str) -> None:
+    with pytest.raises(ContractError) as caught:
+        contract.parse({"AGENTBOX_MICROVM_SHARES": value})
+    assert caught.value.reason.startswith("AGENTBOX_MICROVM_SHARES")
+
+
 def test_the_bundles_loader_variables_are_undone() -> None:
     from agentbox_guest_init.shellenv import without_bundle
 

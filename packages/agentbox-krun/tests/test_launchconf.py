@@ -6,7 +6,7 @@ import pytest
 
 from agentbox_krun import launchconf
 from agentbox_krun.errors import LaunchConfError
-from agentbox_krun.launchconf import Disk, LaunchConf, Mount, NixOverlay
+from agentbox_krun.launchconf import Disk, LaunchConf, Mount, NixOverlay, Share
 
 CONF = LaunchConf(
     task_rootfs="/s/tasks/t1/rootfs", ram_mib=4096, vcpus=2, workdir="/workspace",
@@ -37,11 +37,16 @@ def test_the_microvm_document_round_trips_whole(tmp_path: Path) -> None:
         "env": ["AGENTBOX_HOST_UID=1000", "TERM=xterm"],
         "disks": [{"id": "agentbox-nix", "path": "/s/n.raw", "readonly": False},
                   {"id": "agentbox-containers", "path": "/s/c.raw", "readonly": True}],
-        "mounts": [], "init_log": False, "nested_virt": False,
+        "mounts": [], "shares": [], "init_log": False, "nested_virt": False,
         "workspace_source": "/src/app", "workspace_tag": "agentbox-workspace",
         "workspace_target": "/workspace",
     }  # fmt: skip
     assert path.read_text().splitlines()[:2] == ["{", '  "task_rootfs": "/s/tasks/t1/rootfs",']
+    agent = CONF._replace(shares=(Share("agentbox-workspace-1", "/src/app/.git"),))
+    assert launchconf.parse(launchconf.render(agent)) == agent
+    assert launchconf.document(agent)["shares"] == [
+        {"tag": "agentbox-workspace-1", "source": "/src/app/.git"}
+    ]
 
 
 def test_the_loftd_document_round_trips_whole(tmp_path: Path) -> None:
@@ -104,6 +109,12 @@ NIX = {"lower": "/l", "upper": "/u", "work": "/w", "lease": "/e"}
         *(({"mounts": [{**MOUNT, "target": target}]},
            f"mounts[0].target {target!r} is not a normalised absolute guest path below /")
           for target in ("workspace", "/a/../etc", "/", "//x", "/w/")),
+        ({"shares": [{"tag": "t"}]}, "shares[0] lacks source"),
+        ({"shares": [{"tag": "", "source": "/g"}]}, "shares[0].tag '' is empty or not unique"),
+        ({"shares": [{"tag": "t", "source": "/g"}, {"tag": "t", "source": "/h"}]},
+         "shares[1].tag 't' is empty or not unique"),
+        ({"workspace_tag": "w", "shares": [{"tag": "w", "source": "/g"}]},
+         "shares[0].tag 'w' is empty or not unique"),
         ({"nix_overlay": {"lower": "/l", "work": "/w"}}, "nix_overlay lacks upper, lease"),
         ({"nix_overlay": {**NIX, "upper": 1}}, "nix_overlay.upper is a whole number, not a string"),
         ({"nix_overlay": [NIX]}, "nix_overlay is a list, not an object"),

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from agentbox_krun import launchconf
 from agentbox_krun.kvm import KvmFacts, KvmUnavailableError
+from agentbox_state.errors import AgentboxError
 from agentbox_state.profile import Profiler
 from agentbox_state.testing import RecordingRunner
 from agentbox_storage.backends import Backend
@@ -19,7 +21,7 @@ from loftd.execute import execute
 from loftd.face import FACE as LOFTD
 from loftd.facts import HostFacts, probe_host
 from loftd.plan import plan_task
-from loftd.runtime import Face, PhaseError, TaskRequest
+from loftd.runtime import Face, PhaseError, Share, TaskRequest
 
 HEX = "ab" * 32
 DIGEST = f"sha256:{HEX}"
@@ -92,6 +94,7 @@ def test_a_cache_hit_as_root_with_the_workspace_over_virtiofs() -> None:
                 ],
                 "disks": [{"id": "x-nix", "path": "/s/ws/x-nix.raw", "readonly": False}],
                 "mounts": [],
+                "shares": [],
                 "init_log": False,
                 "nested_virt": False,
                 "workspace_source": "/home/u/project",
@@ -166,6 +169,7 @@ def test_loftd_rootless_on_a_miss_ingests_and_grafts_in_buildahs_namespace() -> 
                 "mounts": [
                     {"source": "/home/u/project", "target": "/workspace", "readonly": False}
                 ],
+                "shares": [],
                 "init_log": True,
                 "nested_virt": True,
                 "task_lock": f"{TASK}/.task.lock",
@@ -183,6 +187,34 @@ def test_loftd_rootless_on_a_miss_ingests_and_grafts_in_buildahs_namespace() -> 
         "then: the guest's report in /.agentbox-task/guest.status tells its status; "
         f"{TASK} is kept (--preserve-debug)",
     ]
+
+
+def test_shares_go_over_virtiofs_with_a_tag_and_are_grafted_without_one() -> None:
+    """More host dirs (an agent's git dir): with a workspace tag, one virtiofs share each
+    (tags after the workspace's) and the guest told in the face's variable, as JSON
+    [tag, target, read-only] in order; without one (loftd), bind mounts beside the
+    workspace's; a face with a tag and no such variable refuses them."""
+    git = (Share(Path("/src/app/.git"), "/src/app/.git", readonly=True),
+           Share(Path("/src/app/.git/objects"), "/src/app/.git/objects"))  # fmt: skip
+    face = dataclasses.replace(VIRTIOFS, shares_env="X_SHARES")
+    launch = plan_task(face, request(shares=git), facts()).launch
+    assert launch.shares == (
+        launchconf.Share("x-workspace-1", "/src/app/.git"),
+        launchconf.Share("x-workspace-2", "/src/app/.git/objects"),
+    )
+    assert launch.env[-1] == ('X_SHARES=[["x-workspace-1","/src/app/.git",true],'
+                              '["x-workspace-2","/src/app/.git/objects",false]]')  # fmt: skip
+    assert launch.mounts == ()
+    grafted = plan_task(LOFTD, request(shares=git), facts()).launch
+    assert grafted.shares == ()
+    assert grafted.mounts == (
+        launchconf.Mount("/home/u/project", "/workspace", False),
+        launchconf.Mount("/src/app/.git", "/src/app/.git", True),
+        launchconf.Mount("/src/app/.git/objects", "/src/app/.git/objects", False),
+    )
+    assert not any(e.startswith("LOFTD_SHARES") for e in grafted.env)
+    with pytest.raises(AgentboxError, match="x vm cannot share more than the workspace"):
+        plan_task(VIRTIOFS, request(shares=git), facts())
 
 
 def test_a_known_digest_names_the_rootfs_the_ingest_will_make() -> None:

@@ -67,6 +67,9 @@ TEXT = {
     "containers_disk_label": ("LIBKRUN_CONTAINERS_DISK_LABEL", "AGENTBOX_CONTAINERS"),
     "workspace_tag": ("MICROVM_WORKSPACE_TAG", ""),
     "workspace_target": ("MICROVM_WORKSPACE_TARGET", "/workspace"),
+    # microvm: more virtiofs shares to mount after the workspace (an agent's git dir), a JSON
+    # list of [tag, absolute target, read-only]; read by ``shares``
+    "shares_json": ("MICROVM_SHARES", ""),
     # the VM modes: where the guest init reports that it started and how the command ended,
     # inside the task root the host reads after the VM is gone (see report.py)
     "status_file": ("GUEST_STATUS_FILE", ""),
@@ -80,6 +83,7 @@ LOFTD_TEXT = {
     "containers_disk_label": ("CONTAINERS_DISK_LABEL", "LOFTD_CONTAINERS"),
     "workspace_tag": ("WORKSPACE_TAG", ""),
     "workspace_target": ("WORKSPACE_TARGET", "/workspace"),
+    "shares_json": ("SHARES", ""),
     "status_file": ("GUEST_STATUS_FILE", ""),
     "egress_socket": ("EGRESS_SOCKET", ""),
 }
@@ -103,6 +107,27 @@ def _id(env: Mapping[str, str], name: str) -> int | None:
     return int(value)
 
 
+def _shares(name: str, value: str) -> tuple[tuple[str, str, bool], ...]:
+    """``[[tag, target, readonly], ...]``: tags unique and non-empty, targets absolute."""
+    if not value:
+        return ()
+    import json
+
+    try:
+        items = json.loads(value)
+    except ValueError:
+        raise ContractError(f"{name} is not JSON: {value!r}") from None
+    ok = isinstance(items, list) and all(
+        isinstance(i, list) and len(i) == 3 and isinstance(i[0], str) and i[0]
+        and isinstance(i[1], str) and i[1].startswith("/") and isinstance(i[2], bool)
+        for i in items
+    )  # fmt: skip
+    if not ok or len({i[0] for i in items}) != len(items):
+        raise ContractError(f"{name}={value!r} is not a list of [tag, absolute target, "
+                            "true|false] with unique tags")  # fmt: skip
+    return tuple((str(i[0]), str(i[1]), bool(i[2])) for i in items)
+
+
 class Contract:
     """What the host asked for. Built only by ``parse``."""
 
@@ -110,8 +135,8 @@ class Contract:
         "containers_disk_id", "containers_disk_label", "containers_storage", "debug",
         "egress_socket", "enter_as_root", "host_gid", "host_uid", "kvm_drop_to_dev",
         "nix_daemon_off", "nix_daemon_starting", "nix_disk_id", "nix_disk_label",
-        "nix_host_overlay", "nix_overlay", "prefix", "profile", "status_file", "use_passt",
-        "workspace_tag", "workspace_target",
+        "nix_host_overlay", "nix_overlay", "prefix", "profile", "shares", "shares_json",
+        "status_file", "use_passt", "workspace_tag", "workspace_target",
     )  # fmt: skip
 
     prefix: str
@@ -133,6 +158,8 @@ class Contract:
     containers_disk_label: str
     workspace_tag: str
     workspace_target: str
+    shares_json: str
+    shares: tuple[tuple[str, str, bool], ...]  # (tag, target, read-only), from shares_json
     status_file: str
     egress_socket: str
 
@@ -165,6 +192,7 @@ def parse(env: Mapping[str, str], prefix: str = "AGENTBOX_") -> Contract:
         raise ContractError(
             f"{prefix}{text['workspace_target'][0]}={c.workspace_target!r} is not an absolute path"
         )
+    c.shares = _shares(prefix + text["shares_json"][0], c.shares_json)
     for field in ("status_file", "egress_socket"):
         value = getattr(c, field)
         if value and not value.startswith("/"):

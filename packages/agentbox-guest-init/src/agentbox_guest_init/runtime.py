@@ -259,9 +259,13 @@ def _libkrun_prep(contract: Contract, prof: Profile) -> bool:
 def workspace_mount_needed(contract: Contract, mounts: str) -> bool:
     """Whether the virtiofs workspace still has to be mounted, given /proc/self/mounts (pure):
     False when the tag is already there, an error when something else is."""
-    tag, target = contract.workspace_tag, contract.workspace_target
-    if not tag:
+    if not contract.workspace_tag:
         raise ContractError(f"{contract.var('MICROVM_WORKSPACE_TAG')} is required for microvm")
+    return share_mount_needed(contract.workspace_tag, contract.workspace_target, mounts)
+
+
+def share_mount_needed(tag: str, target: str, mounts: str) -> bool:
+    """Whether the virtiofs share ``tag`` still has to be mounted at ``target`` (pure)."""
     for line in mounts.splitlines():
         source, mnt, fstype = line.split(" ")[:3]
         if mnt == target:
@@ -271,15 +275,27 @@ def workspace_mount_needed(contract: Contract, mounts: str) -> bool:
     return True
 
 
+def share_mounts(contract: Contract, mounts: str) -> list[list[str]]:
+    """The ``mount`` command lines (pure) for the workspace, then each further share in the
+    contract's order (an agent's git dir, read-only, before what a commit writes inside it),
+    leaving out what /proc/self/mounts already has."""
+    needed = [(contract.workspace_tag, contract.workspace_target, False)] \
+        if workspace_mount_needed(contract, mounts) else []  # fmt: skip
+    needed += [share for share in contract.shares if share_mount_needed(*share[:2], mounts)]
+    return [["mount", "-t", "virtiofs", *(["-o", "ro"] if readonly else []), tag, target]
+            for tag, target, readonly in needed]  # fmt: skip
+
+
 def mount_workspace(contract: Contract) -> None:
-    """microvm: the host's project over virtiofs at the workspace target."""
+    """microvm: the host's project over virtiofs at the workspace target, then the other
+    shares the host announced (each at its target, made first)."""
     from agentbox_guest_init.system import run
 
     with open("/proc/self/mounts", encoding="utf-8") as f:
-        needed = workspace_mount_needed(contract, f.read())
-    if needed:
-        os.makedirs(contract.workspace_target, exist_ok=True)
-        run(["mount", "-t", "virtiofs", contract.workspace_tag, contract.workspace_target])
+        commands = share_mounts(contract, f.read())
+    for argv in commands:
+        os.makedirs(argv[-1], exist_ok=True)
+        run(argv)
 
 
 def resize(contract: Contract, target: str) -> None:

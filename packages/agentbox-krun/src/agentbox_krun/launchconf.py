@@ -1,11 +1,11 @@
 """``launch.conf``: what the parent decided, handed to the libkrun helper process.
 
-A JSON object (one key per field, ``argv``/``env``/``disks``/``mounts`` as lists, the optional
-``nix_overlay`` as an object, optional paths left out when unset), written 0600 in the task's
-state dir and kept by ``--preserve-debug`` for a person to read. ASCII with ``\\u`` escapes, so
-any path (even one that is not UTF-8) round-trips. The helper parses it with the standard
-library, strictly: unknown, duplicate and missing required keys, and values of the wrong type,
-are errors naming the key (``disks[1].readonly``).
+A JSON object (one key per field, ``argv``/``env``/``disks``/``mounts``/``shares`` as lists,
+the optional ``nix_overlay`` as an object, optional paths left out when unset), written 0600
+in the task's state dir and kept by ``--preserve-debug`` for a person to read. ASCII with
+``\\u`` escapes, so any path (even one that is not UTF-8) round-trips. The helper parses it
+with the standard library, strictly: unknown, duplicate and missing required keys, and values
+of the wrong type, are errors naming the key (``disks[1].readonly``).
 
 The helper reads it on every VM start, so this module imports little: its records are
 ``NamedTuple``s (``_replace`` gives a changed copy), not dataclasses (whose import brings
@@ -21,7 +21,7 @@ libkrun, enable when supported; the workspace and /nix grafted into the root by 
       "workdir": "/workspace", "exec_path": "/bin/agentbox-guest-init",
       "argv": ["agentbox-guest-init", "microvm", "enter"], "env": ["TERM=xterm"],
       "disks": [{"id": "agentbox-nix", "path": "/s/n.raw", "readonly": false}],
-      "mounts": [], "init_log": false, "nested_virt": false,
+      "mounts": [], "shares": [], "init_log": false, "nested_virt": false,
       "workspace_source": "/src/app", "workspace_tag": "agentbox-workspace",
       "workspace_target": "/workspace"
     }
@@ -47,8 +47,9 @@ OPTIONAL_PATHS = ("workspace_source", "workspace_tag", "workspace_target", "task
 NIX_KEYS = ("lower", "upper", "work", "lease")
 DISK_KEYS = ("id", "path", "readonly")
 MOUNT_KEYS = ("source", "target", "readonly")
-KEYS = (*REQUIRED, "argv", "env", "disks", "mounts", "init_log", "nested_virt", *OPTIONAL_PATHS,
-        "nix_overlay")  # fmt: skip
+SHARE_KEYS = ("tag", "source")
+KEYS = (*REQUIRED, "argv", "env", "disks", "mounts", "shares", "init_log", "nested_virt",
+        *OPTIONAL_PATHS, "nix_overlay")  # fmt: skip
 
 
 class Disk(NamedTuple):
@@ -63,6 +64,14 @@ class Mount(NamedTuple):
     source: str
     target: str
     readonly: bool
+
+
+class Share(NamedTuple):
+    """A host dir shared over virtiofs with ``tag`` besides the workspace (the guest init
+    mounts it where its contract says)."""
+
+    tag: str
+    source: str
 
 
 class NixOverlay(NamedTuple):
@@ -90,6 +99,7 @@ class LaunchConf(NamedTuple):
     workspace_target: str | None = None
     nix_overlay: NixOverlay | None = None
     mounts: tuple[Mount, ...] = ()
+    shares: tuple[Share, ...] = ()
     init_log: bool = False
     nested_virt: bool = False  # "auto": enabled when krun_check_nested_virt says supported
     task_lock: str | None = None  # held (shared) by the helper while the VM runs
@@ -105,6 +115,7 @@ def document(conf: LaunchConf) -> dict[str, object]:
         "disks": [{"id": d.block_id, "path": d.path, "readonly": d.readonly} for d in conf.disks],
         "mounts": [{"source": m.source, "target": m.target, "readonly": m.readonly}
                    for m in conf.mounts],
+        "shares": [{"tag": sh.tag, "source": sh.source} for sh in conf.shares],
         "init_log": conf.init_log, "nested_virt": conf.nested_virt,
     }  # fmt: skip
     for key in OPTIONAL_PATHS:
@@ -232,6 +243,13 @@ def parse(text: str, source: str = "launch.conf") -> LaunchConf:
                 m.target != posixpath.normpath(m.target):  # fmt: skip
             raise doc.error(f"mounts[{i}].target {m.target!r} is not a normalised absolute "
                             "guest path below /")  # fmt: skip
+    shares = tuple(Share(sh.string("tag"), sh.string("source"))
+                   for sh in doc.objects("shares", SHARE_KEYS))  # fmt: skip
+    seen = {doc.text("workspace_tag")}
+    for i, sh in enumerate(shares):
+        if not sh.tag or sh.tag in seen:
+            raise doc.error(f"shares[{i}].tag {sh.tag!r} is empty or not unique")
+        seen.add(sh.tag)
     nix = None
     if "nix_overlay" in doc.obj:
         n = _Reader(source, doc.obj["nix_overlay"], "nix_overlay", NIX_KEYS, NIX_KEYS)
@@ -240,7 +258,7 @@ def parse(text: str, source: str = "launch.conf") -> LaunchConf:
         task_rootfs=doc.string("task_rootfs"), ram_mib=doc.count("ram_mib"),
         vcpus=doc.count("vcpus"), workdir=doc.string("workdir"),
         exec_path=doc.string("exec_path"), argv=doc.strings("argv"), env=doc.strings("env"),
-        disks=disks, mounts=mounts, init_log=doc.flag("init_log"),
+        disks=disks, mounts=mounts, shares=shares, init_log=doc.flag("init_log"),
         nested_virt=doc.flag("nested_virt"), task_lock=doc.text("task_lock"),
         workspace_source=doc.text("workspace_source"), workspace_tag=doc.text("workspace_tag"),
         workspace_target=doc.text("workspace_target"), nix_overlay=nix, image=doc.text("image"),

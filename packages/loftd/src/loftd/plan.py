@@ -12,6 +12,7 @@ from pathlib import Path
 
 from agentbox_krun import enter, kvm, launchconf
 from agentbox_krun.launchconf import Disk, LaunchConf, Mount, NixOverlay
+from agentbox_state.errors import AgentboxError
 from agentbox_state.parse import format_size
 from agentbox_storage import taskroot
 from agentbox_storage.backends import Backend
@@ -136,6 +137,22 @@ def nix_overlay(face: Face, req: TaskRequest, source: Path | None) -> NixOverlay
                       os.fspath(base / "lease"))  # fmt: skip
 
 
+def _shares(face: Face, req: TaskRequest) -> tuple[tuple[launchconf.Share, ...], tuple[str, ...]]:
+    """The request's shares over virtiofs (tags after the workspace's) and the variable that
+    tells the guest where each goes; none without a workspace tag (they are grafted then)."""
+    if face.workspace_tag is None or not req.shares:
+        return (), ()
+    if face.shares_env is None:
+        raise AgentboxError(f"{face.name} cannot share more than the workspace")
+    import json
+
+    tags = [f"{face.workspace_tag}-{i}" for i in range(1, len(req.shares) + 1)]
+    listed = [[tag, sh.target, sh.readonly] for tag, sh in zip(tags, req.shares, strict=True)]
+    shares = tuple(launchconf.Share(tag, os.fspath(sh.source))
+                   for tag, sh in zip(tags, req.shares, strict=True))  # fmt: skip
+    return shares, (f"{face.shares_env}={json.dumps(listed, separators=(',', ':'))}",)
+
+
 def plan_task(face: Face, req: TaskRequest, host: HostFacts) -> TaskPlan:
     if host.cached is not None:
         source: Path | None = host.cached.rootfs
@@ -155,17 +172,20 @@ def plan_task(face: Face, req: TaskRequest, host: HostFacts) -> TaskPlan:
     nix = nix_overlay(face, req, source)
     workspace = os.fspath(req.workspace)
     tag = face.workspace_tag
+    shares, share_env = _shares(face, req)
     disks = tuple((spec, req.state_dir / spec.file_name) for spec in face.disks)
     launch = LaunchConf(
         task_rootfs=os.fspath(taskroot.layout(host.backends[0], task_dir).rootfs),
         ram_mib=req.ram_mib, vcpus=req.vcpus, workdir=WORKDIR,
         exec_path="/" + face.guest_init.lstrip("/"),
         argv=(*face.guest_argv, *(req.command or DEFAULT_COMMAND)),
-        env=guest_env(face, req),
+        env=(*guest_env(face, req), *share_env),
         disks=tuple(Disk(spec.block_id, os.fspath(path), False) for spec, path in disks),
         workspace_source=workspace if tag else None, workspace_tag=tag,
         workspace_target=WORKDIR if tag else None,
-        mounts=() if tag else (Mount(workspace, WORKDIR, False),),
+        mounts=() if tag else (Mount(workspace, WORKDIR, False), *(
+            Mount(os.fspath(sh.source), sh.target, sh.readonly) for sh in req.shares)),
+        shares=shares,
         nix_overlay=nix, init_log=face.init_log, nested_virt=face.nested_virt,
         task_lock=os.fspath(taskroot.task_lock(task_dir).path), image=req.image,
     )  # fmt: skip

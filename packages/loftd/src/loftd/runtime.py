@@ -39,6 +39,10 @@ class Face:
     # variable; without a tag the helper bind-mounts it into the root at /workspace
     workspace_tag: str | None = None
     workspace_tag_env: str | None = None
+    # the request's other host dirs (``TaskRequest.shares``), with a workspace tag: shared over
+    # virtiofs too and announced to the guest in this variable (a JSON list of [tag, target,
+    # readonly]); without a tag they are bind-mounted into the root like the workspace
+    shares_env: str | None = None
     guest_env: tuple[str, ...] = ()  # the app's own contract (disks, features), after the rest
     # /nix as a kernel overlay on the host, mounted by the helper on the task root's /nix (the
     # image's /nix below, a persistent upper in this dir of the workspace state); None: the guest
@@ -46,6 +50,15 @@ class Face:
     nix_overlay_dir: str | None = None
     init_log: bool = False  # krun_init_log rather than krun_set_log_level
     nested_virt: bool = False  # ask krun_check_nested_virt, enable when supported
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """A host dir the guest sees at ``target`` (absolute) besides the workspace."""
+
+    source: Path
+    target: str
+    readonly: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +78,7 @@ class TaskRequest:
     preserve: bool = False
     pull: str = "never"  # Buildah's policy: never, missing, or always (ingest even on a hit)
     guest_init_override: Path | None = None
+    shares: tuple[Share, ...] = ()  # more host dirs for the guest (an agent's git dir)
     profile: bool = False  # with debug: the guest init prints its own profile report
     debug: bool = False
 

@@ -19,6 +19,7 @@ FACE = Face(
     guest_argv=("agentbox-guest-init", "microvm", "enter", "--"),
     disks=(MICROVM_NIX, MICROVM_CONTAINERS),
     workspace_tag="agentbox-workspace", workspace_tag_env="AGENTBOX_MICROVM_WORKSPACE_TAG",
+    shares_env="AGENTBOX_MICROVM_SHARES",
     guest_env=(
         "AGENTBOX_KVM_DROP_TO_DEV=1",
         "AGENTBOX_LIBKRUN_NIX_OVERLAY=1", "AGENTBOX_LIBKRUN_CONTAINERS_STORAGE=1",

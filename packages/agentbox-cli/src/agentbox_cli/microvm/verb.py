@@ -35,7 +35,7 @@ def run(ctx: Context) -> int:
     from agentbox_storage.backends import Backend, parse_backend
     from loftd.facts import probe_host
     from loftd.plan import plan_task
-    from loftd.runtime import TaskRequest
+    from loftd.runtime import Share, TaskRequest
 
     if ctx.flags.pull_latest:
         raise UsageError(
@@ -53,6 +53,13 @@ def run(ctx: Context) -> int:
 
     refuse_unenforced(ctx.config, verb="microvm")
     workspace = ctx.mounted_workspace()
+    runner = ctx.runner()
+    shares: tuple[Share, ...] = ()
+    if ctx.flags.agent is not None:
+        from agentbox_cli.agents.enter import enter
+
+        workspace, git = enter(ctx, workspace, runner)
+        shares = tuple(Share(m.source, m.target, m.readonly) for m in git)
     image = ctx.flags.image.value if isinstance(ctx.flags.image.value, str) else LOCAL_IMAGE
     request = TaskRequest(
         image=image, backend=backend, workspace=Path(workspace.path),
@@ -62,9 +69,8 @@ def run(ctx: Context) -> int:
         vcpus=vcpus(os.cpu_count() or 1), root=ctx.flags.root,
         preserve=ctx.args.flag("preserve_debug"),
         guest_init_override=Path(guest_init).absolute() if guest_init else None,
-        profile=ctx.flags.profile, debug=ctx.flags.debug,
+        shares=shares, profile=ctx.flags.profile, debug=ctx.flags.debug,
     )  # fmt: skip
-    runner = ctx.runner()
     host = probe_host(FACE, request, runner, ctx.profiler, environ=ctx.environ)
     plan = plan_task(FACE, request, host)
     if ctx.flags.dry_run:
@@ -81,4 +87,5 @@ MICROVM = Verb(
     run,
     OPTIONS,
     runs_command=True,
+    agent=True,
 )
