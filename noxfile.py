@@ -104,8 +104,9 @@ def types(session: nox.Session) -> None:
     session.install(MYPY, PYTEST, "nox", "podman>=4.3", "dataclasses-json>=0.6",
                     "typing-extensions>=4.6", "jsonschema>=4.18", "uvloop>=0.21",
                     "types-jsonschema", "types-PyYAML")  # fmt: skip
+    # bench/ is a dir of scripts that import each other (``testuser``) by their dir
     session.run("mypy", *(f"packages/{p}/src" for p in PACKAGES), "tests/support/src", "bench",
-                "noxfile.py", *session.posargs)  # fmt: skip
+                "noxfile.py", *session.posargs, env={"MYPYPATH": "bench"})  # fmt: skip
     for tests in [*(f"packages/{p}/tests" for p in PACKAGES), "tests"]:
         session.run("mypy", tests, *session.posargs, env={"MYPYPATH": tests})
 
@@ -304,7 +305,8 @@ def freeze(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Ratios against the raw tools (prints, never fails): command-line start-up against
-    `python -c pass`; btrfs-snapshot task roots against bare snapshots and `cp -a`; container
+    `python -c pass`; btrfs-snapshot task roots against bare snapshots and `cp -a`; snapshots
+    against bare reflink copies; the 4th parallel agent against the 1st; container
     mode against bare `podman run`; the direct-libkrun host pipeline against snapshot + delete;
     the egress proxy's time to first byte against a direct connection."""
     # Compile bytecode at install time, as pip does for users (uv does not by default).
@@ -313,6 +315,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/startup.py", *session.posargs)
     session.run("python", "bench/storage.py", *session.posargs)
     session.run("python", "bench/snapshot.py", *session.posargs)
+    session.run("python", "bench/agents.py", *session.posargs)
     session.run("python", "bench/container.py", *session.posargs)
     session.run("python", "bench/microvm.py", *session.posargs)
     session.run("python", "bench/egress.py", *session.posargs)

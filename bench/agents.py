@@ -1,6 +1,7 @@
 """Parallel agents of one project: what starting one more costs, in time and in disk.
 
-As root, with the state dir on a loop-mounted btrfs (so that an agent's state is forked by
+As the ordinary test user (root mounts the btrfs and switches to the user, as bench/container.py
+does), with the state dir on a loop-mounted btrfs (so that an agent's state is forked by
 reflink) and a git repository as the project: the project is used once (`agentbox container
 -- true`), its state is given data (BENCH_AGENTS_GB, default 2: a sparse 64 GiB raw disk and a
 cargo dir), then agents a1 to a4 are started one after the other (`agentbox --agent aN
@@ -21,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from testuser import USER, as_user, test_user, user_code
+
 from agentbox_testing import btrfs_loop
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
@@ -31,11 +34,11 @@ GIB = 1024**3
 CHUNK = 64 * 1024**2
 
 
-def run(argv: list[str], env: dict[str, str], cwd: Path) -> float:
+def run(argv: list[str], cwd: Path) -> float:
     """Milliseconds ``argv`` took; a failure ends the bench with its output."""
     start = time.perf_counter()
-    done = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, check=False)  # fmt: skip
     elapsed = (time.perf_counter() - start) * 1000
     if done.returncode != 0:
         sys.exit(f"agents bench: {shlex.join(argv)} exited {done.returncode}:\n{done.stderr}")
@@ -67,47 +70,61 @@ def seed(state: Path, data: int) -> None:
 
 
 def main() -> int:
+    pw = test_user()
+    if pw is None:
+        print(f"agents bench skipped: no user {USER} (scripts/test creates it)")
+        return 0
     if os.geteuid() != 0:
         print("agents bench skipped: it needs root for a loop-mounted btrfs")
-        return 0
-    if subprocess.run(["podman", "image", "exists", IMAGE], check=False).returncode != 0:
-        print(f"agents bench skipped: no {IMAGE} (agentbox image build makes it)")
         return 0
     starts: list[list[float]] = [[] for _ in range(AGENTS)]
     with (
         tempfile.TemporaryDirectory(prefix="agentbox-bench-") as tmp,
         btrfs_loop(Path(tmp) / "fs.img", Path(tmp) / "mnt", size=f"{int(DATA_GB) + 6}G") as mnt,
     ):
-        project, home = Path(tmp) / "project", Path(tmp) / "home"
+        os.chmod(tmp, 0o755)
+        os.chown(mnt, pw.pw_uid, pw.pw_gid)
+        project = Path(tmp) / "project"
         project.mkdir()
-        home.mkdir()
-        env = {"HOME": os.fspath(home), "XDG_STATE_HOME": os.fspath(mnt / "state"),
-               "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-               "GIT_CONFIG_GLOBAL": os.devnull}  # fmt: skip
+        os.chown(project, pw.pw_uid, pw.pw_gid)
+        user = as_user(pw, user_code(Path(tmp)), XDG_STATE_HOME=os.fspath(mnt / "state"),
+                       GIT_CONFIG_GLOBAL=os.devnull)  # fmt: skip
+        if subprocess.run([*user, "podman", "image", "exists", IMAGE], cwd="/",
+                          check=False).returncode != 0:  # fmt: skip
+            print(f"agents bench skipped: {USER} has no {IMAGE} (the integration tests load it)")
+            return 0
+        # rootless Podman's pause process holds the mount namespace its containers start in:
+        # one started before this mount would not see it
+        run([*user, "podman", "system", "migrate"], project)
         for git in (["init", "--quiet", "--initial-branch=main"],
                     ["-c", "user.name=b", "-c", "user.email=b@example.org", "commit",
                      "--quiet", "--allow-empty", "-m", "first"]):  # fmt: skip
-            run(["git", *git], env, project)
-        agentbox = [sys.executable, "-m", "agentbox_cli"]
-        run([*agentbox, "container", "--", "true"], env, project)  # the project, used once
+            run([*user, "git", *git], project)
+        agentbox = [*user, "python3", "-m", "agentbox_cli"]
+        run([*agentbox, "container", "--", "true"], project)  # the project, used once
         [state] = (mnt / "state/agentbox/workspaces").iterdir()
         seed(state, int(DATA_GB * GIB))
+        subprocess.run(["chown", "-R", f"{pw.pw_uid}:{pw.pw_gid}", os.fspath(state / "cargo"),
+                        os.fspath(state / "libkrun-nix.raw")], check=True)  # fmt: skip
         before = used_bytes(mnt)
         used: list[int] = []
         try:
             for r in range(RUNS):
                 for n in range(AGENTS):
                     argv = [*agentbox, "--agent", f"r{r}a{n + 1}", "container", "--", "true"]
-                    starts[n].append(run(argv, env, project))
+                    starts[n].append(run(argv, project))
                     if r == 0:
                         used.append(used_bytes(mnt))
+                        forked = state.parent / f"{state.name}-agent-r0a{n + 1}/libkrun-nix.raw"
+                        if not forked.is_file():  # the figures would be of empty agents
+                            sys.exit(f"agents bench: agent r0a{n + 1} was not forked")
         finally:
             # what the idle reaper does after the grace: each sidecar's overlay unmounted, so
             # that the loop filesystem can go
             for ws in (mnt / "state/agentbox/workspaces").iterdir():
                 run([*agentbox, "internal", "sidecar-reap", "--", os.fspath(ws), IMAGE, "0"],
-                    env, project)  # fmt: skip
-            subprocess.run(["pkill", "-f", f"sidecar-reap -- {mnt}"], check=False)
+                    project)  # fmt: skip
+            subprocess.run(["pkill", "-u", USER, "-f", f"sidecar-reap -- {mnt}"], check=False)
     one, four = used[0] - before, used[-1] - before
     first = statistics.median(starts[0])
     print(f"parallel agents, {DATA_GB:g} GB of project state on btrfs, median of {RUNS} rounds "

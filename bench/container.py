@@ -11,11 +11,8 @@ it). Targets: cold <= 1.5x, warm <= 1.1x bare. Prints numbers; never fails on th
 
 from __future__ import annotations
 
-import importlib
 import os
-import pwd
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -23,17 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from testuser import USER, as_user, test_user, user_code
+
 RUNS = int(os.environ.get("BENCH_RUNS", "10"))
 IMAGE = "localhost/agentbox:latest"
-USER = os.environ.get("AGENTBOX_TEST_USER", "agentbox-test")
-PACKAGES = ["agentbox_cli", "agentbox_state", "agentbox_storage", "agentbox_podman",
-            "agentbox_krun", "loftd", "agentbox_guest_init"]  # fmt: skip
 
 
 def main() -> int:
-    try:
-        pw = pwd.getpwnam(USER)
-    except KeyError:
+    pw = test_user()
+    if pw is None:
         print(f"container bench skipped: no user {USER} (scripts/test creates it)")
         return 0
     if os.geteuid() != 0:
@@ -41,20 +36,11 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="agentbox-bench-") as tmp:
         os.chmod(tmp, 0o755)
-        code = Path(tmp) / "code"
-        for name in PACKAGES:
-            module = importlib.import_module(name)
-            assert module.__file__ is not None
-            shutil.copytree(Path(module.__file__).parent, code / name)
-        # compiled as an install compiles it (pip does): the test user cannot write the
-        # copy's __pycache__, and recompiling every module on every run is no user's start-up
-        subprocess.run(["python3", "-m", "compileall", "-q", str(code)], check=True)
-        subprocess.run(["chmod", "-R", "a+rX", str(code)], check=True)
+        code = user_code(Path(tmp))
         project = Path(tmp) / "bench-project"
         project.mkdir()
         os.chown(project, pw.pw_uid, pw.pw_gid)
-        env = ["env", "-i", f"HOME={pw.pw_dir}", "PATH=/usr/bin:/bin", f"PYTHONPATH={code}"]
-        user = ["runuser", "-u", USER, "--", *env]
+        user = as_user(pw, code)
 
         def timed(argv: list[str], **extra: str) -> float:
             start = time.perf_counter()

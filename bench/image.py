@@ -13,9 +13,7 @@ and uses the cached stages of the machine's own storage instead.
 
 from __future__ import annotations
 
-import importlib
 import os
-import pwd
 import shutil
 import statistics
 import subprocess
@@ -24,12 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from testuser import USER, as_user, test_user, user_code
+
 RUNS = int(os.environ.get("BENCH_RUNS", "10"))
 IMAGE = "localhost/agentbox-bench:latest"
-USER = os.environ.get("AGENTBOX_TEST_USER", "agentbox-test")
 FIRST = os.environ.get("BENCH_IMAGE_FIRST", "1") != "0"
-PACKAGES = ["agentbox_cli", "agentbox_state", "agentbox_storage", "agentbox_podman",
-            "agentbox_krun", "loftd", "agentbox_guest_init"]  # fmt: skip
 AGENTBOX = Path(sys.executable).parent / "agentbox"
 
 
@@ -66,24 +63,17 @@ def image_size(env: dict[str, str]) -> int:
 
 
 def warm_ratio(env: dict[str, str], tmp: Path) -> None:
-    try:
-        pw = pwd.getpwnam(USER)
-    except KeyError:
+    pw = test_user()
+    if pw is None:
         print(f"  container run skipped: no user {USER} (scripts/test creates it)")
         return
     os.chmod(tmp, 0o755)
     archive = tmp / "image.tar"
-    code = tmp / "code"
-    for name in PACKAGES:
-        module = importlib.import_module(name)
-        assert module.__file__ is not None
-        shutil.copytree(Path(module.__file__).parent, code / name)
-    subprocess.run(["chmod", "-R", "a+rX", os.fspath(code)], check=True)
+    code = user_code(tmp)
     project = tmp / "bench-image-project"
     project.mkdir()
     os.chown(project, pw.pw_uid, pw.pw_gid)
-    user = ["runuser", "-u", USER, "--", "env", "-i", f"HOME={pw.pw_dir}", "PATH=/usr/bin:/bin",
-            f"PYTHONPATH={code}", f"AGENTBOX_IMAGE={IMAGE}"]  # fmt: skip
+    user = as_user(pw, code, AGENTBOX_IMAGE=IMAGE)
 
     def timed(argv: list[str], **extra: str) -> float:
         start = time.perf_counter()
