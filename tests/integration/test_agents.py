@@ -215,3 +215,42 @@ def test_without_reflink_a_new_agent_starts_empty_and_says_why(repo_box: UserBox
     finally:
         box.run("internal", "sidecar-reap", "--", str(box.state_dir),
                 "localhost/agentbox:latest", "0")  # fmt: skip
+
+
+@pytest.mark.btrfs
+def test_a_rootless_agent_forks_the_projects_nix_upper_on_btrfs(
+    user_image: str, user_box: Callable[..., UserBox]
+) -> None:
+    """The state on a loop btrfs, as the test user: what the project's /nix upper holds (it
+    is written in the user namespace, so it is copied there, by reflink) is in the agent's
+    /nix on its first run, and the agent's later writes stay its own."""
+    import tempfile
+
+    from agentbox_testing import btrfs_loop
+
+    with (
+        tempfile.TemporaryDirectory(prefix="agentbox-agents-") as tmp,
+        btrfs_loop(Path(tmp) / "s.img", Path(tmp) / "s", size="2G") as mnt,
+    ):
+        os.chmod(tmp, 0o755)
+        box = user_box(XDG_STATE_HOME=str(mnt))
+        os.chown(mnt, box.pw.pw_uid, box.pw.pw_gid)
+        init_repo(box)
+        # rootless Podman's pause process holds the mount namespace its containers start in:
+        # one started before this mount would not see it
+        box.podman("system", "migrate")
+        try:
+            first = box.run("container", "--", "true")
+            assert first.returncode == 0, first.stderr
+            marker = box.state_dir / "nix/upper/marker"
+            box.podman("unshare", "sh", "-c", f"echo from-the-project > {marker}")
+            agent = box.run("--agent", "a1", "container", "--", "cat", "/nix/marker")
+            assert (agent.returncode, agent.stdout) == (0, "from-the-project\n"), agent.stderr
+            assert "agent a1 forked the project's nix/upper (reflink)" in agent.stderr
+            box.podman("unshare", "sh", "-c", f"echo changed > {marker}")
+            again = box.run("--agent", "a1", "container", "--", "cat", "/nix/marker")
+            assert (again.returncode, again.stdout) == (0, "from-the-project\n"), again.stderr
+        finally:
+            box.run("internal", "sidecar-reap", "--", str(box.state_dir),
+                    "localhost/agentbox:latest", "0")  # fmt: skip
+            reap(box, "a1")

@@ -180,11 +180,11 @@ def _entering(home: Path, name: str, out: list[str], err: list[str]) -> threadin
 def test_a_second_start_of_an_agent_waits_for_the_first_ones_setup(
     tmp_path: Path, repo: Path
 ) -> None:
-    """While one start of agent a1 makes its state and worktree (it holds the project's lock
-    agent-a1), another waits, says for whom, and then uses what the first made."""
+    """While one start of agent a1 makes its state and worktree (it holds the agent's lock),
+    another waits, says for whom, and then uses what the first made."""
     ws = Workspace.from_path(repo)
     state = tmp_path / ".local/state/agentbox/workspaces" / ws.key
-    setup = FileLock(state / "locks" / "agent-a1.lock", what="test")
+    setup = FileLock(state.parent / f".{ws.key}-agent-a1.lock", what="test")
     setup.acquire()  # as a first start does while it forks and adds the worktree
     out: list[str] = []
     err: list[str] = []
@@ -193,7 +193,7 @@ def test_a_second_start_of_an_agent_waits_for_the_first_ones_setup(
         deadline = time.monotonic() + 10
         while not err and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert err == [f"waiting for agent-a1 of {repo}: held by pid {os.getpid()} since "
+        assert err == [f"waiting for agent a1 of {repo}: held by pid {os.getpid()} since "
                        + err[0].rpartition(" since ")[2]]  # fmt: skip
         assert not (state.parent / f"{ws.key}-agent-a1").exists()  # nothing made meanwhile
     finally:

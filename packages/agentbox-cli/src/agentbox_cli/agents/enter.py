@@ -7,6 +7,7 @@ from pathlib import Path
 
 from agentbox_cli.agents.setup import prepare
 from agentbox_cli.agents.worktree import agent_of
+from agentbox_state.lock import FileLock
 from agentbox_state.workspace import Workspace
 
 TYPE_CHECKING = False
@@ -57,15 +58,18 @@ def existing(ctx: Context, project: Workspace) -> Workspace:
 
 def enter(ctx: Context, project: Workspace, runner: Runner) -> tuple[Workspace, tuple[Mount, ...]]:
     """The agent's workspace and git mounts, its state and worktree made first if need be:
-    under the lock ``agent-NAME`` of the project, so that two starts of one agent at once
-    neither fork nor add its worktree twice (the second waits, then finds them made)."""
+    under the agent's lock (``workspaces/.<agent key>.lock``), so that two starts of one agent
+    at once neither fork nor add its worktree twice (the second waits, then finds them made)."""
     assert ctx.flags.agent is not None
     agent = agent_of(Path(project.path), project.key, ctx.paths.workspaces, ctx.flags.agent)
     layout = ctx.paths.layout(project)
     if ctx.flags.dry_run:  # nothing is made, so nothing is locked
         prepared = prepare(agent, runner, err=ctx.err, dry_run=True)
     else:
-        lock = layout.lock(f"agent-{agent.name}")
+        # beside the agents' state dirs, not in the project's locks (held, one of those says
+        # the project's state is in use, and a fork would not be made)
+        lock = FileLock(ctx.paths.workspaces / f".{agent.key}.lock",
+                        what=f"agent {agent.name} of {project.path}")  # fmt: skip
         lock.acquire(wait=SETUP_WAIT_SECONDS, on_wait=ctx.err)
         try:
             if not agent.state_dir.exists():
