@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from agentbox_cli.snapshot import plan as planner
-from agentbox_cli.snapshot.facts import Present, SnapshotFacts, Taken, snapshot_facts
-from agentbox_cli.snapshot.plan import Copy, Remove, Rename, SnapshotError, WriteManifest
+from agentbox_cli.container.sidecar import snapshot_hooks
 from agentbox_state.lock import FileLock
 from agentbox_state.testing import RecordingRunner
 from agentbox_storage.snapshot import DIR, FILE, Item, Manifest
+from loftd.snapshot import plan as planner
+from loftd.snapshot.facts import Present, SnapshotFacts, Taken, snapshot_facts
+from loftd.snapshot.plan import Copy, Remove, Rename, SnapshotError, WriteManifest
 
 S = Path("/state/ws")
 DISK = Present(path="microvm-nix.raw", kind=FILE, size=64 * 2**30, allocated=2**31)
@@ -26,6 +27,7 @@ BAD = Taken(name="bad", manifest=None, problem="the snapshot manifest ... is not
 
 def facts(**kw: object) -> SnapshotFacts:
     base: dict[str, object] = {
+        "app": "agentbox",
         "state_dir": S,
         "items": (DISK, UPPER),
         "snapshots": (GOOD, BAD),
@@ -148,7 +150,7 @@ def test_facts_from_a_real_tree_and_real_locks(tmp_path: Path) -> None:
     with open(state / "microvm-nix.raw", "wb") as f:
         f.truncate(2**30)
     (state / "snapshots" / "broken").mkdir(parents=True)
-    found = snapshot_facts(state, RecordingRunner())
+    found = snapshot_facts(state, RecordingRunner(), snapshot_hooks(), app="agentbox")
     assert [(i.path, i.kind, i.size) for i in found.items] == [
         ("microvm-nix.raw", FILE, 2**30),
         ("nix/upper", DIR, 3),
@@ -162,12 +164,12 @@ def test_facts_from_a_real_tree_and_real_locks(tmp_path: Path) -> None:
     assert found.running == ()
     assert (found.mounted, found.image) == ((), "")
     (state / "nix-sidecar.state").write_text('{"image_id": "sha256:i", "mounted": "sha256:i"}')
-    found = snapshot_facts(state, RecordingRunner())
+    found = snapshot_facts(state, RecordingRunner(), snapshot_hooks(), app="agentbox")
     assert (found.mounted, found.image) == (("nix/merged",), "sha256:i")  # a kept overlay
     lease = FileLock(state / "microvm-nix.raw.lease", what="disk")
     lease.acquire()
     try:
-        (why,) = snapshot_facts(state, RecordingRunner()).running
+        (why,) = snapshot_facts(state, RecordingRunner(), snapshot_hooks(), app="agentbox").running
     finally:
         lease.release()
     assert why.startswith(f"disk microvm-nix.raw is attached (leased by pid {os.getpid()} since ")

@@ -72,7 +72,7 @@ def test_create_change_restore_is_byte_identical(tmp_path: Path, project: Path) 
     assert (project / "snapshots" / "one" / "microvm-nix.raw").exists()  # still usable
     code, out, _ = run(tmp_path, "snapshot", "list", "--json")
     report = json.loads(out)
-    assert problems(report, load_schema("agentbox_cli.snapshot")) == []
+    assert problems(report, load_schema("loftd.snapshot")) == []
     names = [s["name"] for s in report["snapshots"]]
     assert names[0].startswith("auto-before-restore-")
     assert names[1] == "one"
@@ -145,12 +145,12 @@ def test_without_reflink_create_says_what_copy_would_cost(tmp_path: Path, projec
 
 def test_holding_keeps_runs_out_and_refuses_a_held_lock(project: Path) -> None:
     from agentbox_cli.container import sidecar
-    from agentbox_cli.snapshot.execute import holding
-    from agentbox_cli.snapshot.plan import SnapshotError
     from agentbox_state.errors import LockHeldError
     from agentbox_storage import disks
+    from loftd.snapshot.execute import holding
+    from loftd.snapshot.plan import SnapshotError
 
-    with holding(project):  # what a starting run meets meanwhile
+    with holding(project, sidecar.snapshot_hooks()):  # what a starting run meets meanwhile
         with pytest.raises(LockHeldError):
             disks.lease(project / "microvm-nix.raw").acquire()
         with pytest.raises(LockHeldError):
@@ -160,7 +160,7 @@ def test_holding_keeps_runs_out_and_refuses_a_held_lock(project: Path) -> None:
     try:
         with (
             pytest.raises(SnapshotError, match=r"^refusing to change snapshots while the "),
-            holding(project),
+            holding(project, sidecar.snapshot_hooks()),
         ):
             pytest.fail("not reached")
     finally:

@@ -186,3 +186,41 @@ def test_the_home_directory_is_refused_as_the_workspace(
     err = capsys.readouterr().err
     assert f"refusing the workspace {home}: it is your home directory" in err, err
     assert "hint: cd into the project's own directory, or pass --allow-home" in err, err
+
+
+def test_loftd_snapshots_its_own_state(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``loftd snapshot`` (the same verb as agentbox's, with loftd's names and state): its
+    disk and /nix overlay upper are taken (full copies: --copy where the temp dir cannot
+    reflink), restored byte for byte, and a run holding the overlay's lease keeps it out."""
+    from agentbox_state.lock import FileLock
+    from agentbox_state.workspace import Workspace
+
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin"}
+    state = home / ".local/state/loftd/workspaces" / Workspace.from_path(home / "proj").key
+    (state / "nix-overlay/upper/store").mkdir(parents=True)
+    (state / "nix-overlay/upper/store/pkg").write_bytes(b"v1")
+    with open(state / "loftd-containers.raw", "wb") as f:
+        f.truncate(2**20)
+        f.write(b"disk v1")
+    assert main(["snapshot", "create", "one", "--copy"], env) == 0
+    assert capsys.readouterr().out == f"created snapshot one of {home}/proj\n"
+    (state / "nix-overlay/upper/store/pkg").write_bytes(b"v2")
+    assert main(["snapshot", "list"], env) == 0
+    assert capsys.readouterr().out.startswith("one  ")
+    assert main(["snapshot", "restore", "one", "--copy", "--discard-current"], env) == 0
+    assert (state / "nix-overlay/upper/store/pkg").read_bytes() == b"v1"
+    assert (state / "loftd-containers.raw").read_bytes()[:7] == b"disk v1"
+    lease = FileLock(state / "nix-overlay/lease", what="a run")
+    lease.acquire()  # as the helper holds it while the VM runs
+    try:
+        assert main(["snapshot", "create", "two", "--copy"], env) == 1
+    finally:
+        lease.release()
+    err = capsys.readouterr().err
+    assert err.startswith("loftd: refusing to snapshot it as 'two' while the project's state is "
+                          "in use: nix-overlay/lease is held by pid ")  # fmt: skip
+    assert err.endswith("hint: wait for that task to end (or stop it) and retry; nothing "
+                        "changed\n")  # fmt: skip
+    assert not (state / "snapshots/two").exists()
+    assert main(["snapshot", "delete", "nope"], env) == 1
+    assert "hint: loftd snapshot list shows them" in capsys.readouterr().err

@@ -12,14 +12,25 @@ from agentbox_cli.kube.verb import KUBE
 from agentbox_cli.libkrun.verb import LIBKRUN
 from agentbox_cli.microvm.verb import MICROVM
 from agentbox_cli.schema import SPEC
-from agentbox_cli.snapshot.verb import SNAPSHOT
 from agentbox_cli.tasks.verb import KILL, PS, STOP
 from agentbox_state.cli.console import console_main
 from agentbox_state.cli.verbs import COMPLETION, CONFIG, PATHS
+from loftd.snapshot.verb import snapshot_verb
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+
+    from loftd.snapshot import StateHooks
+
+
+def _snapshot_hooks() -> StateHooks:
+    from agentbox_cli.container.sidecar import snapshot_hooks
+
+    return snapshot_hooks()
+
+
+SNAPSHOT = snapshot_verb(_snapshot_hooks)
 
 VERBS = (LIBKRUN, CONTAINER, MICROVM, PATHS, CONFIG, IMAGE, DOCTOR, DISKS, GC, FORGET, PS, STOP,
          KILL, AGENTS, SNAPSHOT, KUBE, COMPLETION, INTERNAL)  # fmt: skip

@@ -58,6 +58,14 @@ def format_size(size: int) -> str:
     return f"{size}B"
 
 
+def human_size(size: int) -> str:
+    """A byte count for people to read, to one decimal (``1.5 GiB``)."""
+    for unit, factor in (("TiB", TIB), ("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= factor:
+            return f"{size / factor:.1f} {unit}"
+    return f"{size} B"
+
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 BOOL_ACCEPTED = "1, true, yes or on to enable; 0, false, no or off to disable"

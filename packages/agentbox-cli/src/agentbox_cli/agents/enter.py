@@ -26,8 +26,9 @@ def _fork(ctx: Context, project_state: Path, agent_state: Path, runner: Runner) 
 
     if not persistent_items(project_state):
         return []
-    from agentbox_cli.keep.facts import mount_points, project_facts
+    from agentbox_cli.keep.facts import project_facts
     from agentbox_cli.keep.plan import plan_forget
+    from agentbox_storage.statedir import mount_points
 
     facts = project_facts(project_state, runner, current=False, mounts=mount_points())
     busy = plan_forget(facts, project_state.name).running

@@ -54,7 +54,7 @@ def report(project: str, facts: list[AgentFact]) -> dict[str, object]:
 
 
 def render(doc: dict[str, object]) -> str:
-    from agentbox_cli.keep.plan import human
+    from agentbox_state.parse import human_size as human
 
     agents = doc["agents"]
     assert isinstance(agents, list)

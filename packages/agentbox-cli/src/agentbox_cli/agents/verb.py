@@ -22,9 +22,10 @@ FORCE = Option("--force", "remove: also a worktree with uncommitted changes (the
 
 def _fact(name: str, state_dir: Path, runner: Runner) -> AgentFact:
     from agentbox_cli.agents.inventory import AgentFact
-    from agentbox_cli.keep.facts import mount_points, project_facts
+    from agentbox_cli.keep.facts import project_facts
     from agentbox_cli.keep.plan import plan_forget
     from agentbox_storage.extents import shared_bytes
+    from agentbox_storage.statedir import mount_points
 
     project = project_facts(state_dir, runner, current=False, mounts=mount_points())
     worktree = state_dir / "worktree"
@@ -56,10 +57,12 @@ def _remove(ctx: Context) -> int:
     from pathlib import Path
 
     from agentbox_cli.agents.worktree import agent_of, remove_argv, status_argv
-    from agentbox_cli.keep.facts import mount_points, project_facts
-    from agentbox_cli.keep.plan import human, plan_forget
+    from agentbox_cli.keep.facts import project_facts
+    from agentbox_cli.keep.plan import plan_forget
     from agentbox_state.errors import AgentboxError, UsageError
+    from agentbox_state.parse import human_size as human
     from agentbox_state.workspace import current_workspace
+    from agentbox_storage.statedir import mount_points
 
     if len(ctx.args.command) != 1:
         raise UsageError("agents remove takes one agent NAME", hint="see 'agentbox agents'")

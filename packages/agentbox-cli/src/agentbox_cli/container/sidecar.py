@@ -40,6 +40,10 @@ from agentbox_state.errors import AgentboxError, CommandError
 from agentbox_state.lock import FileLock
 from agentbox_state.runner import Runner, command_failed
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from loftd.snapshot import StateHooks
+
 
 def setup_lock(state_dir: Path) -> FileLock:
     return FileLock(state_dir / "locks" / "sidecar.lock", what=f"the Nix sidecar of {state_dir}")
@@ -47,6 +51,25 @@ def setup_lock(state_dir: Path) -> FileLock:
 
 def users_lock(state_dir: Path) -> FileLock:
     return FileLock(state_dir / "locks" / "sidecar-users.lock", what="the Nix sidecar's tasks")
+
+
+def snapshot_hooks() -> StateHooks:
+    """What ``agentbox snapshot`` keeps out and reads of container mode: a starting task waits
+    for ``sidecar.lock``; ``sidecar-users.lock``, taken exclusively, means no task runs; the
+    state record names the image the sidecar ran and whether its overlay is kept mounted."""
+    from loftd.snapshot import StateHooks
+
+    def locks(state_dir: Path) -> list[FileLock]:
+        return [setup_lock(state_dir), users_lock(state_dir)] if (state_dir / "nix").is_dir() \
+            else []  # fmt: skip
+
+    def recorded(state_dir: Path) -> dict[str, str]:
+        try:
+            return read_state(state_dir / "nix-sidecar.state")
+        except AgentboxError:
+            return {}
+
+    return StateHooks(locks=locks, recorded=recorded)
 
 
 # The state file's keys (a JSON record, agentbox_state.recordfile), each a string; written in

@@ -18,6 +18,7 @@ from agentbox_state.runner import Runner
 from agentbox_storage import disks, taskroot
 from agentbox_storage.disks import DiskUsage
 from agentbox_storage.imagecache import ImageCache
+from agentbox_storage.statedir import lock_files, mount_points, names
 
 TASK_MIN_AGE = 60.0  # seconds: loftd.execute.GC_MIN_AGE (a task dir this young may be starting)
 SIDECAR_STATE = "nix-sidecar.state"  # container mode's (agentbox_cli.container.plan)
@@ -104,16 +105,6 @@ class KeepFacts:
     sccache_usage: Usage
 
 
-def mount_points() -> frozenset[str]:
-    """Every mount point of this mount namespace (``/proc/self/mountinfo``'s fifth field)."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8") as f:
-            fields = [line.split() for line in f]
-    except OSError:
-        return frozenset()
-    return frozenset(x[4].replace("\\040", " ") for x in fields if len(x) > 4)
-
-
 def tree_usage(path: Path, mounts: frozenset[str] = frozenset()) -> Usage:
     """Apparent and allocated bytes of a file or tree, not descending into mounts (a task's
     fuse-overlay shows the image) nor following symlinks; what cannot be read is not counted."""
@@ -140,23 +131,6 @@ def tree_usage(path: Path, mounts: frozenset[str] = frozenset()) -> Usage:
 def _lease(path: Path) -> LeaseFact | None:
     probe = FileLock(path, what=path.name).probe()
     return None if probe is None else LeaseFact(path=path, probe=probe)
-
-
-def _names(directory: Path) -> list[str]:
-    try:
-        return sorted(os.listdir(directory))
-    except OSError:
-        return []
-
-
-def lock_files(state_dir: Path) -> list[Path]:
-    """The lock and lease files of a project: ``locks/*.lock``, ``<disk>.lease``,
-    ``<dir>/lease`` (loftd's /nix overlay) and each task's ``tasks/*/.task.lock``."""
-    found = [state_dir / "locks" / n for n in _names(state_dir / "locks") if n.endswith(".lock")]
-    found += [state_dir / n for n in _names(state_dir) if n.endswith(".lease")]
-    found += [state_dir / n / "lease" for n in _names(state_dir)]
-    found += [state_dir / "tasks" / n / taskroot.LOCK_NAME for n in _names(state_dir / "tasks")]
-    return sorted(p for p in found if p.is_file() and not p.is_symlink())
 
 
 def _sidecar(state_dir: Path) -> SidecarFact | None:
@@ -195,7 +169,7 @@ def _tasks(tasks_dir: Path, runner: Runner, mounts: frozenset[str]) -> tuple[Tas
 def project_facts(state_dir: Path, runner: Runner, *, current: bool,
                   mounts: frozenset[str]) -> ProjectFacts:  # fmt: skip
     found_disks, trees = [], []
-    for path in [state_dir / n for n in _names(state_dir) if n.endswith(".raw")]:
+    for path in [state_dir / n for n in names(state_dir) if n.endswith(".raw")]:
         lease_path = disks.lease(path).path
         stamps = [os.lstat(p).st_mtime for p in (path, lease_path) if os.path.lexists(p)]
         found_disks.append(DiskFact(usage=disks.disk_usage(path, runner),
@@ -231,7 +205,7 @@ def keep_facts(base: Path, images: Path, sccache: Path, workspaces: Path, runner
                               usage=tree_usage(e.path, mounts))
                     for e in cache.entries())  # fmt: skip
     staging = tuple((p, tree_usage(p, mounts)) for p in cache.clean_staging(runner, dry_run=True))
-    locks = [images / a / n for a in _names(images) for n in _names(images / a)
+    locks = [images / a / n for a in names(images) for n in names(images / a)
              if n.startswith(".") and n.endswith(".lock")]  # fmt: skip
     image_leases = [lease for p in locks if (lease := _lease(p)) is not None]
     return KeepFacts(

@@ -15,18 +15,12 @@ from pathlib import Path
 
 from agentbox_cli.keep.facts import KeepFacts, LeaseFact, ProjectFacts, SidecarFact, TaskFact
 from agentbox_state.lock import LockProbe
+from agentbox_state.parse import human_size as human
 
 TASK, STAGING, ENTRY, SIDECAR, LEASE = (
     "task-root", "ingest-staging", "image-entry", "sidecar", "stale-lease",
 )  # fmt: skip
 SCHEMA_ID = "agentbox-disks/1"
-
-
-def human(size: int) -> str:
-    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size >= factor:
-            return f"{size / factor:.1f} {unit}"
-    return f"{size} B"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

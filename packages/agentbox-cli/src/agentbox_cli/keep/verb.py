@@ -79,7 +79,7 @@ def gc(ctx: Context) -> int:
 
 
 def _size(n: int) -> str:
-    from agentbox_cli.keep.plan import human
+    from agentbox_state.parse import human_size as human
 
     return human(n)
 

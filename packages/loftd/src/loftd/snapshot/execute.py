@@ -3,9 +3,9 @@ Directory items (an overlay upper holds files of subordinate ids) are copied and
 the user namespace ``prefix`` gives; files directly.
 
 ``holding`` keeps runs out while the state is copied or replaced, by the locks the runs take:
-each disk's lease (a microvm or libkrun run holds it), container mode's ``sidecar.lock`` (a
-starting task waits for it, saying so) and ``sidecar-users.lock`` taken exclusively (no task
-holds it shared), loftd's /nix overlay lease. A lock held meanwhile refuses, changing nothing."""
+each disk's lease (a VM run holds it), and those the app's hooks name (agentbox's container
+mode: ``sidecar.lock`` and ``sidecar-users.lock``; loftd: its /nix overlay's lease). A lock
+held meanwhile refuses, changing nothing."""
 
 from __future__ import annotations
 
@@ -14,41 +14,35 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from agentbox_cli.snapshot.plan import Copy, Remove, Rename, SnapshotPlan, WriteManifest
 from agentbox_state.errors import AgentboxError
 from agentbox_state.lock import FileLock
 from agentbox_state.runner import Runner
 from agentbox_storage import disks, snapshot
+from loftd.snapshot import StateHooks
+from loftd.snapshot.plan import Copy, Remove, Rename, SnapshotPlan, WriteManifest
 
 
-def _locks(state_dir: Path) -> list[FileLock]:
-    from agentbox_cli.container import sidecar
-
+def _locks(state_dir: Path, hooks: StateHooks) -> list[FileLock]:
     found = [
         disks.lease(state_dir / n) for n in sorted(os.listdir(state_dir)) if n.endswith(".raw")
     ]
-    if (state_dir / "nix").is_dir():
-        found += [sidecar.setup_lock(state_dir), sidecar.users_lock(state_dir)]
-    if (state_dir / "nix-overlay").is_dir():
-        found.append(FileLock(state_dir / "nix-overlay" / "lease", what="loftd's /nix overlay"))
-    return found
+    return found + hooks.locks(state_dir)
 
 
 @contextmanager
-def holding(state_dir: Path) -> Iterator[None]:
+def holding(state_dir: Path, hooks: StateHooks) -> Iterator[None]:
     """Hold every lock a run of the project takes, exclusively, for the duration."""
-    from agentbox_cli.snapshot.plan import SnapshotError
+    from loftd.snapshot.plan import SnapshotError
 
     with ExitStack() as stack:
-        for lock in _locks(state_dir):
+        for lock in _locks(state_dir, hooks):
             try:
                 lock.acquire()
             except AgentboxError as err:
                 raise SnapshotError(
                     f"refusing to change snapshots while the project's state is in use: "
                     f"{err.message}",
-                    hint="wait for that task to end (or stop it: agentbox stop) and retry; "
-                    "nothing changed",
+                    hint="wait for that task to end (or stop it) and retry; nothing changed",
                 ) from err
             stack.callback(lock.release)
         yield

@@ -1,6 +1,6 @@
 """What a snapshot plan starts from, read from the state dir: the project's persistent items,
 its snapshots with their manifests, who holds its locks and leases, whether files there can be
-reflinked. Locks are probed as ``agentbox disks``/``forget`` probe them (``keep.facts``)."""
+reflinked. Locks are probed as ``agentbox disks``/``forget`` probe them."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentbox_cli.keep.facts import lock_files, mount_points
 from agentbox_state.errors import AgentboxError
 from agentbox_state.lock import FileLock
 from agentbox_state.runner import Runner
 from agentbox_storage import snapshot
 from agentbox_storage.snapshot import Manifest
+from agentbox_storage.statedir import lock_files, mount_points
+from loftd.snapshot import StateHooks
 
 SNAPSHOTS = "snapshots"
 # What outlives a run besides the raw disks (``*.raw``): container mode's /nix overlay upper,
@@ -40,6 +41,7 @@ class Taken:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SnapshotFacts:
+    app: str  # the command line's name, for messages
     state_dir: Path
     items: tuple[Present, ...]
     snapshots: tuple[Taken, ...]
@@ -102,29 +104,21 @@ def taken(snapshots_dir: Path) -> tuple[Taken, ...]:
     return tuple(found)
 
 
-def _sidecar_state(state_dir: Path) -> dict[str, str]:
-    from agentbox_cli.container import sidecar
-
-    try:
-        return sidecar.read_state(state_dir / "nix-sidecar.state")
-    except AgentboxError:
-        return {}
-
-
-def snapshot_facts(state_dir: Path, runner: Runner, *, probe_reflink: bool = True) -> SnapshotFacts:
+def snapshot_facts(state_dir: Path, runner: Runner, hooks: StateHooks, *, app: str,
+                   probe_reflink: bool = True) -> SnapshotFacts:  # fmt: skip
     mounts = mount_points()
     snapshots_dir = state_dir / SNAPSHOTS
     reflink = False
     if probe_reflink and state_dir.is_dir():  # snapshots/ is on the state dir's filesystem
         reflink = snapshot.can_reflink(state_dir, runner)
-    sidecar = _sidecar_state(state_dir)
+    sidecar = hooks.recorded(state_dir)
     # a rootless sidecar's overlay is mounted in Podman's user namespace, out of our sight:
     # its state record says so ("mounted": the image ID it was mounted for)
     mounted = [rel for rel in MERGED if os.fspath(state_dir / rel) in mounts]
     if sidecar.get("mounted") and MERGED[0] not in mounted:
         mounted.append(MERGED[0])
     return SnapshotFacts(
-        state_dir=state_dir, items=present(state_dir), snapshots=taken(snapshots_dir),
+        app=app, state_dir=state_dir, items=present(state_dir), snapshots=taken(snapshots_dir),
         running=running(state_dir), reflink=reflink, image=sidecar.get("image_id", ""),
         mounted=tuple(mounted),
     )  # fmt: skip

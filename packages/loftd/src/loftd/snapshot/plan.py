@@ -1,6 +1,7 @@
-"""Pure planning of ``agentbox snapshot create|restore|delete`` from ``SnapshotFacts``: the
-refusals (a bad name, a task running, an unknown or damaged snapshot, a filesystem that cannot
-reflink without ``--copy``) and the steps, each with ``describe()`` (``--dry-run`` prints them)."""
+"""Pure planning of ``snapshot create|restore|delete`` (agentbox's and loftd's) from
+``SnapshotFacts``: the refusals (a bad name, a task running, an unknown or damaged snapshot, a
+filesystem that cannot reflink without ``--copy``) and the steps, each with ``describe()``
+(``--dry-run`` prints them)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentbox_cli.keep.plan import human
-from agentbox_cli.snapshot.facts import Present, SnapshotFacts, Taken
 from agentbox_state.errors import AgentboxError
+from agentbox_state.parse import human_size as human
 from agentbox_storage.snapshot import Item, Manifest
+from loftd.snapshot.facts import Present, SnapshotFacts, Taken
 
 MAX_NAME = 64
 NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-")
@@ -84,12 +85,13 @@ Step = Copy | WriteManifest | Rename | Remove
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SnapshotPlan:
+    app: str  # the command line's name, for describe()
     action: str
     name: str
     steps: tuple[Step, ...]
 
     def describe(self) -> list[str]:
-        return [f"agentbox snapshot {self.action} {self.name}:",
+        return [f"{self.app} snapshot {self.action} {self.name}:",
                 *(f"  {s.describe()}" for s in self.steps)]  # fmt: skip
 
 
@@ -97,7 +99,7 @@ def _refuse_running(facts: SnapshotFacts, what: str) -> None:
     if facts.running:
         raise SnapshotError(
             f"refusing to {what} while the project's state is in use: " + "; ".join(facts.running),
-            hint="wait for that task to end (or stop it: agentbox stop) and retry; nothing changed",
+            hint="wait for that task to end (or stop it) and retry; nothing changed",
         )
 
 
@@ -107,7 +109,7 @@ def _refuse_no_reflink(facts: SnapshotFacts, what: str, size: int, copy: bool) -
     raise SnapshotError(
         f"cannot {what} copy-on-write: {facts.state_dir} is on a filesystem that cannot "
         f"reflink (cp --reflink=always fails there)",
-        hint=f"--copy makes a full copy instead: {human(size)} written; or keep agentbox's "
+        hint=f"--copy makes a full copy instead: {human(size)} written; or keep {facts.app}'s "
         "state on btrfs (or XFS with reflink)",
     )
 
@@ -118,7 +120,7 @@ def _find(facts: SnapshotFacts, name: str) -> Taken:
             return taken
     known = ", ".join(t.name for t in facts.snapshots) or "none"
     raise SnapshotError(f"no snapshot named {name!r} in this project (snapshots: {known})",
-                        hint="agentbox snapshot list shows them")  # fmt: skip
+                        hint=f"{facts.app} snapshot list shows them")  # fmt: skip
 
 
 def _taking(facts: SnapshotFacts, name: str, *, copy: bool, now: float, version: str,
@@ -147,15 +149,15 @@ def plan_create(facts: SnapshotFacts, name: str, *, copy: bool, now: float,
     if any(t.name == name for t in facts.snapshots):
         raise SnapshotError(
             f"a snapshot named {name!r} exists already",
-            hint=f"choose another name, or agentbox snapshot delete {name}",
+            hint=f"choose another name, or {facts.app} snapshot delete {name}",
         )
     if not facts.items:
         raise SnapshotError(f"this project has no state to snapshot yet ({facts.state_dir} holds "
                             "no disk, overlay upper or cargo dir)",
-                            hint="run agentbox in this project once first")  # fmt: skip
+                            hint=f"run {facts.app} in this project once first")  # fmt: skip
     _refuse_no_reflink(facts, "snapshot", sum(i.size for i in facts.items), copy)
     steps = _taking(facts, name, copy=copy, now=now, version=version, items=facts.items)
-    return SnapshotPlan(action="create", name=name, steps=steps)
+    return SnapshotPlan(app=facts.app, action="create", name=name, steps=steps)
 
 
 def auto_name(now: float) -> str:
@@ -169,14 +171,14 @@ def plan_restore(facts: SnapshotFacts, name: str, *, copy: bool, discard_current
     if taken.manifest is None or taken.problem is not None:
         raise SnapshotError(
             f"refusing to restore the damaged snapshot {name!r}: {taken.problem}",
-            hint=f"agentbox snapshot delete {name} removes it; nothing changed",
+            hint=f"{facts.app} snapshot delete {name} removes it; nothing changed",
         )
     _refuse_running(facts, f"restore {name!r}")
     if facts.mounted:
         raise SnapshotError(
             "refusing to restore while the Nix overlay is mounted over "
             + ", ".join(str(facts.state_dir / m) for m in facts.mounted),
-            hint="agentbox gc removes an idle sidecar and its overlay; then retry",
+            hint=f"{facts.app} gc removes an idle sidecar and its overlay; then retry",
         )
     size = sum(i.size for i in taken.manifest.items)
     _refuse_no_reflink(facts, f"restore {name!r}", size, copy)
@@ -193,18 +195,18 @@ def plan_restore(facts: SnapshotFacts, name: str, *, copy: bool, discard_current
     steps += [Remove(path=facts.state_dir / i.path) for i in facts.items]
     steps += [Rename(source=facts.state_dir / f"{p}.restoring", dest=facts.state_dir / p)
               for p in sorted(kept)]  # fmt: skip
-    return SnapshotPlan(action="restore", name=name, steps=tuple(steps))
+    return SnapshotPlan(app=facts.app, action="restore", name=name, steps=tuple(steps))
 
 
 def plan_delete(facts: SnapshotFacts, name: str) -> SnapshotPlan:
     check_name(name)
     _find(facts, name)
-    return SnapshotPlan(action="delete", name=name,
+    return SnapshotPlan(app=facts.app, action="delete", name=name,
                         steps=(Remove(path=facts.snapshots_dir / name),))  # fmt: skip
 
 
 def list_report(facts: SnapshotFacts) -> dict[str, object]:
-    """``agentbox snapshot list --json`` (schema ``agentbox-snapshots/1``)."""
+    """``snapshot list --json`` (schema ``agentbox-snapshots/1``, loftd's too)."""
     rows = []
     for t in facts.snapshots:
         m = t.manifest
@@ -219,11 +221,11 @@ def list_report(facts: SnapshotFacts) -> dict[str, object]:
             "snapshots": rows}  # fmt: skip
 
 
-def render_list(report: dict[str, object]) -> str:
+def render_list(report: dict[str, object], app: str) -> str:
     rows = report["snapshots"]
     assert isinstance(rows, list)
     if not rows:
-        return "no snapshots of this project (agentbox snapshot create NAME takes one)"
+        return f"no snapshots of this project ({app} snapshot create NAME takes one)"
     lines = []
     for r in rows:
         if r["damaged"]:

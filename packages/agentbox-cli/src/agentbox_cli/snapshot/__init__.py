@@ -1,1 +1,0 @@
-"""``agentbox snapshot``: copy-on-write snapshots of a project's persistent state."""
