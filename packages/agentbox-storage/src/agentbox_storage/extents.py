@@ -71,21 +71,14 @@ def shared_bytes(path: Path) -> int:
 
 
 def _files(path: Path) -> list[str]:
+    from agentbox_storage.statedir import walk
+
     try:
         st = path.lstat()
     except OSError:
         return []
     if stat.S_ISREG(st.st_mode):
         return [os.fspath(path)]
-    files, stack = [], [os.fspath(path)] if stat.S_ISDIR(st.st_mode) else []
-    while stack:
-        try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:  # a dir of a subordinate id, 0700: not counted
-            continue
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
-            elif entry.is_file(follow_symlinks=False):
-                files.append(entry.path)
-    return files
+    if not stat.S_ISDIR(st.st_mode):
+        return []
+    return [e.path for e in walk(os.fspath(path)) if e.is_file(follow_symlinks=False)]

@@ -143,23 +143,17 @@ def measure(path: Path) -> tuple[str, int, int]:
     st = path.lstat()
     if not stat.S_ISDIR(st.st_mode):
         return FILE, st.st_size, st.st_blocks * 512
+    from agentbox_storage.statedir import walk
+
     size = allocated = 0
-    stack = [os.fspath(path)]
-    while stack:
+    for entry in walk(os.fspath(path)):  # a dir of a subordinate id, 0700: not counted
         try:
-            entries = list(os.scandir(stack.pop()))
-        except OSError:  # a dir of a subordinate id, 0700: not counted
+            est = entry.stat(follow_symlinks=False)
+        except OSError:
             continue
-        for entry in entries:
-            try:
-                est = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            allocated += est.st_blocks * 512
-            if stat.S_ISDIR(est.st_mode):
-                stack.append(entry.path)
-            else:
-                size += est.st_size
+        allocated += est.st_blocks * 512
+        if not stat.S_ISDIR(est.st_mode):
+            size += est.st_size
     return DIR, size, allocated
 
 

@@ -4,6 +4,7 @@ lease files, and which paths are mount points (a mounted overlay is not a plain 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from agentbox_storage import taskroot
@@ -35,3 +36,18 @@ def lock_files(state_dir: Path) -> list[Path]:
     found += [state_dir / n / "lease" for n in names(state_dir)]
     found += [state_dir / "tasks" / n / taskroot.LOCK_NAME for n in names(state_dir / "tasks")]
     return sorted(p for p in found if p.is_file() and not p.is_symlink())
+
+
+def walk(top: str) -> Iterator[os.DirEntry[str]]:
+    """Every entry below the dir ``top``, not following symlinks; a dir that cannot be read
+    (a subordinate id's, 0700) is passed over."""
+    stack = [top]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            yield entry
