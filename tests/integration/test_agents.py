@@ -227,6 +227,7 @@ def test_a_rootless_agent_forks_the_projects_nix_upper_on_btrfs(
     the project's later writes do not reach the agent."""
     import tempfile
 
+    from agentbox_storage.snapshot import is_subvolume
     from agentbox_testing import btrfs_loop
 
     with (
@@ -243,8 +244,7 @@ def test_a_rootless_agent_forks_the_projects_nix_upper_on_btrfs(
         try:
             first = box.run("container", "--", "true")
             assert first.returncode == 0, first.stderr
-            # btrfs-subvolume(8) `show` succeeds only on a subvolume
-            box.podman("unshare", "btrfs", "subvolume", "show", str(box.state_dir / "nix/upper"))
+            assert is_subvolume(box.state_dir / "nix/upper")
             marker = box.state_dir / "nix/upper/marker"
             box.podman("unshare", "sh", "-c", f"echo from-the-project > {marker}")
             agent = box.run("--agent", "a1", "container", "--", "cat", "/nix/marker")
