@@ -29,7 +29,8 @@
         {
           python311 = tool "python3.11";
           python311Packages = lib.genAttrs
-            [ "hatchling" "podman" "dataclasses-json" "typing-extensions" "platformdirs" "tomli" "pyyaml" ]
+            [ "hatchling" "podman" "dataclasses-json" "typing-extensions" "platformdirs" "tomli" "pyyaml"
+              "uvloop" ]
             python // {
             buildPythonPackage = a:
               assert a.pyproject;
