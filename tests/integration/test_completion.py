@@ -153,7 +153,7 @@ def test_bash_option_values(home: Home, agentbox: Path, loftd: Path) -> None:
     assert bash(home, agentbox, "microvm", "--guest-init", "gu") == ["guest-init.bin"]
     # loftd's fixed default verb: its options count before any verb word
     assert bash(home, loftd, "--rootfs-backend", "") == ["btrfs-snapshot", "fuse-overlay"]
-    assert bash(home, loftd, "") == ["run", "paths", "config", "completion"]
+    assert bash(home, loftd, "") == ["run", "paths", "config", "snapshot", "completion"]
 
 
 def test_bash_actions_and_after_the_double_dash(home: Home, agentbox: Path) -> None:

@@ -21,7 +21,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from loftd.snapshot import StateHooks
+    from loftd.snapshot.hooks import StateHooks
 
 
 def _snapshot_hooks() -> StateHooks:

@@ -13,14 +13,14 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from pathlib import Path
 
-    from loftd.snapshot import StateHooks
+    from loftd.snapshot.hooks import StateHooks
 
 
 def _snapshot_hooks() -> StateHooks:
     """loftd's runs hold the lease of their /nix overlay (the helper, while the VM runs)."""
     from agentbox_state.lock import FileLock
     from loftd.face import FACE
-    from loftd.snapshot import StateHooks
+    from loftd.snapshot.hooks import StateHooks
 
     def locks(state_dir: Path) -> list[FileLock]:
         overlay = state_dir / (FACE.nix_overlay_dir or "")

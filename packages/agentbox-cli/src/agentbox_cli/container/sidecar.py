@@ -42,7 +42,7 @@ from agentbox_state.runner import Runner, command_failed
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from loftd.snapshot import StateHooks
+    from loftd.snapshot.hooks import StateHooks
 
 
 def setup_lock(state_dir: Path) -> FileLock:
@@ -57,7 +57,7 @@ def snapshot_hooks() -> StateHooks:
     """What ``agentbox snapshot`` keeps out and reads of container mode: a starting task waits
     for ``sidecar.lock``; ``sidecar-users.lock``, taken exclusively, means no task runs; the
     state record names the image the sidecar ran and whether its overlay is kept mounted."""
-    from loftd.snapshot import StateHooks
+    from loftd.snapshot.hooks import StateHooks
 
     def locks(state_dir: Path) -> list[FileLock]:
         return [setup_lock(state_dir), users_lock(state_dir)] if (state_dir / "nix").is_dir() \

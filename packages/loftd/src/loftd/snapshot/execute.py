@@ -18,7 +18,7 @@ from agentbox_state.errors import AgentboxError
 from agentbox_state.lock import FileLock
 from agentbox_state.runner import Runner
 from agentbox_storage import disks, snapshot
-from loftd.snapshot import StateHooks
+from loftd.snapshot.hooks import StateHooks
 from loftd.snapshot.plan import Copy, Remove, Rename, SnapshotPlan, WriteManifest
 
 

@@ -15,7 +15,7 @@ from agentbox_state.runner import Runner
 from agentbox_storage import snapshot
 from agentbox_storage.snapshot import Manifest
 from agentbox_storage.statedir import lock_files, mount_points
-from loftd.snapshot import StateHooks
+from loftd.snapshot.hooks import StateHooks
 
 SNAPSHOTS = "snapshots"
 # What outlives a run besides the raw disks (``*.raw``): container mode's /nix overlay upper,

@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from loftd.snapshot import StateHooks
+    from loftd.snapshot.hooks import StateHooks
 
 COPY = Option("--copy", "make full copies where the filesystem cannot share blocks (slow, big)")
 DISCARD = Option("--discard-current", "restore without snapshotting the current state first")
