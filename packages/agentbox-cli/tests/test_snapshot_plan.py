@@ -28,6 +28,7 @@ BAD = Taken(name="bad", manifest=None, problem="the snapshot manifest ... is not
 def facts(**kw: object) -> SnapshotFacts:
     base: dict[str, object] = {
         "app": "agentbox",
+        "stop": "agentbox stop",
         "state_dir": S,
         "items": (DISK, UPPER),
         "snapshots": (GOOD, BAD),

@@ -69,7 +69,7 @@ def snapshot_hooks() -> StateHooks:
         except AgentboxError:
             return {}
 
-    return StateHooks(locks=locks, recorded=recorded)
+    return StateHooks(locks=locks, recorded=recorded, stop="agentbox stop")
 
 
 # The state file's keys (a JSON record, agentbox_state.recordfile), each a string; written in
@@ -222,7 +222,8 @@ def ensure(plan: SidecarPlan, runner: Runner, *, say: Callable[[str], None],
         # whatever a crash left: container, overlay, state. The state file is written before
         # anything is mounted or started and removed last, so without one there is nothing.
         teardown(plan, runner)
-    for d in (plan.upper, plan.work, plan.merged):
+    # the upper itself is the mount script's to make: on btrfs a subvolume of its own
+    for d in (plan.upper.parent, plan.work, plan.merged):
         d.mkdir(parents=True, exist_ok=True)
     # recorded first: whatever happens next, teardown unmounts this image by its ID
     _write_state(plan.state_file, {"name": plan.name, "image": plan.image,

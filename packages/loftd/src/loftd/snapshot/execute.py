@@ -32,7 +32,7 @@ def _locks(state_dir: Path, hooks: StateHooks) -> list[FileLock]:
 @contextmanager
 def holding(state_dir: Path, hooks: StateHooks) -> Iterator[None]:
     """Hold every lock a run of the project takes, exclusively, for the duration."""
-    from loftd.snapshot.plan import SnapshotError
+    from loftd.snapshot.plan import SnapshotError, stop_it
 
     with ExitStack() as stack:
         for lock in _locks(state_dir, hooks):
@@ -42,7 +42,8 @@ def holding(state_dir: Path, hooks: StateHooks) -> Iterator[None]:
                 raise SnapshotError(
                     f"refusing to change snapshots while the project's state is in use: "
                     f"{err.message}",
-                    hint="wait for that task to end (or stop it) and retry; nothing changed",
+                    hint=f"wait for that task to end ({stop_it(hooks.stop)}) and retry; "
+                    "nothing changed",
                 ) from err
             stack.callback(lock.release)
         yield

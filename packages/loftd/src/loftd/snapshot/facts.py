@@ -42,6 +42,7 @@ class Taken:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SnapshotFacts:
     app: str  # the command line's name, for messages
+    stop: str  # its command that stops a running task ("" if it has none), for hints
     state_dir: Path
     items: tuple[Present, ...]
     snapshots: tuple[Taken, ...]
@@ -118,7 +119,7 @@ def snapshot_facts(state_dir: Path, runner: Runner, hooks: StateHooks, *, app: s
     if sidecar.get("mounted") and MERGED[0] not in mounted:
         mounted.append(MERGED[0])
     return SnapshotFacts(
-        app=app, state_dir=state_dir, items=present(state_dir), snapshots=taken(snapshots_dir),
-        running=running(state_dir), reflink=reflink, image=sidecar.get("image_id", ""),
-        mounted=tuple(mounted),
+        app=app, stop=hooks.stop, state_dir=state_dir, items=present(state_dir),
+        snapshots=taken(snapshots_dir), running=running(state_dir), reflink=reflink,
+        image=sidecar.get("image_id", ""), mounted=tuple(mounted),
     )  # fmt: skip

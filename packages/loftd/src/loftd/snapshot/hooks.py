@@ -21,3 +21,4 @@ class StateHooks:
     # what the app's last run recorded: ``image_id`` (the image it ran, for the manifest) and
     # ``mounted`` (non-empty while an overlay of its is kept mounted over ``nix/merged``)
     recorded: Callable[[Path], dict[str, str]] = field(default=_none)
+    stop: str = ""  # the app's command that stops a running task, for the hints ("" if none)

@@ -95,11 +95,15 @@ class SnapshotPlan:
                 *(f"  {s.describe()}" for s in self.steps)]  # fmt: skip
 
 
+def stop_it(stop: str) -> str:
+    return f"or stop it: {stop}" if stop else "or stop it"
+
+
 def _refuse_running(facts: SnapshotFacts, what: str) -> None:
     if facts.running:
         raise SnapshotError(
             f"refusing to {what} while the project's state is in use: " + "; ".join(facts.running),
-            hint="wait for that task to end (or stop it) and retry; nothing changed",
+            hint=f"wait for that task to end ({stop_it(facts.stop)}) and retry; nothing changed",
         )
 
 
