@@ -819,14 +819,16 @@ def test_an_agent_gets_its_worktree_and_the_git_dir_over_virtiofs(
     agent = state_of(home).parent / f"{state_of(home).name}-agent-a1"
     dot_git = f"{home.project}/.git"
     calls = stub.calls()
-    shared = [c.split()[2:4] for c in calls if c.startswith("krun_add_virtiofs")]
+    # libkrun.h: krun_add_virtiofs3(ctx, tag, path, shm_size, read_only): the git dir is
+    # read-only for libkrun itself, not only for the guest's mount
+    shared = [c.split()[2:4] + c.split()[5:] for c in calls if c.startswith("krun_add_virtiofs")]
     assert shared == [
-        ["agentbox-workspace", f"{agent}/worktree"],
-        ["agentbox-workspace-1", dot_git],
-        ["agentbox-workspace-2", f"{dot_git}/objects"],
-        ["agentbox-workspace-3", f"{dot_git}/refs/heads/agentbox"],
-        ["agentbox-workspace-4", f"{dot_git}/logs/refs/heads/agentbox"],
-        ["agentbox-workspace-5", f"{dot_git}/worktrees/worktree"],
+        ["agentbox-workspace", f"{agent}/worktree", "0"],
+        ["agentbox-workspace-1", dot_git, "1"],
+        ["agentbox-workspace-2", f"{dot_git}/objects", "0"],
+        ["agentbox-workspace-3", f"{dot_git}/refs/heads/agentbox", "0"],
+        ["agentbox-workspace-4", f"{dot_git}/logs/refs/heads/agentbox", "0"],
+        ["agentbox-workspace-5", f"{dot_git}/worktrees/worktree", "0"],
     ]
     env = [c.split("=", 1)[1] for c in calls if c.startswith("  env[")]
     [announced] = [e for e in env if e.startswith("AGENTBOX_MICROVM_SHARES=")]

@@ -111,9 +111,6 @@ def test_debug_and_profile_reach_every_podman_call_and_the_guest() -> None:
         '|| missing="$missing /usr/libexec/agentbox/nix-sidecar"; '
         f'if [ -n "$missing" ]; then podman {D} image unmount sha256:abc >/dev/null 2>&1 '
         '|| true; echo "missing:$missing"; exit 42; fi; '
-        # a btrfs subvolume where it can be (btrfs-subvolume(8): `create <path>`), else mkdir
-        "mkdir -p /s/ws/nix; [ -e /s/ws/nix/upper ] || btrfs subvolume create /s/ws/nix/upper "
-        ">/dev/null 2>&1 || mkdir -p /s/ws/nix/upper; "
         "mkdir -p /s/ws/nix/upper/var/nix/daemon-socket /s/ws/nix/work /s/ws/nix/merged; "
         "rm -f /s/ws/nix/upper/var/nix/daemon-socket/socket; "
         'fuse-overlayfs -o "lowerdir=$m/nix,upperdir=/s/ws/nix/upper,workdir=/s/ws/nix/work" '

@@ -270,10 +270,12 @@ def test_the_proxy_loop_reports_what_is_not_a_connections_failure(
                     {"message": "Future exception was never retrieved", "exception": error}
                 )
             assert caplog.records == []
-            loop.call_exception_handler(
-                {"message": "Task exception was never retrieved", "exception": KeyError("bug")}
-            )
-        [record] = caplog.records
-        assert record.getMessage().startswith("Task exception was never retrieved")
+            for bug in (KeyError("bug"), PermissionError(13, "not a connection's")):
+                loop.call_exception_handler(
+                    {"message": "Task exception was never retrieved", "exception": bug}
+                )
+        assert [r.getMessage().split("\n")[0] for r in caplog.records] == [
+            "Task exception was never retrieved"
+        ] * 2
     finally:
         loop.close()

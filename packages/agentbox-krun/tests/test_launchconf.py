@@ -42,10 +42,16 @@ def test_the_microvm_document_round_trips_whole(tmp_path: Path) -> None:
         "workspace_target": "/workspace",
     }  # fmt: skip
     assert path.read_text().splitlines()[:2] == ["{", '  "task_rootfs": "/s/tasks/t1/rootfs",']
-    agent = CONF._replace(shares=(Share("agentbox-workspace-1", "/src/app/.git"),))
+    agent = CONF._replace(
+        shares=(
+            Share("agentbox-workspace-1", "/src/app/.git", True),
+            Share("agentbox-workspace-2", "/src/app/.git/objects"),
+        )
+    )
     assert launchconf.parse(launchconf.render(agent)) == agent
     assert launchconf.document(agent)["shares"] == [
-        {"tag": "agentbox-workspace-1", "source": "/src/app/.git"}
+        {"tag": "agentbox-workspace-1", "source": "/src/app/.git", "readonly": True},
+        {"tag": "agentbox-workspace-2", "source": "/src/app/.git/objects", "readonly": False},
     ]
 
 
@@ -86,6 +92,7 @@ def test_only_the_required_keys_give_the_defaults() -> None:
 DISK = {"id": "a", "path": "/p", "readonly": False}
 MOUNT = {"source": "/p", "target": "/w", "readonly": False}
 NIX = {"lower": "/l", "upper": "/u", "work": "/w", "lease": "/e"}
+SHARE = {"tag": "t", "source": "/g", "readonly": True}
 
 
 @pytest.mark.parametrize(
@@ -109,12 +116,13 @@ NIX = {"lower": "/l", "upper": "/u", "work": "/w", "lease": "/e"}
         *(({"mounts": [{**MOUNT, "target": target}]},
            f"mounts[0].target {target!r} is not a normalised absolute guest path below /")
           for target in ("workspace", "/a/../etc", "/", "//x", "/w/")),
-        ({"shares": [{"tag": "t"}]}, "shares[0] lacks source"),
-        ({"shares": [{"tag": "", "source": "/g"}]}, "shares[0].tag '' is empty or not unique"),
-        ({"shares": [{"tag": "t", "source": "/g"}, {"tag": "t", "source": "/h"}]},
+        ({"shares": [{"tag": "t", "readonly": True}]}, "shares[0] lacks source"),
+        ({"shares": [{**SHARE, "tag": ""}]}, "shares[0].tag '' is empty or not unique"),
+        ({"shares": [SHARE, {**SHARE, "source": "/h"}]},
          "shares[1].tag 't' is empty or not unique"),
-        ({"workspace_tag": "w", "shares": [{"tag": "w", "source": "/g"}]},
-         "shares[0].tag 'w' is empty or not unique"),
+        ({"workspace_tag": "t", "shares": [SHARE]}, "shares[0].tag 't' is empty or not unique"),
+        ({"shares": [{**SHARE, "readonly": "no"}]},
+         "shares[0].readonly is a string, not true or false"),
         ({"nix_overlay": {"lower": "/l", "work": "/w"}}, "nix_overlay lacks upper, lease"),
         ({"nix_overlay": {**NIX, "upper": 1}}, "nix_overlay.upper is a whole number, not a string"),
         ({"nix_overlay": [NIX]}, "nix_overlay is a list, not an object"),

@@ -253,34 +253,3 @@ def test_shared_extents_are_counted_until_either_side_writes(work: Path) -> None
     # shared while the fork uses part of it)
     assert shared_bytes(work) >= 4 * len(data) - 1024**2
     snapshot.remove_item(work / "upper-fork", RUNNER)
-
-
-def test_a_shareable_dir_is_a_plain_dir_where_btrfs_is_not(tmp_path: Path) -> None:
-    fs = subprocess.run(["stat", "-f", "-c", "%T", str(tmp_path)], capture_output=True,
-                        text=True, check=True).stdout.strip()  # fmt: skip
-    require(fs != "btrfs", f"{tmp_path} is on btrfs here")
-    assert snapshot.make_shareable_dir(tmp_path / "up" / "upper", RUNNER) == "dir"
-    assert (tmp_path / "up" / "upper").is_dir()
-    (tmp_path / "up" / "upper" / "kept").write_text("x")
-    assert snapshot.make_shareable_dir(tmp_path / "up" / "upper", RUNNER) == "dir"
-    assert (tmp_path / "up" / "upper" / "kept").read_text() == "x"  # an existing one stays
-    line = snapshot.make_shareable_dir_sh(str(tmp_path / "sh-upper"))
-    subprocess.run(["sh", "-c", line], check=True)
-    assert (tmp_path / "sh-upper").is_dir()
-
-
-@pytest.mark.root
-@pytest.mark.btrfs
-def test_a_shareable_dir_on_btrfs_is_a_subvolume_in_both_forms(work: Path) -> None:
-    """btrfs-subvolume(8) ``create <path>``: the upper is a subvolume of its own, so that
-    copy_item snapshots it whole; one that exists (a plain dir of an older agentbox) stays."""
-    assert snapshot.make_shareable_dir(work / "nix" / "upper", RUNNER) == "subvolume"
-    assert snapshot.is_subvolume(work / "nix" / "upper")
-    assert snapshot.copy_item(work / "nix" / "upper", work / "fork", RUNNER) == "subvolume-snapshot"
-    (work / "plain").mkdir()
-    assert snapshot.make_shareable_dir(work / "plain", RUNNER) == "dir"
-    line = snapshot.make_shareable_dir_sh(str(work / "sh-upper"))
-    subprocess.run(["sh", "-c", line], check=True)
-    assert snapshot.is_subvolume(work / "sh-upper")
-    for made in ("fork", "nix/upper", "sh-upper"):
-        snapshot.remove_item(work / made, RUNNER)

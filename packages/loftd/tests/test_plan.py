@@ -199,8 +199,8 @@ def test_shares_go_over_virtiofs_with_a_tag_and_are_grafted_without_one() -> Non
     face = dataclasses.replace(VIRTIOFS, shares_env="X_SHARES")
     launch = plan_task(face, request(shares=git), facts()).launch
     assert launch.shares == (
-        launchconf.Share("x-workspace-1", "/src/app/.git"),
-        launchconf.Share("x-workspace-2", "/src/app/.git/objects"),
+        launchconf.Share("x-workspace-1", "/src/app/.git", True),
+        launchconf.Share("x-workspace-2", "/src/app/.git/objects", False),
     )
     assert launch.env[-1] == ('X_SHARES=[["x-workspace-1","/src/app/.git",true],'
                               '["x-workspace-2","/src/app/.git/objects",false]]')  # fmt: skip

@@ -143,8 +143,8 @@ def configure(krun: Krun, conf: LaunchConf) -> int:
         # else: builds without them (the PyPI fork) keep libkrun's implicit console on stdio
         if conf.workspace_tag and conf.workspace_source:
             krun.add_virtiofs(ctx, conf.workspace_tag, conf.workspace_source)
-        for share in conf.shares:
-            krun.add_virtiofs(ctx, share.tag, share.source)
+        for share in conf.shares:  # read-only ones refused where libkrun cannot enforce it
+            krun.add_virtiofs(ctx, share.tag, share.source, share.readonly)
         krun.set_workdir(ctx, conf.workdir)
         krun.set_exec(ctx, conf.exec_path, conf.argv, conf.env)
     except BaseException:

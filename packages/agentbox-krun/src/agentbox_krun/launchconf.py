@@ -47,7 +47,7 @@ OPTIONAL_PATHS = ("workspace_source", "workspace_tag", "workspace_target", "task
 NIX_KEYS = ("lower", "upper", "work", "lease")
 DISK_KEYS = ("id", "path", "readonly")
 MOUNT_KEYS = ("source", "target", "readonly")
-SHARE_KEYS = ("tag", "source")
+SHARE_KEYS = ("tag", "source", "readonly")
 KEYS = (*REQUIRED, "argv", "env", "disks", "mounts", "shares", "init_log", "nested_virt",
         *OPTIONAL_PATHS, "nix_overlay")  # fmt: skip
 
@@ -68,10 +68,11 @@ class Mount(NamedTuple):
 
 class Share(NamedTuple):
     """A host dir shared over virtiofs with ``tag`` besides the workspace (the guest init
-    mounts it where its contract says)."""
+    mounts it where its contract says); ``readonly``: libkrun refuses the guest's writes."""
 
     tag: str
     source: str
+    readonly: bool = False
 
 
 class NixOverlay(NamedTuple):
@@ -115,7 +116,8 @@ def document(conf: LaunchConf) -> dict[str, object]:
         "disks": [{"id": d.block_id, "path": d.path, "readonly": d.readonly} for d in conf.disks],
         "mounts": [{"source": m.source, "target": m.target, "readonly": m.readonly}
                    for m in conf.mounts],
-        "shares": [{"tag": sh.tag, "source": sh.source} for sh in conf.shares],
+        "shares": [{"tag": sh.tag, "source": sh.source, "readonly": sh.readonly}
+                   for sh in conf.shares],
         "init_log": conf.init_log, "nested_virt": conf.nested_virt,
     }  # fmt: skip
     for key in OPTIONAL_PATHS:
@@ -243,7 +245,7 @@ def parse(text: str, source: str = "launch.conf") -> LaunchConf:
                 m.target != posixpath.normpath(m.target):  # fmt: skip
             raise doc.error(f"mounts[{i}].target {m.target!r} is not a normalised absolute "
                             "guest path below /")  # fmt: skip
-    shares = tuple(Share(sh.string("tag"), sh.string("source"))
+    shares = tuple(Share(sh.string("tag"), sh.string("source"), sh.flag("readonly"))
                    for sh in doc.objects("shares", SHARE_KEYS))  # fmt: skip
     seen = {doc.text("workspace_tag")}
     for i, sh in enumerate(shares):

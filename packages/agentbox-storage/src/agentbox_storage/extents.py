@@ -54,11 +54,12 @@ def shared_in_file(fd: int) -> int:
         start = logical + length
 
 
-def shared_bytes(path: Path) -> int:
-    """Bytes of the regular files in ``path`` (a file, or a tree, not following symlinks)
-    that share their blocks with other files. A file this user cannot open counts as its own."""
+def shared_bytes(path: Path, *, skip: frozenset[str] = frozenset()) -> int:
+    """Bytes of the regular files in ``path`` (a file, or a tree, not following symlinks nor
+    entering the mount points ``skip`` names) that share their blocks with other files. A file
+    this user cannot open counts as its own."""
     total = 0
-    for file in _files(path):
+    for file in _files(path, skip):
         try:
             fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
@@ -70,7 +71,7 @@ def shared_bytes(path: Path) -> int:
     return total
 
 
-def _files(path: Path) -> list[str]:
+def _files(path: Path, skip: frozenset[str]) -> list[str]:
     from agentbox_storage.statedir import walk
 
     try:
@@ -81,4 +82,4 @@ def _files(path: Path) -> list[str]:
         return [os.fspath(path)]
     if not stat.S_ISDIR(st.st_mode):
         return []
-    return [e.path for e in walk(os.fspath(path)) if e.is_file(follow_symlinks=False)]
+    return [e.path for e in walk(os.fspath(path), skip) if e.is_file(follow_symlinks=False)]

@@ -72,29 +72,6 @@ def is_subvolume(path: Path) -> bool:
             and st.st_dev != parent.st_dev)  # fmt: skip
 
 
-# made a btrfs subvolume where it can be (the shell form, for scripts run in a user namespace):
-# a snapshot of a subvolume is one ioctl, however many files the upper holds
-def make_shareable_dir(path: Path, runner: Runner) -> str:
-    """Make the dir ``path`` (an overlay upper) if it is missing: a btrfs subvolume when its
-    parent is on btrfs and btrfs-progs are installed, else a plain dir. Returns how it is."""
-    if path.exists():
-        return "subvolume" if is_subvolume(path) else "dir"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    import shutil
-
-    if shutil.which("btrfs") is not None and \
-            runner.run(argv.subvolume_create(path), check=False).returncode == 0:  # fmt: skip
-        return "subvolume"
-    path.mkdir(exist_ok=True)
-    return "dir"
-
-
-def make_shareable_dir_sh(path: str) -> str:
-    """``make_shareable_dir`` as a shell command line (``path`` already quoted)."""
-    return (f"[ -e {path} ] || btrfs subvolume create {path} >/dev/null 2>&1 || "
-            f"mkdir -p {path}")  # fmt: skip
-
-
 def can_reflink(directory: Path, runner: Runner) -> bool:
     """Whether files in ``directory`` can be cloned: ``cp --reflink=always`` of a small probe
     file made there (both removed afterwards)."""

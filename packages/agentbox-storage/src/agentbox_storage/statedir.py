@@ -38,9 +38,10 @@ def lock_files(state_dir: Path) -> list[Path]:
     return sorted(p for p in found if p.is_file() and not p.is_symlink())
 
 
-def walk(top: str) -> Iterator[os.DirEntry[str]]:
-    """Every entry below the dir ``top``, not following symlinks; a dir that cannot be read
-    (a subordinate id's, 0700) is passed over."""
+def walk(top: str, skip: frozenset[str] = frozenset()) -> Iterator[os.DirEntry[str]]:
+    """Every entry below the dir ``top``, not following symlinks nor descending into the
+    dirs ``skip`` names (mount points); a dir that cannot be read (a subordinate id's, 0700)
+    or an entry that cannot be told apart is passed over."""
     stack = [top]
     while stack:
         try:
@@ -48,6 +49,10 @@ def walk(top: str) -> Iterator[os.DirEntry[str]]:
         except OSError:
             continue
         for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            if is_dir and entry.path not in skip:
                 stack.append(entry.path)
             yield entry

@@ -22,7 +22,7 @@ from agentbox_state.errors import AgentboxError
 from agentbox_state.lock import FileLock
 from agentbox_state.profile import Profiler
 from agentbox_state.runner import Runner
-from agentbox_storage import disks, snapshot, taskroot
+from agentbox_storage import disks, taskroot
 from agentbox_storage.backends import Backend
 from agentbox_storage.imagecache import ImageCache, check_guest_init
 from loftd import guest
@@ -46,7 +46,7 @@ def execute(plan: TaskPlan, runner: Runner, profiler: Profiler, notice: Notice) 
     if plan.nix_overlay is not None:  # before the task root: a second task stops here, early
         with phase(profiler, "nix_overlay_preparation", f"{plan.name} /nix overlay preparation"):
             nix = plan.nix_overlay._replace(lower=os.fspath(source / "nix"))
-            _prepare_nix_overlay(plan, source, nix, runner)
+            _prepare_nix_overlay(plan, source, nix)
             launch = launch._replace(nix_overlay=nix)
     with profiler.phase("task_garbage_collection"):
         _collect_garbage(plan, runner, notice)
@@ -173,8 +173,7 @@ def _collect_garbage(plan: TaskPlan, runner: Runner, notice: Notice) -> None:
         notice(f"{plan.name}: removed {len(removed)} task root(s) left by killed runs: {names}")
 
 
-def _prepare_nix_overlay(plan: TaskPlan, source: Path, nix: launchconf.NixOverlay,
-                         runner: Runner) -> None:  # fmt: skip
+def _prepare_nix_overlay(plan: TaskPlan, source: Path, nix: launchconf.NixOverlay) -> None:
     """Two overlays on one upper corrupt it (the kernel only warns), so the helper holds the
     lease for as long as the VM runs; here it is only probed, to stop a second task before
     anything is made for it (a race past the probe still stops at the helper's own lock)."""
@@ -191,9 +190,8 @@ def _prepare_nix_overlay(plan: TaskPlan, source: Path, nix: launchconf.NixOverla
     probe = FileLock(nix.lease, what=f"the /nix overlay {base}")
     probe.acquire()
     probe.release()
-    # the upper, on btrfs a subvolume of its own (a snapshot of it is then one btrfs snapshot)
-    snapshot.make_shareable_dir(Path(nix.upper), runner)
-    Path(nix.work).mkdir(parents=True, exist_ok=True)
+    for d in (nix.upper, nix.work):
+        Path(d).mkdir(parents=True, exist_ok=True)
 
 
 def _guest_init(plan: TaskPlan, root: taskroot.TaskRoot) -> str:

@@ -148,7 +148,7 @@ def _shares(face: Face, req: TaskRequest) -> tuple[tuple[launchconf.Share, ...],
 
     tags = [f"{face.workspace_tag}-{i}" for i in range(1, len(req.shares) + 1)]
     listed = [[tag, sh.target, sh.readonly] for tag, sh in zip(tags, req.shares, strict=True)]
-    shares = tuple(launchconf.Share(tag, os.fspath(sh.source))
+    shares = tuple(launchconf.Share(tag, os.fspath(sh.source), sh.readonly)
                    for tag, sh in zip(tags, req.shares, strict=True))  # fmt: skip
     return shares, (f"{face.shares_env}={json.dumps(listed, separators=(',', ':'))}",)
 

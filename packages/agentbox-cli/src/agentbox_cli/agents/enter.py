@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentbox_cli.agents.setup import prepare
-from agentbox_cli.agents.worktree import agent_of
+from agentbox_cli.agents.worktree import Agent, agent_of
 from agentbox_state.lock import FileLock
 from agentbox_state.workspace import Workspace
 
@@ -33,12 +33,34 @@ def _fork(ctx: Context, project_state: Path, agent_state: Path, runner: Runner) 
     facts = project_facts(project_state, runner, current=False, mounts=mount_points())
     busy = plan_forget(facts, project_state.name).running
     userns = tuple(unshare(debug=ctx.flags.debug)) if os.getuid() != 0 else ()
-    return fork(project_state, agent_state, runner, userns=userns, busy=busy, say=ctx.err)
+    if busy:
+        return fork(project_state, agent_state, runner, userns=userns, busy=busy, say=ctx.err)
+    from agentbox_cli.container.sidecar import snapshot_hooks
+    from loftd.snapshot.execute import holding
+    from loftd.snapshot.plan import SnapshotError
+
+    try:
+        # the locks a run of the project takes, held while its state is copied: a run (or a
+        # snapshot restore) that starts meanwhile waits or is refused, and the copy is whole
+        with holding(project_state, snapshot_hooks()):
+            return fork(project_state, agent_state, runner, userns=userns, busy=(),
+                        say=ctx.err)  # fmt: skip
+    except SnapshotError as err:
+        ctx.err(f"agentbox: the agent's state starts empty: {err.message}")
+        return []
 
 
 # how long a second start of the same agent waits for the first one to have made its state
 # and worktree (a fork and a `git worktree add`: seconds at most)
 SETUP_WAIT_SECONDS = 120.0
+
+
+def setup_lock(workspaces: Path, agent: Agent) -> FileLock:
+    """Held while an agent's state and worktree are made or removed: beside the agents' state
+    dirs, not in the project's locks (held, one of those says the project's state is in use,
+    and a fork would not be made)."""
+    return FileLock(workspaces / f".{agent.key}.lock",
+                    what=f"agent {agent.name} of {agent.project}")  # fmt: skip
 
 
 def existing(ctx: Context, project: Workspace) -> Workspace:
@@ -67,10 +89,7 @@ def enter(ctx: Context, project: Workspace, runner: Runner) -> tuple[Workspace, 
     if ctx.flags.dry_run:  # nothing is made, so nothing is locked
         prepared = prepare(agent, runner, err=ctx.err, dry_run=True)
     else:
-        # beside the agents' state dirs, not in the project's locks (held, one of those says
-        # the project's state is in use, and a fork would not be made)
-        lock = FileLock(ctx.paths.workspaces / f".{agent.key}.lock",
-                        what=f"agent {agent.name} of {project.path}")  # fmt: skip
+        lock = setup_lock(ctx.paths.workspaces, agent)
         lock.acquire(wait=SETUP_WAIT_SECONDS, on_wait=ctx.err)
         try:
             if not agent.state_dir.exists():

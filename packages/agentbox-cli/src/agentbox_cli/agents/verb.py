@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from agentbox_cli.agents.inventory import AgentFact
+    from agentbox_cli.agents.worktree import Agent
     from agentbox_state.runner import Runner
 
 FORCE = Option("--force", "remove: also a worktree with uncommitted changes (they are lost)")
@@ -27,11 +28,13 @@ def _fact(name: str, state_dir: Path, runner: Runner) -> AgentFact:
     from agentbox_storage.extents import shared_bytes
     from agentbox_storage.statedir import mount_points
 
-    project = project_facts(state_dir, runner, current=False, mounts=mount_points())
+    mounts = mount_points()  # not descended into (a running agent's overlay shows the image)
+    project = project_facts(state_dir, runner, current=False, mounts=mounts)
     worktree = state_dir / "worktree"
     return AgentFact(name=name, state_dir=state_dir,
                      worktree=worktree if (worktree / ".git").is_file() else None,
-                     allocated=project.usage.allocated, shared=shared_bytes(state_dir),
+                     allocated=project.usage.allocated,
+                     shared=shared_bytes(state_dir, skip=mounts),
                      running=plan_forget(project, name).running)  # fmt: skip
 
 
@@ -53,16 +56,11 @@ def _list(ctx: Context) -> int:
 
 
 def _remove(ctx: Context) -> int:
-    import os
     from pathlib import Path
 
-    from agentbox_cli.agents.worktree import agent_of, remove_argv, status_argv
-    from agentbox_cli.keep.facts import project_facts
-    from agentbox_cli.keep.plan import plan_forget
+    from agentbox_cli.agents.worktree import agent_of
     from agentbox_state.errors import AgentboxError, UsageError
-    from agentbox_state.parse import human_size as human
     from agentbox_state.workspace import current_workspace
-    from agentbox_storage.statedir import mount_points
 
     if len(ctx.args.command) != 1:
         raise UsageError("agents remove takes one agent NAME", hint="see 'agentbox agents'")
@@ -72,6 +70,26 @@ def _remove(ctx: Context) -> int:
     if not agent.state_dir.is_dir():
         raise AgentboxError(f"{workspace.path} has no agent {agent.name}",
                             hint="'agentbox agents' lists them")  # fmt: skip
+    from agentbox_cli.agents.enter import setup_lock
+
+    setup = setup_lock(ctx.paths.workspaces, agent)
+    setup.acquire()  # not while a start of this agent makes its state or worktree
+    try:
+        return _remove_agent(ctx, agent)
+    finally:
+        setup.release()
+
+
+def _remove_agent(ctx: Context, agent: Agent) -> int:
+    import os
+
+    from agentbox_cli.agents.worktree import remove_argv, status_argv
+    from agentbox_cli.keep.facts import project_facts
+    from agentbox_cli.keep.plan import plan_forget
+    from agentbox_state.errors import AgentboxError
+    from agentbox_state.parse import human_size as human
+    from agentbox_storage.statedir import mount_points
+
     runner = ctx.runner()
     project = project_facts(agent.state_dir, runner, current=False, mounts=mount_points())
     plan = plan_forget(project, f"agent {agent.name}")

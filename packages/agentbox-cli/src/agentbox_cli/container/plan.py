@@ -117,8 +117,6 @@ class SidecarPlan:
         container mode needs (else print ``missing: PATH ...``, unmount it and exit
         ``CONTRACT_EXIT``), remove the last daemon's stale socket from the upper layer, then
         mount the overlay of its /nix; prints nothing on success."""
-        from agentbox_storage.snapshot import make_shareable_dir_sh
-
         q = shlex.quote
         ref = ref or self.image
         checks = "".join(
@@ -131,10 +129,6 @@ class SidecarPlan:
             f'missing=""; {checks}if [ -n "$missing" ]; then '
             f"{shlex.join(image_unmount(ref, debug=self.debug))} >/dev/null 2>&1 || true; "
             f'echo "missing:$missing"; exit {CONTRACT_EXIT}; fi; '
-            # the upper, on btrfs a subvolume of its own (a snapshot or an agent's fork of it
-            # is then one btrfs snapshot), else a plain dir; one there already stays as it is
-            f"mkdir -p {q(os.fspath(self.upper.parent))}; "
-            f"{make_shareable_dir_sh(q(os.fspath(self.upper)))}; "
             # the socket's dir made in the upper layer: a task without a daemon mounts a tmpfs
             # there, on the read-only /nix (see SOCKET_DIR)
             f"mkdir -p {q(os.fspath(self.upper) + SOCKET_DIR.removeprefix('/nix'))} "

@@ -222,8 +222,7 @@ def ensure(plan: SidecarPlan, runner: Runner, *, say: Callable[[str], None],
         # whatever a crash left: container, overlay, state. The state file is written before
         # anything is mounted or started and removed last, so without one there is nothing.
         teardown(plan, runner)
-    # the upper itself is the mount script's to make: on btrfs a subvolume of its own
-    for d in (plan.upper.parent, plan.work, plan.merged):
+    for d in (plan.upper, plan.work, plan.merged):
         d.mkdir(parents=True, exist_ok=True)
     # recorded first: whatever happens next, teardown unmounts this image by its ID
     _write_state(plan.state_file, {"name": plan.name, "image": plan.image,

@@ -33,12 +33,14 @@ def new_loop() -> asyncio.AbstractEventLoop:
 
 
 def _unexpected_only(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
-    """The loop's report of an error nobody awaited, unless it is a connection's: a peer that
-    went away or spoke no TLS is the proxy's everyday (it answers its client itself), and
-    asyncio's own loop does not log those either. uvloop reports one when a TLS connect is
-    cancelled as its handshake fails (MagicStack/uvloop#437), which would land on the user's
-    terminal."""
-    if not isinstance(context.get("exception"), OSError):
+    """The loop's report of an error nobody awaited, unless it is a connection's (reset,
+    refused, timed out, no TLS): a peer that went away or spoke no TLS is the proxy's everyday
+    (it answers its client itself), and asyncio's own loop does not log those either. uvloop
+    reports one when a TLS connect is cancelled as its handshake fails (MagicStack/uvloop#437),
+    which would land on the user's terminal."""
+    import ssl
+
+    if not isinstance(context.get("exception"), (ConnectionError, TimeoutError, ssl.SSLError)):
         loop.default_exception_handler(context)
 
 
