@@ -129,6 +129,9 @@ def run_as() -> Callable[..., subprocess.CompletedProcess[str]]:
 
 PACKAGES = ["agentbox_cli", "agentbox_state", "agentbox_storage", "agentbox_podman",
             "agentbox_krun", "loftd", "agentbox_guest_init"]  # fmt: skip
+# the third-party packages a run imports that the host's python3 may lack (uvloop: the egress
+# proxy's loop; a manylinux wheel for the same CPython, so its copy loads there too)
+RUNTIME_DEPS = ["uvloop"]
 
 
 class UserBox:
@@ -185,13 +188,14 @@ class UserBox:
 
 @pytest.fixture(scope="session")
 def user_code() -> Iterator[Path]:
-    """Copies of our packages the test user can import (the venv may not be readable)."""
+    """Copies of our packages (and ``RUNTIME_DEPS``) the test user can import (the venv may
+    not be readable)."""
     import importlib
 
     require_test_user()
     with tempfile.TemporaryDirectory(prefix="agentbox-user-code-") as tmp:
         code = Path(tmp)
-        for name in PACKAGES:
+        for name in (*PACKAGES, *RUNTIME_DEPS):
             module = importlib.import_module(name)
             assert module.__file__ is not None
             shutil.copytree(Path(module.__file__).parent, code / name,
