@@ -85,7 +85,6 @@ def enter(ctx: Context, project: Workspace, runner: Runner) -> tuple[Workspace, 
     at once neither fork nor add its worktree twice (the second waits, then finds them made)."""
     assert ctx.flags.agent is not None
     agent = agent_of(Path(project.path), project.key, ctx.paths.workspaces, ctx.flags.agent)
-    layout = ctx.paths.layout(project)
     if ctx.flags.dry_run:  # nothing is made, so nothing is locked
         prepared = prepare(agent, runner, err=ctx.err, dry_run=True)
     else:
@@ -93,7 +92,8 @@ def enter(ctx: Context, project: Workspace, runner: Runner) -> tuple[Workspace, 
         lock.acquire(wait=SETUP_WAIT_SECONDS, on_wait=ctx.err)
         try:
             if not agent.state_dir.exists():
-                forked = _fork(ctx, layout.state_dir, agent.state_dir, runner)
+                forked = _fork(ctx, ctx.paths.layout(project).state_dir, agent.state_dir,
+                               runner)  # fmt: skip
                 if forked:
                     ctx.err(f"agentbox: agent {agent.name} forked the project's "
                             + ", ".join(forked))  # fmt: skip
